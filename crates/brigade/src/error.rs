@@ -1,0 +1,151 @@
+//! The errors brigade reports: one enum for what can happen to a task, and two small ones for
+//! what can go wrong before a task exists.
+
+use std::fmt;
+
+/// Why a task produced no value.
+///
+/// Every lane reports task outcomes with this one type, so code that waits on tasks from
+/// several lanes handles failures in one place. It is `#[non_exhaustive]`: lanes added later
+/// (the process pool, for one) bring their own reasons, such as a crashed worker.
+///
+/// ```
+/// use brigade::{Error, ThreadPool};
+///
+/// let pool = ThreadPool::new();
+/// let task = pool.submit(|| -> u32 { panic!("disk on fire") }).unwrap();
+/// match task.result() {
+///     Err(Error::Panicked { message }) => assert_eq!(message, "disk on fire"),
+///     other => panic!("unexpected outcome: {other:?}"),
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The task panicked; `message` is the panic's payload when it was a string.
+    #[error("task panicked: {message}")]
+    Panicked {
+        /// The panic message, or a placeholder when the payload was not a string.
+        message: String,
+    },
+    /// The task was cancelled before it started, so it never ran.
+    #[error("task was cancelled before it started")]
+    Cancelled,
+    /// A bounded wait ran out before the task finished. The task itself is untouched: it keeps
+    /// running, and a later wait can still get its value.
+    #[error("timed out waiting for the task")]
+    TimedOut,
+    /// A deadline over several tasks ran out (see [`as_completed`](crate::as_completed)).
+    #[error("timed out: {unfinished} (of {total}) tasks unfinished")]
+    Unfinished {
+        /// How many tasks had not finished when the deadline passed.
+        unfinished: usize,
+        /// How many tasks were being waited on.
+        total: usize,
+    },
+    /// The pool was shut down before the work could be accepted.
+    #[error("the pool is shut down")]
+    ShutDown,
+    /// The pool could not start a worker thread and had none running.
+    #[error("could not start a worker thread: {message}")]
+    Spawn {
+        /// The operating system's explanation.
+        message: String,
+    },
+    /// The task's outcome was already taken out of this handle by an earlier call.
+    #[error("the task's outcome was already taken")]
+    Consumed,
+}
+
+impl Error {
+    /// Turns a panic payload (as caught by `catch_unwind`) into [`Error::Panicked`].
+    pub(crate) fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "Box<dyn Any> (a panic payload that is not a string)".to_owned()
+        };
+        Error::Panicked { message }
+    }
+}
+
+/// Work that a pool refused, handed back unrun.
+///
+/// ```
+/// use brigade::{Shutdown, ThreadPool};
+///
+/// let pool = ThreadPool::new();
+/// pool.shutdown(Shutdown::default());
+/// let refused = pool.submit(|| 6 * 7).unwrap_err();
+/// assert_eq!(refused.to_string(), "the pool is shut down");
+/// let work = refused.into_inner();
+/// assert_eq!(work(), 42); // nothing is lost: run it elsewhere
+/// ```
+pub struct SubmitError<F> {
+    work: F,
+    reason: Error,
+}
+
+impl<F> SubmitError<F> {
+    pub(crate) fn new(work: F, reason: Error) -> Self {
+        Self { work, reason }
+    }
+
+    /// Gives the refused work back.
+    pub fn into_inner(self) -> F {
+        self.work
+    }
+
+    /// Why the work was refused: [`Error::ShutDown`] or [`Error::Spawn`].
+    pub fn reason(&self) -> &Error {
+        &self.reason
+    }
+}
+
+impl<F> fmt::Debug for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubmitError")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> fmt::Display for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.reason, f)
+    }
+}
+
+impl<F> std::error::Error for SubmitError<F> {}
+
+impl<F> From<SubmitError<F>> for Error {
+    /// Drops the refused work and keeps the reason, so `?` works in functions returning
+    /// [`Error`].
+    fn from(e: SubmitError<F>) -> Self {
+        e.reason
+    }
+}
+
+/// A pool configuration that cannot work.
+///
+/// ```
+/// let err = brigade::ThreadPool::builder().workers(0).build().unwrap_err();
+/// assert_eq!(err.to_string(), "a pool needs at least 1 worker (asked for 0)");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The worker count was zero or above [`MAX_WORKERS`](crate::threads::MAX_WORKERS).
+    #[error("a pool needs at least 1 worker (asked for {0})")]
+    NoWorkers(usize),
+    /// The worker count was above [`MAX_WORKERS`](crate::threads::MAX_WORKERS).
+    #[error("a pool can have at most {max} workers (asked for {asked})")]
+    TooManyWorkers {
+        /// The count asked for.
+        asked: usize,
+        /// The largest count allowed.
+        max: usize,
+    },
+}

@@ -1,0 +1,76 @@
+//! Run work concurrently with the right model for the work, behind one futures API.
+//!
+//! Every concurrency primer teaches the same three models and a rule for choosing between them.
+//! brigade implements them as *lanes* that all hand back the same [`Task`] handle:
+//!
+//! | model | unit of execution | what it is for in Rust |
+//! |---|---|---|
+//! | thread pool ("many chefs, one kitchen") — [`ThreadPool`] | OS threads sharing memory | CPU-bound work (Rust has no GIL: threads run in parallel on all cores); blocking I/O with a few connections |
+//! | process pool ("separate stations") — *coming* | worker processes, own memory | isolation: a crash, abort, leak or runaway task takes down one worker, not the program |
+//! | event loop ("one chef, never idle") — *coming* | tasks on a reactor | I/O-bound work with many slow connections |
+//!
+//! Python's rule "CPU-bound → multiprocessing" exists because of the GIL. In Rust, CPU-bound
+//! work belongs on threads; processes are for isolation.
+//!
+//! # The futures API
+//!
+//! A pool's [`submit`](ThreadPool::submit) returns a [`Task<T>`]: block on it with
+//! [`result`](Task::result), give up after a while with [`result_timeout`](Task::result_timeout),
+//! [`cancel`](Task::cancel) it while it is pending, attach
+//! [done callbacks](Task::add_done_callback), or `.await` it from async code. [`wait`] and
+//! [`as_completed`] work over any set of tasks, as Python's `concurrent.futures` functions do.
+//!
+//! ```
+//! use std::time::Duration;
+//! use brigade::{ThreadPool, Until, as_completed, wait};
+//!
+//! let pool = ThreadPool::new();
+//! let tasks: Vec<_> = (0..8u64).map(|n| (n, pool.submit(move || n.pow(3)).unwrap())).collect();
+//!
+//! // Results as they come in, each paired with its input.
+//! let mut cubes: Vec<(u64, u64)> = as_completed(tasks, Some(Duration::from_secs(60)))
+//!     .map(|done| {
+//!         let (n, task) = done.unwrap();
+//!         (n, task.result().unwrap())
+//!     })
+//!     .collect();
+//! cubes.sort();
+//! assert_eq!(cubes[3], (3, 27));
+//!
+//! // Or wait for a whole batch at once.
+//! let batch: Vec<_> = (0..4).map(|_| pool.submit(|| ()).unwrap()).collect();
+//! let waited = wait(&batch, Until::AllCompleted, None);
+//! assert_eq!(waited.done.len(), 4);
+//! ```
+//!
+//! # Borrowing instead of copying
+//!
+//! Threads share memory, so [`ThreadPool::scope`] lets tasks borrow the caller's data:
+//!
+//! ```
+//! let pool = brigade::ThreadPool::new();
+//! let data: Vec<u64> = (0..100_000).collect();
+//! let sum: u64 = pool.scope(|s| {
+//!     let halves: Vec<_> = data.chunks(50_000).map(|h| s.spawn(move || h.iter().sum::<u64>())).collect();
+//!     halves.into_iter().map(|t| t.result().unwrap()).sum()
+//! });
+//! assert_eq!(sum, 4_999_950_000);
+//! ```
+//!
+//! # Failures stay where they happen
+//!
+//! A panic inside a task becomes that task's [`Error::Panicked`]; the worker and the pool live
+//! on. [`ThreadPool::map`] gives each item its own `Result`, so one bad input fails one slot.
+
+#![warn(missing_docs, unreachable_pub)]
+
+mod error;
+mod sync;
+mod task;
+pub mod threads;
+mod wait;
+
+pub use error::{BuildError, Error, SubmitError};
+pub use task::Task;
+pub use threads::{Shutdown, ThreadPool};
+pub use wait::{AsCompleted, Until, Waitable, Waited, as_completed, wait};

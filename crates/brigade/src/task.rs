@@ -1,0 +1,303 @@
+//! [`Task<T>`]: the one handle every lane returns.
+
+pub(crate) mod cell;
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use cell::{CANCELLED, COMPLETE, Cell, Erased, FAILED, Header, Outcome, RUNNING};
+
+/// A handle to work submitted to a pool: its future result.
+///
+/// A task is **pending** until a worker picks it up, then **running**, then **done** with a
+/// value or an [`Error`]; or it is **cancelled** while still pending, and then it never runs.
+/// Its outcome is written once.
+///
+/// The semantics follow Python's `concurrent.futures.Future`, in Rust's idiom:
+///
+/// * [`result`](Self::result) blocks until the task is done and gives its outcome;
+///   [`result_timeout`](Self::result_timeout) gives up after a while *without* cancelling, and
+///   [`try_result`](Self::try_result) never blocks;
+/// * [`cancel`](Self::cancel) succeeds only while the task is pending;
+/// * [`add_done_callback`](Self::add_done_callback) runs code when it finishes;
+/// * `Task<T>` is a [`Future`], so async code can `.await` a task from any lane;
+/// * a panic inside the task becomes [`Error::Panicked`] with the panic's message, and the
+///   worker that ran it lives on.
+///
+/// Dropping a handle detaches it: the work still runs and its value is dropped when it
+/// finishes. The pool never keeps a finished task's closure or value.
+///
+/// # Waiting from inside a pool
+///
+/// Blocking on a task from inside a task of the same pool does not deadlock when every worker
+/// is busy: a worker that waits runs other queued work of its pool until the awaited task is
+/// done (as rayon does). The waiting task's own stack then holds the helped task's frames, so
+/// deep chains of tasks waiting on tasks need stack to match (see
+/// [`Builder::stack_size`](crate::threads::Builder::stack_size)).
+///
+/// ```
+/// use brigade::ThreadPool;
+///
+/// let pool = ThreadPool::new();
+/// let task = pool.submit(|| (1..=10u64).product::<u64>()).unwrap();
+/// assert_eq!(task.result(), Ok(3_628_800));
+/// ```
+#[must_use = "dropping a task detaches it; call `result` to get its outcome"]
+pub struct Task<T> {
+    cell: Arc<Cell<T, dyn Erased>>,
+    /// Whether this handle already handed the outcome out.
+    taken: bool,
+    /// `Task<T>` may be shared between threads only when `T` may: callbacks added through
+    /// `&Task` read the value.
+    _value: PhantomData<T>,
+}
+
+impl<T> Task<T> {
+    pub(crate) fn from_cell(cell: Arc<Cell<T, dyn Erased>>) -> Self {
+        Self {
+            cell,
+            taken: false,
+            _value: PhantomData,
+        }
+    }
+
+    fn header(&self) -> &Header<T> {
+        &self.cell.header
+    }
+
+    /// Takes the outcome; the task must be complete.
+    fn take(&mut self) -> Outcome<T> {
+        if std::mem::replace(&mut self.taken, true) {
+            return Err(Error::Consumed);
+        }
+        // SAFETY: callers observed COMPLETE (acquire) and we hold `&mut self`, the only handle.
+        unsafe { self.header().take_outcome() }.unwrap_or(Err(Error::Consumed))
+    }
+
+    fn is_complete(&self) -> bool {
+        self.header().state() & COMPLETE != 0
+    }
+
+    /// Blocks until the task is done, or `deadline` passes. True when done.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        if self.is_complete() {
+            return true;
+        }
+        crate::threads::block_until(
+            || self.is_complete(),
+            |waker| {
+                self.header().watch(waker);
+            },
+            deadline,
+        )
+    }
+
+    /// Waits for the task to finish and returns its outcome.
+    ///
+    /// Inside a worker of a brigade pool, the wait runs other queued work of that pool instead
+    /// of blocking the worker (see [Waiting from inside a pool](Self#waiting-from-inside-a-pool)).
+    ///
+    /// ```
+    /// # let pool = brigade::ThreadPool::new();
+    /// let task = pool.submit(|| "done").unwrap();
+    /// assert_eq!(task.result(), Ok("done"));
+    /// ```
+    pub fn result(mut self) -> Result<T, Error> {
+        self.wait_until(None);
+        self.take()
+    }
+
+    /// Waits at most `timeout` for the task to finish.
+    ///
+    /// On time-out this returns [`Error::TimedOut`] and **does not cancel** the task: it keeps
+    /// running, and a later call can still get its value. Once an outcome has been returned,
+    /// later calls return [`Error::Consumed`].
+    ///
+    /// Inside a pool's worker the deadline is checked between the jobs the worker helps with,
+    /// so a long helped job can make the wait overrun.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use brigade::{Error, ThreadPool};
+    ///
+    /// let pool = ThreadPool::new();
+    /// let (go, wait_for_go) = mpsc::channel::<()>();
+    /// let mut task = pool.submit(move || { wait_for_go.recv().unwrap(); 42 }).unwrap();
+    /// assert_eq!(task.result_timeout(Duration::from_millis(10)), Err(Error::TimedOut));
+    /// go.send(()).unwrap();
+    /// assert_eq!(task.result_timeout(Duration::from_secs(60)), Ok(42));
+    /// ```
+    pub fn result_timeout(&mut self, timeout: Duration) -> Result<T, Error> {
+        let deadline = Instant::now().checked_add(timeout);
+        if self.taken || self.wait_until(deadline) {
+            self.take()
+        } else {
+            Err(Error::TimedOut)
+        }
+    }
+
+    /// Returns the outcome if the task is done, without blocking; `None` while it is not.
+    ///
+    /// ```
+    /// # let pool = brigade::ThreadPool::new();
+    /// let mut task = pool.submit(|| 5).unwrap();
+    /// let value = loop {
+    ///     if let Some(outcome) = task.try_result() {
+    ///         break outcome;
+    ///     }
+    ///     std::thread::yield_now();
+    /// };
+    /// assert_eq!(value, Ok(5));
+    /// ```
+    pub fn try_result(&mut self) -> Option<Result<T, Error>> {
+        (self.taken || self.is_complete()).then(|| self.take())
+    }
+
+    /// Cancels the task if it has not started.
+    ///
+    /// Returns `true` when the task is cancelled (by this call or an earlier one): it will never
+    /// run, its closure is dropped now, and its outcome is [`Error::Cancelled`]. Returns `false`
+    /// when it is running or done: a running task is never interrupted.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use brigade::{Error, ThreadPool};
+    ///
+    /// let pool = ThreadPool::builder().workers(1).build().unwrap();
+    /// let (started_tx, started) = mpsc::channel();
+    /// let (go, wait_for_go) = mpsc::channel::<()>();
+    /// let blocker = pool
+    ///     .submit(move || { started_tx.send(()).unwrap(); wait_for_go.recv().unwrap() })
+    ///     .unwrap();
+    /// started.recv().unwrap(); // the only worker is busy now
+    /// let queued = pool.submit(|| -> u32 { unreachable!("cancelled tasks never run") }).unwrap();
+    /// assert!(queued.cancel());
+    /// assert!(queued.is_cancelled() && queued.is_done());
+    /// assert!(!blocker.cancel()); // running: never interrupted
+    /// go.send(()).unwrap();
+    /// assert_eq!(queued.result(), Err(Error::Cancelled));
+    /// assert_eq!(blocker.result(), Ok(()));
+    /// ```
+    pub fn cancel(&self) -> bool {
+        self.cell.cancel()
+    }
+
+    /// Whether the task is done: finished with a value or an error, or cancelled.
+    ///
+    /// A task counts as done once its outcome is stored *and* its done callbacks have run.
+    pub fn is_done(&self) -> bool {
+        self.is_complete()
+    }
+
+    /// Whether a worker is running the task right now.
+    pub fn is_running(&self) -> bool {
+        self.header().state() & (RUNNING | COMPLETE) == RUNNING
+    }
+
+    /// Whether the task was cancelled before it started.
+    pub fn is_cancelled(&self) -> bool {
+        self.header().state() & CANCELLED != 0
+    }
+
+    /// Adds a callback that runs once when the task is done (finished or cancelled).
+    ///
+    /// Callbacks run in the order added, exactly once each, in the thread that finishes the
+    /// task (a worker, or the canceller) before the task counts as done; a callback added
+    /// after the task is done runs at once, in the caller's thread. A panicking callback is
+    /// reported through `tracing` and stops neither the other callbacks nor the worker.
+    /// The callback sees [`Error::Consumed`] when the handle already took the outcome.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// # let pool = brigade::ThreadPool::new();
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let task = pool.submit(|| 2 + 2).unwrap();
+    /// task.add_done_callback(move |outcome| tx.send(outcome.clone()).unwrap());
+    /// assert_eq!(rx.recv().unwrap(), Ok(4));
+    /// ```
+    pub fn add_done_callback<F>(&self, callback: F)
+    where
+        F: FnOnce(&Result<T, Error>) + Send + 'static,
+    {
+        self.header().add_callback(Box::new(callback));
+    }
+}
+
+// The handle never pins anything: the value lives behind the `Arc`.
+impl<T> Unpin for Task<T> {}
+
+impl<T> Future for Task<T> {
+    type Output = Result<T, Error>;
+
+    /// Ready with the outcome once the task is done. Polling again after that gives
+    /// [`Error::Consumed`].
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.taken || this.is_complete() || !this.header().watch(cx.waker()) {
+            return Poll::Ready(this.take());
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> fmt::Debug for Task<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.header().state();
+        let status = if state & CANCELLED != 0 {
+            "cancelled"
+        } else if state & COMPLETE != 0 && state & FAILED != 0 {
+            "failed"
+        } else if state & COMPLETE != 0 {
+            "finished"
+        } else if state & RUNNING != 0 {
+            "running"
+        } else {
+            "pending"
+        };
+        f.debug_struct("Task").field("status", &status).finish()
+    }
+}
+
+/// The type-erased view of a task that [`wait`](crate::wait) and
+/// [`as_completed`](crate::as_completed) work with.
+#[allow(unreachable_pub)] // public in a private module, for the sealed `Waitable`
+pub trait Status: Send + Sync {
+    /// The state bits.
+    fn state(&self) -> usize;
+    /// See [`Header::watch`].
+    fn watch(&self, waker: &std::task::Waker) -> bool;
+}
+
+impl<T: Send> Status for Header<T> {
+    fn state(&self) -> usize {
+        Header::state(self)
+    }
+
+    fn watch(&self, waker: &std::task::Waker) -> bool {
+        Header::watch(self, waker)
+    }
+}
+
+impl<T: Send> Task<T> {
+    pub(crate) fn status(&self) -> &dyn Status {
+        self.header()
+    }
+}
+
+/// Whether a [`Status::state`] is done.
+pub(crate) fn state_is_done(state: usize) -> bool {
+    state & COMPLETE != 0
+}
+
+/// Whether a [`Status::state`] is done with an error the task raised (not a cancellation).
+pub(crate) fn state_is_error(state: usize) -> bool {
+    state & (COMPLETE | FAILED | CANCELLED) == COMPLETE | FAILED
+}

@@ -1,0 +1,317 @@
+//! `map` over a pool: lazy over its input, bounded in flight, ordered or as completed.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use super::ThreadPool;
+use crate::error::Error;
+use crate::task::Task;
+use crate::wait::Watcher;
+
+/// Results of one chunk, one slot per input item.
+type ChunkResults<R> = Vec<Result<R, Error>>;
+
+/// The results of a chunk that failed as a whole: every item gets the error, so the slots
+/// still line up with the input.
+fn errors<R>(e: &Error, len: usize) -> ChunkResults<R> {
+    (0..len).map(|_| Err(e.clone())).collect()
+}
+
+/// Where a chunk stands: submitted, or refused by the pool.
+enum Chunk<R> {
+    Submitted(Task<ChunkResults<R>>),
+    Refused(Error),
+}
+
+/// The shared part of both iterators: the input, the function, and how to submit a chunk.
+struct Feeder<I: Iterator, F> {
+    pool: ThreadPool,
+    inputs: I,
+    f: Arc<F>,
+    chunk_size: usize,
+    in_flight: usize,
+    exhausted: bool,
+    /// Input index of the next chunk's first item.
+    next_index: usize,
+}
+
+impl<I, F, R> Feeder<I, F>
+where
+    I: Iterator,
+    I::Item: Send + 'static,
+    F: Fn(I::Item) -> R + Send + Sync + 'static,
+    R: Send + 'static,
+{
+    /// Takes the next chunk from the input and submits it: `(first index, length, chunk)`.
+    /// `None` once the input is over or the pool refused a chunk (after which the input is
+    /// left alone).
+    fn next_chunk(&mut self) -> Option<(usize, usize, Chunk<R>)> {
+        if self.exhausted {
+            return None;
+        }
+        let items: Vec<I::Item> = self.inputs.by_ref().take(self.chunk_size).collect();
+        if items.is_empty() {
+            self.exhausted = true;
+            return None;
+        }
+        let (first, len) = (self.next_index, items.len());
+        self.next_index += len;
+        let f = Arc::clone(&self.f);
+        // Each item has its own catch_unwind, so a panic fails only its own slot, chunked or not.
+        let work = move || {
+            items
+                .into_iter()
+                .map(|item| {
+                    catch_unwind(AssertUnwindSafe(|| f(item))).map_err(|p| Error::from_panic(&*p))
+                })
+                .collect::<ChunkResults<R>>()
+        };
+        match self.pool.submit(work) {
+            Ok(task) => Some((first, len, Chunk::Submitted(task))),
+            Err(refused) => {
+                self.exhausted = true;
+                Some((first, len, Chunk::Refused(refused.reason().clone())))
+            }
+        }
+    }
+}
+
+/// The iterator [`ThreadPool::map`] returns: results in input order.
+///
+/// It submits work only as it is iterated, keeping at most
+/// [`in_flight`](Self::in_flight) chunks submitted but not yet yielded, so it never reads the
+/// input far ahead of the consumer (an infinite input works). Each item's outcome occupies its
+/// own slot: a panic in one yields an [`Error::Panicked`] for that item and the iteration goes
+/// on. Dropping the iterator cancels the chunks that have not started.
+///
+/// If the pool is shut down mid-way, the items of the refused chunk yield
+/// [`Error::ShutDown`] and the iteration ends, leaving the rest of the input unread.
+#[must_use = "map is lazy: iterate it to run the work"]
+pub struct Map<I: Iterator, F, R> {
+    feeder: Feeder<I, F>,
+    queue: InFlight<R>,
+    ready: std::vec::IntoIter<Result<R, Error>>,
+}
+
+/// Chunks submitted and not yet consumed, `(first index, length, chunk)`, in input order.
+/// Dropping them cancels those that have not started.
+struct InFlight<R>(VecDeque<(usize, usize, Chunk<R>)>);
+
+impl<R> Drop for InFlight<R> {
+    fn drop(&mut self) {
+        for (_, _, chunk) in &self.0 {
+            if let Chunk::Submitted(task) = chunk {
+                task.cancel();
+            }
+        }
+    }
+}
+
+impl<I, F, R> Map<I, F, R>
+where
+    I: Iterator,
+    I::Item: Send + 'static,
+    F: Fn(I::Item) -> R + Send + Sync + 'static,
+    R: Send + 'static,
+{
+    pub(super) fn new(pool: ThreadPool, inputs: I, f: F) -> Self {
+        let in_flight = 2 * pool.workers();
+        Self {
+            feeder: Feeder {
+                pool,
+                inputs,
+                f: Arc::new(f),
+                chunk_size: 1,
+                in_flight,
+                exhausted: false,
+                next_index: 0,
+            },
+            queue: InFlight(VecDeque::new()),
+            ready: Vec::new().into_iter(),
+        }
+    }
+
+    /// Sets how many items each task processes (default 1). Chunks amortize the per-task cost
+    /// when items are tiny.
+    ///
+    /// ```
+    /// let pool = brigade::ThreadPool::new();
+    /// let squares: Vec<u64> =
+    ///     pool.map(0..10_000u64, |x| x * x).chunk_size(256).map(Result::unwrap).collect();
+    /// assert_eq!(squares[9_999], 99_980_001);
+    /// ```
+    ///
+    /// # Panics
+    /// If `items` is 0.
+    pub fn chunk_size(mut self, items: usize) -> Self {
+        assert!(items > 0, "chunk_size must be at least 1");
+        self.feeder.chunk_size = items;
+        self
+    }
+
+    /// Sets how many chunks may be submitted and not yet consumed (default: twice the pool's
+    /// workers). Bounds memory and read-ahead of the input.
+    ///
+    /// # Panics
+    /// If `chunks` is 0.
+    pub fn in_flight(mut self, chunks: usize) -> Self {
+        assert!(chunks > 0, "in_flight must be at least 1");
+        self.feeder.in_flight = chunks;
+        self
+    }
+
+    /// Yields results as they complete instead of in input order, each with its input's index.
+    ///
+    /// ```
+    /// let pool = brigade::ThreadPool::new();
+    /// let mut results: Vec<(usize, u32)> =
+    ///     pool.map([3, 1, 2], |x| x * 10).unordered().map(|(i, r)| (i, r.unwrap())).collect();
+    /// results.sort();
+    /// assert_eq!(results, [(0, 30), (1, 10), (2, 20)]);
+    /// ```
+    pub fn unordered(mut self) -> Unordered<I, F, R> {
+        let first = self.feeder.next_index
+            - self.ready.len()
+            - self.queue.0.iter().map(|(_, len, _)| len).sum::<usize>();
+        let mut unordered = Unordered {
+            feeder: self.feeder,
+            tasks: HashMap::new(),
+            watcher: Watcher::new(),
+            completed: VecDeque::new(),
+            ready: (first..).zip(self.ready).collect(),
+            next_chunk: 0,
+        };
+        for (first, len, chunk) in self.queue.0.drain(..) {
+            unordered.track(first, len, chunk);
+        }
+        unordered
+    }
+}
+
+impl<I, F, R> Iterator for Map<I, F, R>
+where
+    I: Iterator,
+    I::Item: Send + 'static,
+    F: Fn(I::Item) -> R + Send + Sync + 'static,
+    R: Send + 'static,
+{
+    type Item = Result<R, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(result) = self.ready.next() {
+                return Some(result);
+            }
+            while self.queue.0.len() < self.feeder.in_flight {
+                match self.feeder.next_chunk() {
+                    Some(chunk) => self.queue.0.push_back(chunk),
+                    None => break,
+                }
+            }
+            let (_, len, chunk) = self.queue.0.pop_front()?;
+            self.ready = match chunk {
+                Chunk::Submitted(task) => match task.result() {
+                    Ok(results) => results,
+                    // A cancelled chunk (the pool shut down with `cancel_pending`).
+                    Err(e) => errors(&e, len),
+                },
+                Chunk::Refused(e) => errors(&e, len),
+            }
+            .into_iter();
+        }
+    }
+}
+
+impl<I: Iterator, F, R> fmt::Debug for Map<I, F, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map")
+            .field("in_flight", &self.queue.0.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The iterator [`Map::unordered`] returns: `(input index, result)` in completion order.
+#[must_use = "map is lazy: iterate it to run the work"]
+pub struct Unordered<I: Iterator, F, R> {
+    feeder: Feeder<I, F>,
+    /// Submitted chunks not yet yielded, by chunk number, with their first input index and
+    /// their length.
+    tasks: HashMap<usize, (usize, usize, Task<ChunkResults<R>>)>,
+    watcher: Watcher,
+    completed: VecDeque<usize>,
+    ready: VecDeque<(usize, Result<R, Error>)>,
+    next_chunk: usize,
+}
+
+impl<I: Iterator, F, R: Send> Unordered<I, F, R> {
+    /// Starts watching a chunk for completion.
+    fn track(&mut self, first: usize, len: usize, chunk: Chunk<R>) {
+        match chunk {
+            Chunk::Submitted(task) => {
+                let id = self.next_chunk;
+                self.next_chunk += 1;
+                if !self.watcher.watch(id, task.status()) {
+                    self.completed.push_back(id);
+                }
+                self.tasks.insert(id, (first, len, task));
+            }
+            Chunk::Refused(e) => self.ready.extend((first..).zip(errors(&e, len))),
+        }
+    }
+}
+
+impl<I, F, R> Iterator for Unordered<I, F, R>
+where
+    I: Iterator,
+    I::Item: Send + 'static,
+    F: Fn(I::Item) -> R + Send + Sync + 'static,
+    R: Send + 'static,
+{
+    type Item = (usize, Result<R, Error>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(result) = self.ready.pop_front() {
+                return Some(result);
+            }
+            while self.tasks.len() < self.feeder.in_flight {
+                let Some((first, len, chunk)) = self.feeder.next_chunk() else {
+                    break;
+                };
+                self.track(first, len, chunk);
+            }
+            if !self.ready.is_empty() {
+                continue;
+            }
+            if self.tasks.is_empty() {
+                return None;
+            }
+            while self.completed.is_empty() {
+                self.watcher.wait(None);
+                self.watcher.drain_into(&mut self.completed);
+            }
+            let id = self.completed.pop_front().expect("just filled");
+            let (first, len, task) = self.tasks.remove(&id).expect("each chunk completes once");
+            let results = task.result().unwrap_or_else(|e| errors(&e, len));
+            self.ready.extend((first..).zip(results));
+        }
+    }
+}
+
+impl<I: Iterator, F, R> Drop for Unordered<I, F, R> {
+    fn drop(&mut self) {
+        for (_, _, task) in self.tasks.values() {
+            task.cancel();
+        }
+    }
+}
+
+impl<I: Iterator, F, R> fmt::Debug for Unordered<I, F, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unordered")
+            .field("in_flight", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}

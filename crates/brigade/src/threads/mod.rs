@@ -1,0 +1,351 @@
+//! The compute lane: a fixed-size, work-stealing thread pool.
+//!
+//! Rust has no global interpreter lock, so threads run CPU-bound work in parallel on every
+//! core: this is the lane for computation, and for blocking I/O over a few connections.
+//! Threads share memory, so tasks can borrow data in place through
+//! [`scope`](ThreadPool::scope) instead of copying it to workers.
+//!
+//! # How it schedules
+//!
+//! Each worker owns a deque. Work submitted from outside goes to a shared queue; work
+//! submitted from inside a task goes to the submitting worker's own deque, last in first out,
+//! which keeps recursive fan-outs cache-friendly and their memory bounded. An idle worker
+//! takes from its own deque, then from the shared queue, then steals half of a random peer's
+//! deque. Workers start on demand, up to the pool's size; an idle worker spins briefly, then
+//! sleeps until work arrives.
+//!
+//! A running task is never interrupted: neither [`Task::cancel`] nor
+//! [`shutdown`](ThreadPool::shutdown) can stop it (threads cannot be killed safely; the
+//! process lane is the one with killable tasks).
+
+mod job;
+mod map;
+mod registry;
+mod scope;
+mod worker;
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+pub use map::{Map, Unordered};
+pub use scope::Scope;
+pub(crate) use worker::block_until;
+
+use crate::error::{BuildError, Error, SubmitError};
+use crate::task::Task;
+use crate::task::cell::Cell;
+use job::Job;
+use registry::Registry;
+
+/// The largest pool brigade builds.
+pub const MAX_WORKERS: usize = 1024;
+
+/// The environment variable that sets the default worker count (clamped to
+/// 1..=[`MAX_WORKERS`]); [`Builder::workers`] overrides it.
+pub const WORKERS_ENV: &str = "BRIGADE_WORKERS";
+
+/// A pool of worker threads for CPU-bound work.
+///
+/// Cloning gives another handle to the same pool; the pool shuts down gracefully (finishing
+/// the work queued so far) when the last handle is dropped.
+///
+/// ```
+/// use brigade::ThreadPool;
+///
+/// let pool = ThreadPool::new();
+/// let tasks: Vec<_> = (1..=4u64).map(|n| pool.submit(move || n * n).unwrap()).collect();
+/// let squares: Vec<u64> = tasks.into_iter().map(|t| t.result().unwrap()).collect();
+/// assert_eq!(squares, [1, 4, 9, 16]);
+/// ```
+#[derive(Clone)]
+pub struct ThreadPool {
+    owner: Arc<Owner>,
+}
+
+/// Shuts the pool down when the last `ThreadPool` handle goes.
+struct Owner {
+    registry: Arc<Registry>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        shutdown(&self.registry, Shutdown::default());
+    }
+}
+
+/// How [`ThreadPool::shutdown`] treats work, like the arguments of Python's
+/// `Executor.shutdown`.
+///
+/// The default waits and runs everything already queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shutdown {
+    /// Block until every worker has finished and left.
+    pub wait: bool,
+    /// Cancel the tasks that have not started instead of running them.
+    pub cancel_pending: bool,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            wait: true,
+            cancel_pending: false,
+        }
+    }
+}
+
+fn shutdown(registry: &Arc<Registry>, how: Shutdown) {
+    registry.terminate();
+    if how.cancel_pending {
+        registry.drain(Error::Cancelled);
+    }
+    // A task of this pool cannot wait for its own worker to leave.
+    if how.wait && !worker::is_worker_of(registry) {
+        registry.wait_for_exit();
+    }
+}
+
+impl ThreadPool {
+    /// A pool with the default number of workers: the `BRIGADE_WORKERS` environment variable
+    /// if set, else the machine's available parallelism.
+    pub fn new() -> Self {
+        Self::builder()
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// Starts configuring a pool.
+    ///
+    /// ```
+    /// let pool = brigade::ThreadPool::builder().workers(2).thread_name("crunch").build()?;
+    /// assert_eq!(pool.workers(), 2);
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The most workers this pool runs.
+    pub fn workers(&self) -> usize {
+        self.registry().max_workers()
+    }
+
+    /// How many workers have been started so far (workers start on demand).
+    ///
+    /// ```
+    /// let pool = brigade::ThreadPool::builder().workers(4).build().unwrap();
+    /// assert_eq!(pool.started_workers(), 0);
+    /// pool.submit(|| ()).unwrap().result().unwrap();
+    /// assert!(pool.started_workers() >= 1);
+    /// ```
+    pub fn started_workers(&self) -> usize {
+        self.registry().started_workers()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has been called.
+    pub fn is_shut_down(&self) -> bool {
+        self.registry().is_terminating()
+    }
+
+    fn registry(&self) -> &Arc<Registry> {
+        &self.owner.registry
+    }
+
+    /// Submits `work` and returns its [`Task`].
+    ///
+    /// Called from a task of this pool, the work goes to the calling worker's own queue. After
+    /// [`shutdown`](Self::shutdown), the work is refused and handed back inside the error.
+    ///
+    /// ```
+    /// let pool = brigade::ThreadPool::new();
+    /// let task = pool.submit(|| "hello from a worker".len())?;
+    /// assert_eq!(task.result()?, 19);
+    /// # Ok::<(), brigade::Error>(())
+    /// ```
+    pub fn submit<F, T>(&self, work: F) -> Result<Task<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let registry = self.registry();
+        if registry.is_terminating() {
+            return Err(SubmitError::new(work, Error::ShutDown));
+        }
+        if let Err(reason) = registry.ensure_worker() {
+            return Err(SubmitError::new(work, reason));
+        }
+        let cell = Arc::new(Cell::new(work));
+        registry.push(Job::new(cell.clone()));
+        Ok(Task::from_cell(cell))
+    }
+
+    /// Runs `body` with a [`Scope`] whose tasks may borrow from the caller's stack, and waits
+    /// for all of them before returning, like [`std::thread::scope`].
+    ///
+    /// If a task spawned in the scope panics, `scope` panics too once every task is over, with
+    /// the number of panicked tasks and the first message (a panic in `body` itself is
+    /// resumed as is). Catch panics inside a task if you want to handle them there.
+    ///
+    /// This is how to sum a huge list in place, across all cores:
+    ///
+    /// ```
+    /// let pool = brigade::ThreadPool::new();
+    /// let numbers: Vec<u64> = (1..=1_000_000).collect();
+    /// let chunk = numbers.len().div_ceil(pool.workers() * 4);
+    /// let total: u64 = pool.scope(|s| {
+    ///     let parts: Vec<_> =
+    ///         numbers.chunks(chunk).map(|part| s.spawn(move || part.iter().sum::<u64>())).collect();
+    ///     parts.into_iter().map(|t| t.result().unwrap()).sum()
+    /// });
+    /// assert_eq!(total, 500_000_500_000);
+    /// ```
+    pub fn scope<'env, F, R>(&self, body: F) -> R
+    where
+        F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+    {
+        scope::run(self.registry(), body)
+    }
+
+    /// Applies `f` to every item of `inputs` on the pool; see [`Map`] for the knobs.
+    ///
+    /// Results come in input order, one per item, each a `Result` so that a panic fails only
+    /// its own item. The input is read lazily and the work in flight is bounded.
+    ///
+    /// ```
+    /// use brigade::Error;
+    ///
+    /// let pool = brigade::ThreadPool::new();
+    /// let results: Vec<Result<u32, Error>> =
+    ///     pool.map([1, 0, 4], |x| 100 / x).collect();
+    /// assert_eq!(results[0], Ok(100));
+    /// assert!(matches!(results[1], Err(Error::Panicked { .. })));
+    /// assert_eq!(results[2], Ok(25));
+    /// ```
+    pub fn map<I, F, R>(&self, inputs: I, f: F) -> Map<I::IntoIter, F, R>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> R + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        Map::new(self.clone(), inputs.into_iter(), f)
+    }
+
+    /// Stops accepting work; see [`Shutdown`] for the choices. Calling it again is harmless.
+    ///
+    /// Running tasks always finish (they are never interrupted). Called from inside one of the
+    /// pool's own tasks, it does not wait, since that task's worker cannot leave before the
+    /// task returns.
+    ///
+    /// ```
+    /// use brigade::{Shutdown, ThreadPool};
+    ///
+    /// let pool = ThreadPool::new();
+    /// let task = pool.submit(|| 1).unwrap();
+    /// pool.shutdown(Shutdown { wait: true, cancel_pending: false });
+    /// assert_eq!(task.result(), Ok(1)); // queued work still ran
+    /// assert!(pool.submit(|| 2).is_err());
+    /// ```
+    pub fn shutdown(&self, how: Shutdown) {
+        shutdown(self.registry(), how);
+    }
+}
+
+impl Default for ThreadPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("workers", &self.workers())
+            .field("started_workers", &self.started_workers())
+            .field("shut_down", &self.is_shut_down())
+            .finish()
+    }
+}
+
+/// Configures a [`ThreadPool`].
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    workers: Option<usize>,
+    thread_name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    /// The most workers the pool runs (1..=[`MAX_WORKERS`]). Overrides `BRIGADE_WORKERS`.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// The prefix of the worker threads' names (`"brigade"` by default); workers are named
+    /// `prefix-0`, `prefix-1`, ….
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = Some(prefix.into());
+        self
+    }
+
+    /// Each worker thread's stack size in bytes (the platform's default for spawned threads
+    /// otherwise). Worth raising when tasks wait on tasks in long chains, since a waiting
+    /// worker runs other tasks on top of its own stack.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Builds the pool. No thread starts until work arrives.
+    pub fn build(self) -> Result<ThreadPool, BuildError> {
+        let workers = match self.workers {
+            Some(0) => return Err(BuildError::NoWorkers(0)),
+            Some(asked) if asked > MAX_WORKERS => {
+                return Err(BuildError::TooManyWorkers {
+                    asked,
+                    max: MAX_WORKERS,
+                });
+            }
+            Some(asked) => asked,
+            None => default_workers(std::env::var(WORKERS_ENV).ok().as_deref()),
+        };
+        let name = self.thread_name.unwrap_or_else(|| "brigade".to_owned());
+        let registry = Arc::new(Registry::new(workers, name, self.stack_size));
+        Ok(ThreadPool {
+            owner: Arc::new(Owner { registry }),
+        })
+    }
+}
+
+/// The default worker count, from the environment variable's value if any.
+fn default_workers(from_env: Option<&str>) -> usize {
+    if let Some(value) = from_env {
+        match value.trim().parse::<usize>() {
+            Ok(n) => return n.clamp(1, MAX_WORKERS),
+            Err(_) => tracing::warn!(
+                value,
+                "brigade: ignoring {WORKERS_ENV}, which is not a whole number"
+            ),
+        }
+    }
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_count_from_environment_is_clamped_and_validated() {
+        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        assert_eq!(default_workers(Some("3")), 3);
+        assert_eq!(default_workers(Some(" 5\n")), 5);
+        assert_eq!(default_workers(Some("0")), 1);
+        assert_eq!(default_workers(Some("999999")), MAX_WORKERS);
+        assert_eq!(default_workers(Some("lots")), cores);
+        assert_eq!(default_workers(Some("-2")), cores);
+        assert_eq!(default_workers(None), cores);
+    }
+}

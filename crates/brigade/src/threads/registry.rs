@@ -1,0 +1,290 @@
+//! The compute lane's shared state: queues, worker seats, and the sleep/wake protocol.
+//!
+//! # Waking workers without losing a wake-up or paying for needless ones
+//!
+//! Workers are *busy*, *searching* (spinning over the queues for a short while after running
+//! out of work) or *asleep* (parked, listed in `sleepers`). A submitter pushes its job and then
+//! wakes someone only if nobody is searching: a searcher will find the job. When the last
+//! searcher finds a job and more work is queued, it wakes the next worker (so a burst fans out
+//! one wake-up at a time, as in tokio's scheduler). A sleeper is popped from the list by the
+//! waker and counted as searching at once, so a burst does not wake every sleeper.
+//!
+//! The lost-wake-up race (a worker decides to sleep just as a job arrives) is closed Dekker
+//! style: the submitter pushes, issues a `SeqCst` fence and then reads the searching/sleeper
+//! counts; a worker going to sleep announces itself (`SeqCst`), fences, and then re-checks the
+//! queues before parking. At least one of the two sees the other. Parking is token based, so a
+//! wake-up that arrives before the park is not lost either.
+//!
+//! Workers are started on demand: when a job finds no one searching and no one asleep, and the
+//! pool has fewer than its maximum, the submitter starts a worker. A new worker counts as
+//! searching from the start, so the jobs that follow do not start more workers than they need.
+
+use std::io;
+use std::sync::Arc;
+use std::thread;
+
+use crossbeam_deque::{Injector, Stealer, Worker};
+
+use super::job::Job;
+use super::worker::{self, Seat};
+use crate::error::Error;
+use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use crate::sync::{Condvar, Mutex, Parker, Unparker};
+
+pub(crate) struct Registry {
+    pub(super) injector: Injector<Job>,
+    pub(super) stealers: Box<[Stealer<Job>]>,
+    /// Each worker's deque and parker, waiting for the thread that will take them.
+    seats: Box<[Mutex<Option<Seat>>]>,
+    unparkers: Box<[Unparker]>,
+    max: usize,
+    /// Workers started so far; only ever grows, only under `spawn_lock`.
+    started: AtomicUsize,
+    spawn_lock: Mutex<()>,
+    searching: AtomicUsize,
+    sleepers: Mutex<Vec<usize>>,
+    num_sleepers: AtomicUsize,
+    terminating: AtomicBool,
+    /// Workers whose threads have not finished yet.
+    live: Mutex<usize>,
+    exited: Condvar,
+    name: String,
+    stack_size: Option<usize>,
+}
+
+impl Registry {
+    pub(crate) fn new(max: usize, name: String, stack_size: Option<usize>) -> Self {
+        let mut stealers = Vec::with_capacity(max);
+        let mut seats = Vec::with_capacity(max);
+        let mut unparkers = Vec::with_capacity(max);
+        for _ in 0..max {
+            let local = Worker::new_lifo();
+            let parker = Parker::new();
+            stealers.push(local.stealer());
+            unparkers.push(parker.unparker().clone());
+            seats.push(Mutex::new(Some(Seat { local, parker })));
+        }
+        Self {
+            injector: Injector::new(),
+            stealers: stealers.into(),
+            seats: seats.into(),
+            unparkers: unparkers.into(),
+            max,
+            started: AtomicUsize::new(0),
+            spawn_lock: Mutex::new(()),
+            searching: AtomicUsize::new(0),
+            sleepers: Mutex::new(Vec::with_capacity(max)),
+            num_sleepers: AtomicUsize::new(0),
+            terminating: AtomicBool::new(false),
+            live: Mutex::new(0),
+            exited: Condvar::new(),
+            name,
+            stack_size,
+        }
+    }
+
+    pub(crate) fn max_workers(&self) -> usize {
+        self.max
+    }
+
+    pub(crate) fn started_workers(&self) -> usize {
+        self.started.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_terminating(&self) -> bool {
+        self.terminating.load(Ordering::SeqCst)
+    }
+
+    /// Whether any queue holds a job.
+    pub(super) fn has_work(&self) -> bool {
+        !self.injector.is_empty()
+            || self.stealers[..self.started_workers()]
+                .iter()
+                .any(|s| !s.is_empty())
+    }
+
+    /// Whether a worker may leave: the pool is shutting down and no work is queued.
+    pub(super) fn should_exit(&self) -> bool {
+        if !self.is_terminating() {
+            return false;
+        }
+        // Pairs with the fence in `notify_one`: a job pushed by a submitter that had not yet
+        // seen `terminating` is visible here, so it is run rather than stranded.
+        fence(Ordering::SeqCst);
+        !self.has_work()
+    }
+
+    /// Queues a job: on the current worker's own deque when called from one of this pool's
+    /// workers, else on the shared injector. Then makes sure someone will run it.
+    pub(crate) fn push(self: &Arc<Self>, job: Job) {
+        if let Err(job) = worker::push_local(self, job) {
+            self.injector.push(job);
+        }
+        self.notify_one();
+        if self.is_terminating() && *self.live.lock() == 0 {
+            // Pushed while the last worker was leaving: nobody will run it.
+            self.drain(Error::ShutDown);
+        }
+    }
+
+    /// Makes sure a worker exists, starting the first one if need be. Used before queuing, so a
+    /// pool that cannot start any thread refuses work instead of queuing it forever.
+    pub(crate) fn ensure_worker(self: &Arc<Self>) -> Result<(), Error> {
+        if self.started_workers() > 0 {
+            return Ok(());
+        }
+        match self.spawn_worker() {
+            Ok(_) => Ok(()),
+            Err(e) if self.started_workers() > 0 => {
+                tracing::warn!(error = %e, "brigade: could not start a worker thread");
+                Ok(())
+            }
+            Err(e) => Err(Error::Spawn {
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Wakes or starts a worker unless one is already searching. See the module docs.
+    pub(super) fn notify_one(self: &Arc<Self>) {
+        fence(Ordering::SeqCst);
+        if self.searching.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        if self.num_sleepers.load(Ordering::SeqCst) > 0 {
+            let woken = {
+                let mut sleepers = self.sleepers.lock();
+                let woken = sleepers.pop();
+                if woken.is_some() {
+                    self.num_sleepers.fetch_sub(1, Ordering::SeqCst);
+                    self.searching.fetch_add(1, Ordering::SeqCst);
+                }
+                woken
+            };
+            if let Some(index) = woken {
+                self.unparkers[index].unpark();
+                return;
+            }
+        }
+        if self.started_workers() < self.max
+            && let Err(e) = self.spawn_worker()
+        {
+            tracing::warn!(error = %e, "brigade: could not start a worker thread");
+        }
+    }
+
+    /// Starts the next worker if the pool has room. Returns whether one started.
+    fn spawn_worker(self: &Arc<Self>) -> io::Result<bool> {
+        let _guard = self.spawn_lock.lock();
+        let index = self.started.load(Ordering::Relaxed);
+        if index >= self.max || self.is_terminating() {
+            return Ok(false);
+        }
+        *self.live.lock() += 1;
+        // Counted as searching from birth: see the module docs.
+        self.searching.fetch_add(1, Ordering::SeqCst);
+        let registry = Arc::clone(self);
+        let mut builder = thread::Builder::new().name(format!("{}-{index}", self.name));
+        if let Some(size) = self.stack_size {
+            builder = builder.stack_size(size);
+        }
+        match builder.spawn(move || worker::main_loop(registry, index)) {
+            Ok(_detached) => {
+                self.started.store(index + 1, Ordering::Release);
+                Ok(true)
+            }
+            Err(e) => {
+                self.searching.fetch_sub(1, Ordering::SeqCst);
+                *self.live.lock() -= 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands worker `index` its deque and parker. Called once, by that worker's thread.
+    pub(super) fn take_seat(&self, index: usize) -> Seat {
+        self.seats[index]
+            .lock()
+            .take()
+            .expect("each worker takes its seat once")
+    }
+
+    /// A worker that ran out of work announces it is going to sleep.
+    pub(super) fn announce_sleep(&self, index: usize) {
+        self.sleepers.lock().push(index);
+        self.num_sleepers.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// A worker that woke up (or changed its mind) takes itself off the sleeper list.
+    /// Returns `true` if a waker had already taken it off and counted it as searching.
+    pub(super) fn leave_sleep(&self, index: usize) -> bool {
+        let mut sleepers = self.sleepers.lock();
+        match sleepers.iter().position(|&i| i == index) {
+            Some(at) => {
+                sleepers.swap_remove(at);
+                self.num_sleepers.fetch_sub(1, Ordering::SeqCst);
+                false
+            }
+            None => true,
+        }
+    }
+
+    pub(super) fn start_searching(&self) {
+        self.searching.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A searcher found work or gave up. The last searcher to find work passes the baton.
+    pub(super) fn stop_searching(self: &Arc<Self>) {
+        if self.searching.fetch_sub(1, Ordering::SeqCst) == 1 && self.has_work() {
+            self.notify_one();
+        }
+    }
+
+    /// Stops accepting work and tells every worker to leave once the queues are empty.
+    pub(crate) fn terminate(&self) {
+        self.terminating.store(true, Ordering::SeqCst);
+        // Every parker gets a token, so a worker that is about to park does not miss this.
+        self.unparkers.iter().for_each(Unparker::unpark);
+    }
+
+    /// Ends every queued job unrun with `reason`.
+    pub(crate) fn drain(&self, reason: Error) {
+        let sources = std::iter::once(None).chain(self.stealers.iter().map(Some));
+        for stealer in sources {
+            loop {
+                let stolen = match stealer {
+                    None => self.injector.steal(),
+                    Some(s) => s.steal(),
+                };
+                match stolen {
+                    crossbeam_deque::Steal::Success(job) => job.abandon(reason.clone()),
+                    crossbeam_deque::Steal::Empty => break,
+                    crossbeam_deque::Steal::Retry => std::hint::spin_loop(),
+                }
+            }
+        }
+    }
+
+    /// Called by each worker thread as it leaves.
+    pub(super) fn worker_exited(&self) {
+        let last = {
+            let mut live = self.live.lock();
+            *live -= 1;
+            *live == 0
+        };
+        self.exited.notify_all();
+        if last && self.has_work() {
+            // A job slipped in after the others left: see `push`.
+            self.drain(Error::ShutDown);
+        }
+    }
+
+    /// Blocks until every worker thread has left.
+    pub(crate) fn wait_for_exit(&self) {
+        let mut live = self.live.lock();
+        while *live > 0 {
+            live = self.exited.wait(live);
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! A worker thread: where it finds work, how it waits, and how any thread blocks on a task.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Wake, Waker};
+use std::time::Instant;
+
+use crossbeam_deque::{Steal, Worker};
+
+use super::job::Job;
+use super::registry::Registry;
+use crate::sync::{Parker, Unparker};
+
+/// Rounds a worker spins over the queues before it sleeps: the first `SPIN_PAUSES` with a
+/// growing busy-wait (cheap when work arrives within microseconds, as in a burst of
+/// submissions), the rest yielding the CPU (a submitter on the same core gets to run).
+const SPIN_ROUNDS: u32 = 32;
+const SPIN_PAUSES: u32 = 7;
+
+/// How often (in jobs) a worker looks at the shared queue before its own, so that a task that
+/// keeps feeding its own deque cannot starve work submitted from outside.
+const INJECTOR_EVERY: u32 = 61;
+
+/// A worker's own deque and parker, created with the pool and claimed by the worker's thread.
+pub(crate) struct Seat {
+    pub(super) local: Worker<Job>,
+    pub(super) parker: Parker,
+}
+
+pub(super) struct WorkerThread {
+    registry: Arc<Registry>,
+    index: usize,
+    local: Worker<Job>,
+    parker: Parker,
+    waker: Waker,
+    searching: Cell<bool>,
+    tick: Cell<u32>,
+    rng: Cell<u32>,
+}
+
+std::thread_local! {
+    static CURRENT: RefCell<Option<Rc<WorkerThread>>> = const { RefCell::new(None) };
+}
+
+crate::sync::thread_local! {
+    /// A parker (and its waker) for threads that are not workers, made on first use.
+    static THREAD_PARKER: (Parker, Waker) = {
+        let parker = Parker::new();
+        let waker = unpark_waker(parker.unparker().clone());
+        (parker, waker)
+    };
+}
+
+struct Unpark(Unparker);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+fn unpark_waker(unparker: Unparker) -> Waker {
+    Waker::from(Arc::new(Unpark(unparker)))
+}
+
+fn current() -> Option<Rc<WorkerThread>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Whether the calling thread is one of `registry`'s workers.
+pub(super) fn is_worker_of(registry: &Arc<Registry>) -> bool {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .is_some_and(|w| Arc::ptr_eq(&w.registry, registry))
+    })
+}
+
+/// Pushes onto the calling worker's own deque if it belongs to `registry`; hands the job back
+/// otherwise.
+pub(super) fn push_local(registry: &Arc<Registry>, job: Job) -> Result<(), Job> {
+    CURRENT.with(|c| match c.borrow().as_ref() {
+        Some(w) if Arc::ptr_eq(&w.registry, registry) => {
+            w.local.push(job);
+            Ok(())
+        }
+        _ => Err(job),
+    })
+}
+
+/// Blocks the calling thread until `done()` holds or `deadline` passes; returns `done()`.
+///
+/// `register` is called once with a waker that wakes this thread; the caller arranges for it
+/// to be woken whenever `done()` may have become true. A worker of a brigade pool does not
+/// block: it runs its pool's queued work meanwhile (see `WorkerThread::wait_until`).
+pub(crate) fn block_until(
+    mut done: impl FnMut() -> bool,
+    register: impl FnOnce(&Waker),
+    deadline: Option<Instant>,
+) -> bool {
+    if done() {
+        return true;
+    }
+    if let Some(worker) = current() {
+        return worker.wait_until(done, register, deadline);
+    }
+    THREAD_PARKER.with(|(parker, waker)| {
+        register(waker);
+        loop {
+            if done() {
+                return true;
+            }
+            match deadline {
+                None => parker.park(),
+                Some(deadline) if Instant::now() >= deadline => return done(),
+                Some(deadline) => parker.park_deadline(deadline),
+            }
+        }
+    })
+}
+
+/// The body of a worker thread.
+pub(super) fn main_loop(registry: Arc<Registry>, index: usize) {
+    let Seat { local, parker } = registry.take_seat(index);
+    let waker = unpark_waker(parker.unparker().clone());
+    let worker = Rc::new(WorkerThread {
+        registry: Arc::clone(&registry),
+        index,
+        local,
+        parker,
+        waker,
+        // The registry counted this worker as searching when it started the thread.
+        searching: Cell::new(true),
+        tick: Cell::new(0),
+        rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
+    });
+    CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&worker)));
+    worker.wait_until(|| registry.should_exit(), |_| {}, None);
+    CURRENT.with(|c| c.borrow_mut().take());
+    drop(worker);
+    registry.worker_exited();
+}
+
+impl WorkerThread {
+    /// Runs queued work until `done()` holds (or `deadline` passes), sleeping when there is
+    /// none. This is both the worker's main loop and how a task waits inside the pool: the
+    /// worker keeps the pool moving instead of blocking, so waiting on a task of the same pool
+    /// cannot deadlock it.
+    fn wait_until(
+        &self,
+        mut done: impl FnMut() -> bool,
+        register: impl FnOnce(&Waker),
+        deadline: Option<Instant>,
+    ) -> bool {
+        register(&self.waker);
+        let mut idle_rounds = 0;
+        loop {
+            if done() {
+                self.stop_searching();
+                return true;
+            }
+            if let Some(job) = self.find_work() {
+                self.stop_searching();
+                job.execute();
+                idle_rounds = 0;
+                continue;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                self.stop_searching();
+                return done();
+            }
+            if idle_rounds < SPIN_ROUNDS {
+                self.start_searching();
+                idle_rounds += 1;
+                if idle_rounds <= SPIN_PAUSES {
+                    (0..1u32 << idle_rounds).for_each(|_| std::hint::spin_loop());
+                } else {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            self.stop_searching();
+            self.sleep(&mut done, deadline);
+            idle_rounds = 0;
+        }
+    }
+
+    fn sleep(&self, done: &mut impl FnMut() -> bool, deadline: Option<Instant>) {
+        let registry = &self.registry;
+        registry.announce_sleep(self.index);
+        if !(done() || registry.has_work()) {
+            match deadline {
+                None => self.parker.park(),
+                Some(deadline) => self.parker.park_deadline(deadline),
+            }
+        }
+        if registry.leave_sleep(self.index) {
+            // A submitter woke us and counted us as searching.
+            self.searching.set(true);
+        }
+    }
+
+    fn start_searching(&self) {
+        if !self.searching.replace(true) {
+            self.registry.start_searching();
+        }
+    }
+
+    fn stop_searching(&self) {
+        if self.searching.replace(false) {
+            self.registry.stop_searching();
+        }
+    }
+
+    fn find_work(&self) -> Option<Job> {
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if tick % INJECTOR_EVERY == 0
+            && let Some(job) = self.steal_injector()
+        {
+            return Some(job);
+        }
+        self.local
+            .pop()
+            .or_else(|| self.steal_injector())
+            .or_else(|| self.steal_peers())
+    }
+
+    fn steal_injector(&self) -> Option<Job> {
+        loop {
+            match self.registry.injector.steal_batch_and_pop(&self.local) {
+                Steal::Success(job) => return Some(job),
+                Steal::Empty => return None,
+                Steal::Retry => std::hint::spin_loop(),
+            }
+        }
+    }
+
+    fn steal_peers(&self) -> Option<Job> {
+        let peers = self.registry.started_workers();
+        if peers < 2 {
+            return None;
+        }
+        let start = self.next_random() as usize % peers;
+        loop {
+            let mut retry = false;
+            for victim in (start..peers).chain(0..start) {
+                if victim == self.index {
+                    continue;
+                }
+                match self.registry.stealers[victim].steal_batch_and_pop(&self.local) {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                return None;
+            }
+        }
+    }
+
+    /// xorshift32: cheap, and good enough to spread thieves over victims.
+    fn next_random(&self) -> u32 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.set(x);
+        x
+    }
+}

@@ -1,0 +1,356 @@
+//! Waiting on many tasks at once, from any mix of lanes: [`wait`] and [`as_completed`].
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Wake, Waker};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::sync::Mutex;
+use crate::task::{Status, Task, state_is_done, state_is_error};
+use crate::threads::block_until;
+
+mod sealed {
+    use crate::task::Status;
+
+    /// Hidden supertrait: only brigade's handles are waitable, and how they are watched stays
+    /// private.
+    #[allow(unreachable_pub)] // public in a private module: nameable by no one outside
+    pub trait Sealed {
+        fn status(&self) -> &dyn Status;
+    }
+}
+
+use sealed::Sealed;
+
+/// Something [`wait`] and [`as_completed`] can wait on: a [`Task`], a reference to one, or a
+/// pair `(key, task)` that carries along whatever identifies the task for you (an input, an
+/// index, a URL), the way Python code keeps a `{future: url}` dictionary. Tasks with different
+/// value types mix as `&dyn Waitable`.
+///
+/// ```
+/// use brigade::{ThreadPool, Until, Waitable, wait};
+///
+/// let pool = ThreadPool::new();
+/// let number = pool.submit(|| 7).unwrap();
+/// let text = pool.submit(|| String::from("seven")).unwrap();
+/// let both: [&dyn Waitable; 2] = [&number, &text];
+/// assert_eq!(wait(both, Until::AllCompleted, None).done.len(), 2);
+/// ```
+pub trait Waitable: Sealed {}
+
+impl<T: Send> Sealed for Task<T> {
+    fn status(&self) -> &dyn Status {
+        Task::status(self)
+    }
+}
+impl<T: Send> Waitable for Task<T> {}
+
+impl<T: Send> Sealed for &Task<T> {
+    fn status(&self) -> &dyn Status {
+        Task::status(self)
+    }
+}
+impl<T: Send> Waitable for &Task<T> {}
+
+impl<K, T: Send> Sealed for (K, Task<T>) {
+    fn status(&self) -> &dyn Status {
+        self.1.status()
+    }
+}
+impl<K, T: Send> Waitable for (K, Task<T>) {}
+
+/// Tasks of different value types can be waited on together as `&dyn Waitable`.
+impl Sealed for &dyn Waitable {
+    fn status(&self) -> &dyn Status {
+        (**self).status()
+    }
+}
+impl Waitable for &dyn Waitable {}
+
+/// The identity of a waitable: the address of its task's shared state.
+fn identity(w: &impl Waitable) -> usize {
+    std::ptr::from_ref(w.status()).cast::<()>() as usize
+}
+
+/// Collects the indices of tasks as they complete and wakes the one thread waiting on them.
+pub(crate) struct Watcher {
+    shared: Arc<WatcherShared>,
+}
+
+struct WatcherShared {
+    ready: Mutex<Vec<usize>>,
+    owner: Mutex<Option<Waker>>,
+}
+
+struct Notify {
+    shared: Arc<WatcherShared>,
+    index: usize,
+}
+
+impl Wake for Notify {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.shared.ready.lock().push(self.index);
+        if let Some(owner) = self.shared.owner.lock().as_ref() {
+            owner.wake_by_ref();
+        }
+    }
+}
+
+impl Watcher {
+    pub(crate) fn new() -> Self {
+        Self {
+            shared: Arc::new(WatcherShared {
+                ready: Mutex::new(Vec::new()),
+                owner: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Watches `status` under `index`. Returns `false` when it is already done (nothing is
+    /// registered and the caller should treat it as ready at once).
+    pub(crate) fn watch(&self, index: usize, status: &dyn Status) -> bool {
+        let waker = Waker::from(Arc::new(Notify {
+            shared: Arc::clone(&self.shared),
+            index,
+        }));
+        status.watch(&waker)
+    }
+
+    /// Moves the indices of tasks completed since the last call into `into`.
+    pub(crate) fn drain_into(&self, into: &mut VecDeque<usize>) {
+        into.extend(self.shared.ready.lock().drain(..));
+    }
+
+    /// Blocks until some watched task completes or `deadline` passes. True if one completed.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
+        let shared = &self.shared;
+        block_until(
+            || !shared.ready.lock().is_empty(),
+            |waker| *shared.owner.lock() = Some(waker.clone()),
+            deadline,
+        )
+    }
+}
+
+/// When [`wait`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Until {
+    /// As soon as any task is done (finished, failed or cancelled).
+    FirstCompleted,
+    /// As soon as any task fails with an error it raised (a panic, say); a cancellation does
+    /// not count. When none fails, this is the same as [`Until::AllCompleted`].
+    FirstError,
+    /// When every task is done.
+    #[default]
+    AllCompleted,
+}
+
+/// What [`wait`] returns: the tasks that are done and those that are not, each in input order.
+pub struct Waited<W> {
+    /// Tasks that are done.
+    pub done: Vec<W>,
+    /// Tasks that are not done (only when the condition was met early or time ran out).
+    pub pending: Vec<W>,
+}
+
+impl<W> fmt::Debug for Waited<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waited")
+            .field("done", &self.done.len())
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+/// Keeps the first of each task, by identity.
+fn dedup<W: Waitable>(tasks: impl IntoIterator<Item = W>) -> Vec<W> {
+    let mut seen = HashSet::new();
+    tasks
+        .into_iter()
+        .filter(|w| seen.insert(identity(w)))
+        .collect()
+}
+
+/// Waits until `until` holds for `tasks` or `timeout` passes, like Python's
+/// `concurrent.futures.wait`.
+///
+/// Tasks may come from any lane; a task given twice counts once. A task cancelled before or
+/// during the wait counts as done at once. Running out of time is not an error: the result
+/// tells which tasks are done and which are still pending. `timeout: None` waits as long as
+/// it takes.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use brigade::{Until, ThreadPool, wait};
+///
+/// let pool = ThreadPool::new();
+/// let (go, wait_for_go) = mpsc::channel::<()>();
+/// let fast = pool.submit(|| 1).unwrap();
+/// let slow = pool.submit(move || { wait_for_go.recv().unwrap(); 2 }).unwrap();
+///
+/// let first = wait([&fast, &slow], Until::FirstCompleted, None);
+/// assert_eq!(first.done.len(), 1);
+/// assert!(std::ptr::eq(first.done[0], &fast));
+///
+/// go.send(()).unwrap();
+/// let all = wait([&fast, &slow, &fast], Until::AllCompleted, None);
+/// assert_eq!((all.done.len(), all.pending.len()), (2, 0));
+/// ```
+pub fn wait<W: Waitable>(
+    tasks: impl IntoIterator<Item = W>,
+    until: Until,
+    timeout: Option<Duration>,
+) -> Waited<W> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let tasks = dedup(tasks);
+    let mut done = vec![false; tasks.len()];
+    let mut remaining = tasks.len();
+    let mut failed = false;
+    let settle = |i: usize, done: &mut [bool], remaining: &mut usize, failed: &mut bool| {
+        if !std::mem::replace(&mut done[i], true) {
+            *remaining -= 1;
+            *failed |= state_is_error(tasks[i].status().state());
+        }
+    };
+    let watcher = Watcher::new();
+    for (i, task) in tasks.iter().enumerate() {
+        let status = task.status();
+        if state_is_done(status.state()) || !watcher.watch(i, status) {
+            settle(i, &mut done, &mut remaining, &mut failed);
+        }
+    }
+    let met = |remaining: usize, failed: bool| match until {
+        Until::FirstCompleted => remaining < tasks.len() || tasks.is_empty(),
+        Until::FirstError => failed || remaining == 0,
+        Until::AllCompleted => remaining == 0,
+    };
+    let mut ready = VecDeque::new();
+    while !met(remaining, failed) && watcher.wait(deadline) {
+        watcher.drain_into(&mut ready);
+        for i in ready.drain(..) {
+            settle(i, &mut done, &mut remaining, &mut failed);
+        }
+    }
+    let mut waited = Waited {
+        done: Vec::with_capacity(tasks.len() - remaining),
+        pending: Vec::with_capacity(remaining),
+    };
+    for (task, done) in tasks.into_iter().zip(done) {
+        if done {
+            waited.done.push(task);
+        } else {
+            waited.pending.push(task);
+        }
+    }
+    waited
+}
+
+/// Yields tasks as they finish, like Python's `concurrent.futures.as_completed`.
+///
+/// Tasks already done when the call is made come first (in input order), then the others in
+/// the order they finish. A task given twice is yielded once. The `timeout` runs from this
+/// call: when it passes, the iterator yields one [`Error::Unfinished`] saying how many tasks
+/// were left, then ends; [`AsCompleted::into_remaining`] gives those tasks back.
+///
+/// ```
+/// use std::time::Duration;
+/// use brigade::{ThreadPool, as_completed};
+///
+/// let pool = ThreadPool::new();
+/// let urls = ["a.example", "b.example", "c.example"];
+/// let tasks = urls.map(|url| (url, pool.submit(move || url.len()).unwrap()));
+/// let mut seen = Vec::new();
+/// for done in as_completed(tasks, Some(Duration::from_secs(60))) {
+///     let (url, task) = done.unwrap();
+///     seen.push((url, task.result().unwrap()));
+/// }
+/// seen.sort();
+/// assert_eq!(seen, [("a.example", 9), ("b.example", 9), ("c.example", 9)]);
+/// ```
+pub fn as_completed<W: Waitable>(
+    tasks: impl IntoIterator<Item = W>,
+    timeout: Option<Duration>,
+) -> AsCompleted<W> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let tasks = dedup(tasks);
+    let watcher = Watcher::new();
+    let mut ready = VecDeque::new();
+    for (i, task) in tasks.iter().enumerate() {
+        let status = task.status();
+        if state_is_done(status.state()) || !watcher.watch(i, status) {
+            ready.push_back(i);
+        }
+    }
+    AsCompleted {
+        remaining: tasks.len(),
+        total: tasks.len(),
+        tasks: tasks.into_iter().map(Some).collect(),
+        ready,
+        watcher,
+        deadline,
+        expired: false,
+    }
+}
+
+/// The iterator [`as_completed`] returns.
+pub struct AsCompleted<W> {
+    tasks: Vec<Option<W>>,
+    ready: VecDeque<usize>,
+    watcher: Watcher,
+    remaining: usize,
+    total: usize,
+    deadline: Option<Instant>,
+    expired: bool,
+}
+
+impl<W> AsCompleted<W> {
+    /// The tasks not yielded yet (after a time-out: the unfinished ones), in input order.
+    pub fn into_remaining(self) -> Vec<W> {
+        self.tasks.into_iter().flatten().collect()
+    }
+}
+
+impl<W> Iterator for AsCompleted<W> {
+    type Item = Result<W, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(i) = self.ready.pop_front() {
+                self.remaining -= 1;
+                return Some(Ok(self.tasks[i].take().expect("each task completes once")));
+            }
+            if self.remaining == 0 || self.expired {
+                return None;
+            }
+            if self.watcher.wait(self.deadline) {
+                self.watcher.drain_into(&mut self.ready);
+            } else {
+                self.expired = true;
+                return Some(Err(Error::Unfinished {
+                    unfinished: self.remaining,
+                    total: self.total,
+                }));
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let ready = if self.expired { 0 } else { self.ready.len() };
+        (ready, Some(self.remaining + 1))
+    }
+}
+
+impl<W> fmt::Debug for AsCompleted<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsCompleted")
+            .field("remaining", &self.remaining)
+            .field("total", &self.total)
+            .finish_non_exhaustive()
+    }
+}
