@@ -1,1 +1,54 @@
-fn main() {}
+//! brigade's benchmarks against rayon, tokio and std: one JSON object per line on stdout.
+//!
+//! ```text
+//! cargo run --release -p brigade-bench -- threads [--reps N] [--only WORKLOAD]... [--quick]
+//! ```
+//!
+//! Every workload measures brigade and its anchors in the same run, interleaving the
+//! repetitions (rep 1 of every impl, then rep 2, …) so that drift on a shared machine hits all
+//! of them alike, and reports the median. Each line carries `vs_anchor`: the anchor's median
+//! wall time divided by this impl's (above 1 means faster than the anchor).
+
+mod measure;
+mod threads;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "brigade-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Debug, Subcommand)]
+enum Suite {
+    /// The compute lane against rayon, tokio and std threads.
+    Threads(threads::Args),
+    /// Internal: the memory probe, run as a child process so its peak RSS is its own.
+    #[command(hide = true)]
+    MemoryProbe(threads::MemoryProbeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.suite {
+        Suite::Threads(args) => threads::run(&args),
+        Suite::MemoryProbe(args) => threads::memory_probe(&args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("brigade-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--features mimalloc` measures every impl under mimalloc instead of the system allocator
+/// (the default, and what brigade's users get unless they choose otherwise).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

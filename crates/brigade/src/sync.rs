@@ -40,7 +40,9 @@ impl<T> Mutex<T> {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-        self.0.lock().unwrap_or_else(imp::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -56,7 +58,7 @@ impl Condvar {
     pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
         self.0
             .wait(guard)
-            .unwrap_or_else(imp::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     #[cfg_attr(not(brigade_loom), allow(dead_code))] // the loom parker's

@@ -157,9 +157,9 @@ impl<T> Header<T> {
             if !watchers.callbacks.is_empty() {
                 let callbacks = std::mem::take(&mut watchers.callbacks);
                 drop(guard);
-                // SAFETY: still the owner and COMPLETE is not published: no one else can
-                // reach the slot, and callbacks get only a shared reference.
                 self.outcome.with(|slot| {
+                    // SAFETY: still the owner and COMPLETE is not published: no one else can
+                    // reach the slot, and callbacks get only a shared reference.
                     let outcome = unsafe { (*slot).as_ref() }.expect("outcome was stored");
                     callbacks
                         .into_iter()
@@ -211,12 +211,14 @@ impl<T> Header<T> {
         let mut pending = Some(callback);
         if !self.watch_with(|w| w.callbacks.extend(pending.take())) {
             let callback = pending.take().expect("not moved when already complete");
-            // SAFETY: COMPLETE was observed with acquire ordering, so the owner is done with
-            // the slot; the handle can only take the outcome through `&mut Task`, which cannot
-            // coexist with the `&Task` that led here.
-            self.outcome.with(|slot| match unsafe { (*slot).as_ref() } {
-                Some(outcome) => run_callback(callback, outcome),
-                None => run_callback(callback, &Err(Error::Consumed)),
+            self.outcome.with(|slot| {
+                // SAFETY: COMPLETE was observed with acquire ordering, so the owner is done
+                // with the slot; the handle can only take the outcome through `&mut Task`,
+                // which cannot coexist with the `&Task` that led here.
+                match unsafe { (*slot).as_ref() } {
+                    Some(outcome) => run_callback(callback, outcome),
+                    None => run_callback(callback, &Err(Error::Consumed)),
+                }
             });
         }
     }

@@ -348,4 +348,39 @@ mod tests {
         assert_eq!(default_workers(Some("-2")), cores);
         assert_eq!(default_workers(None), cores);
     }
+
+    #[test]
+    fn work_submitted_inside_a_worker_goes_to_its_own_deque() {
+        let pool = ThreadPool::builder().workers(1).build().unwrap();
+        let inner = pool.clone();
+        let (own_deque, shared_queue) = pool
+            .submit(move || {
+                let child = inner.submit(|| ()).unwrap();
+                let registry = inner.registry();
+                let seen = (registry.stealers[0].len(), registry.injector.len());
+                drop(child);
+                seen
+            })
+            .unwrap()
+            .result()
+            .unwrap();
+        assert_eq!((own_deque, shared_queue), (1, 0));
+
+        // From outside, work goes to the shared queue.
+        let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let blocker = pool
+            .submit(move || {
+                started_tx.send(()).unwrap();
+                wait_for_go.recv().unwrap();
+            })
+            .unwrap();
+        started.recv().unwrap();
+        let queued = pool.submit(|| ()).unwrap();
+        assert_eq!(pool.registry().injector.len(), 1);
+        assert_eq!(pool.registry().stealers[0].len(), 0);
+        go.send(()).unwrap();
+        blocker.result().unwrap();
+        queued.result().unwrap();
+    }
 }

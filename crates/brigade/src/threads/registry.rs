@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::thread;
 
 use crossbeam_deque::{Injector, Stealer, Worker};
+use crossbeam_utils::CachePadded;
 
 use super::job::Job;
 use super::worker::{self, Seat};
@@ -41,10 +42,12 @@ pub(crate) struct Registry {
     /// Workers started so far; only ever grows, only under `spawn_lock`.
     started: AtomicUsize,
     spawn_lock: Mutex<()>,
-    searching: AtomicUsize,
-    sleepers: Mutex<Vec<usize>>,
-    num_sleepers: AtomicUsize,
     terminating: AtomicBool,
+    // Workers write these two on every search; on lines of their own, they do not drag the
+    // read-mostly fields above (read on every submission) through the caches with them.
+    searching: CachePadded<AtomicUsize>,
+    num_sleepers: CachePadded<AtomicUsize>,
+    sleepers: Mutex<Vec<usize>>,
     /// Workers whose threads have not finished yet.
     live: Mutex<usize>,
     exited: Condvar,
@@ -72,9 +75,9 @@ impl Registry {
             max,
             started: AtomicUsize::new(0),
             spawn_lock: Mutex::new(()),
-            searching: AtomicUsize::new(0),
+            searching: CachePadded::new(AtomicUsize::new(0)),
             sleepers: Mutex::new(Vec::with_capacity(max)),
-            num_sleepers: AtomicUsize::new(0),
+            num_sleepers: CachePadded::new(AtomicUsize::new(0)),
             terminating: AtomicBool::new(false),
             live: Mutex::new(0),
             exited: Condvar::new(),
@@ -167,10 +170,25 @@ impl Registry {
             }
         }
         if self.started_workers() < self.max
+            && !self.taken_by_a_peer()
             && let Err(e) = self.spawn_worker()
         {
             tracing::warn!(error = %e, "brigade: could not start a worker thread");
         }
+    }
+
+    /// Before starting a worker (tens of microseconds, and a thread for good), gives the
+    /// running ones a moment: one that just finished a task is about to look for the next,
+    /// and a sequential caller (submit, wait, submit, …) should keep reusing it rather than
+    /// grow the pool. Only paid while the pool is below its size with everyone busy.
+    fn taken_by_a_peer(&self) -> bool {
+        const GRACE_ROUNDS: u32 = 64;
+        (0..GRACE_ROUNDS).any(|_| {
+            std::hint::spin_loop();
+            self.searching.load(Ordering::SeqCst) > 0
+                || self.num_sleepers.load(Ordering::SeqCst) > 0
+                || !self.has_work()
+        })
     }
 
     /// Starts the next worker if the pool has room. Returns whether one started.

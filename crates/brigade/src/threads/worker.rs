@@ -41,6 +41,13 @@ pub(super) struct WorkerThread {
 
 std::thread_local! {
     static CURRENT: RefCell<Option<Rc<WorkerThread>>> = const { RefCell::new(None) };
+    /// The address of the current worker's registry, or 0. A plain `Cell` with no destructor
+    /// is the cheapest thread-local there is, and every submission asks it.
+    static CURRENT_REGISTRY: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn registry_id(registry: &Arc<Registry>) -> usize {
+    Arc::as_ptr(registry) as usize
 }
 
 crate::sync::thread_local! {
@@ -74,22 +81,21 @@ fn current() -> Option<Rc<WorkerThread>> {
 
 /// Whether the calling thread is one of `registry`'s workers.
 pub(super) fn is_worker_of(registry: &Arc<Registry>) -> bool {
-    CURRENT.with(|c| {
-        c.borrow()
-            .as_ref()
-            .is_some_and(|w| Arc::ptr_eq(&w.registry, registry))
-    })
+    CURRENT_REGISTRY.get() == registry_id(registry)
 }
 
 /// Pushes onto the calling worker's own deque if it belongs to `registry`; hands the job back
 /// otherwise.
 pub(super) fn push_local(registry: &Arc<Registry>, job: Job) -> Result<(), Job> {
+    if !is_worker_of(registry) {
+        return Err(job);
+    }
     CURRENT.with(|c| match c.borrow().as_ref() {
-        Some(w) if Arc::ptr_eq(&w.registry, registry) => {
+        Some(w) => {
             w.local.push(job);
             Ok(())
         }
-        _ => Err(job),
+        None => Err(job),
     })
 }
 
@@ -106,8 +112,18 @@ pub(crate) fn block_until(
     if done() {
         return true;
     }
-    if let Some(worker) = current() {
+    if CURRENT_REGISTRY.get() != 0
+        && let Some(worker) = current()
+    {
         return worker.wait_until(done, register, deadline);
+    }
+    // A short task is often about to finish: a few rounds of looking again are far cheaper
+    // than a park and the wake-up it then costs the finishing worker.
+    for round in 0..SPIN_PAUSES {
+        (0..1u32 << round).for_each(|_| std::hint::spin_loop());
+        if done() {
+            return true;
+        }
     }
     THREAD_PARKER.with(|(parker, waker)| {
         register(waker);
@@ -140,7 +156,9 @@ pub(super) fn main_loop(registry: Arc<Registry>, index: usize) {
         rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&worker)));
+    CURRENT_REGISTRY.set(registry_id(&registry));
     worker.wait_until(|| registry.should_exit(), |_| {}, None);
+    CURRENT_REGISTRY.set(0);
     CURRENT.with(|c| c.borrow_mut().take());
     drop(worker);
     registry.worker_exited();

@@ -1,0 +1,112 @@
+//! Timing, medians and the JSON lines.
+
+use std::io::Write;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+/// One implementation of a workload: a name and a run that returns a checksum (so every impl
+/// is checked to compute the same thing, and the optimizer cannot drop the work).
+pub(crate) struct Impl<'a> {
+    pub(crate) name: &'static str,
+    pub(crate) run: Box<dyn FnMut() -> u64 + 'a>,
+}
+
+pub(crate) fn imp<'a>(name: &'static str, run: impl FnMut() -> u64 + 'a) -> Impl<'a> {
+    Impl {
+        name,
+        run: Box::new(run),
+    }
+}
+
+/// Runs every impl `reps` times, interleaved, checks the checksums agree, and prints one line
+/// per impl with its median wall time and its ratio against `anchor`.
+pub(crate) fn compare(
+    suite: &str,
+    workload: &str,
+    tasks: u64,
+    anchor: &str,
+    reps: usize,
+    extra: &Value,
+    mut impls: Vec<Impl<'_>>,
+) -> anyhow::Result<()> {
+    // For profiling one impl at a time: BRIGADE_BENCH_IMPL=brigade,rayon keeps only those.
+    if let Ok(keep) = std::env::var("BRIGADE_BENCH_IMPL") {
+        impls.retain(|i| keep.split(',').any(|k| k == i.name));
+    }
+    if impls.is_empty() {
+        return Ok(());
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(reps); impls.len()];
+    let mut checksums: Vec<Option<u64>> = vec![None; impls.len()];
+    for _ in 0..reps {
+        for (i, imp) in impls.iter_mut().enumerate() {
+            let start = Instant::now();
+            let checksum = (imp.run)();
+            times[i].push(start.elapsed().as_secs_f64() * 1e3);
+            match checksums[i] {
+                Some(c) if c != checksum => {
+                    anyhow::bail!("{workload}/{}: checksum changed between runs", imp.name)
+                }
+                _ => checksums[i] = Some(checksum),
+            }
+        }
+    }
+    let reference = checksums[0];
+    for (imp, checksum) in impls.iter().zip(&checksums) {
+        anyhow::ensure!(
+            *checksum == reference,
+            "{workload}: {} computed {checksum:?}, {} computed {reference:?}",
+            imp.name,
+            impls[0].name
+        );
+    }
+    let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+    let anchor_ms = impls
+        .iter()
+        .position(|i| i.name == anchor)
+        .map(|i| medians[i]);
+    for (i, imp) in impls.iter().enumerate() {
+        let mut line = json!({
+            "suite": suite,
+            "workload": workload,
+            "impl": imp.name,
+            "tasks": tasks,
+            "wall_ms": round3(medians[i]),
+            "reps": reps,
+            "min_ms": round3(times[i].iter().copied().fold(f64::INFINITY, f64::min)),
+            "per_task_ns": round3(medians[i] * 1e6 / tasks as f64),
+            "anchor": anchor,
+            "vs_anchor": anchor_ms.map(|a| round3(a / medians[i])),
+        });
+        merge(&mut line, extra);
+        emit(&line);
+    }
+    Ok(())
+}
+
+pub(crate) fn merge(line: &mut Value, extra: &Value) {
+    if let (Some(line), Some(extra)) = (line.as_object_mut(), extra.as_object()) {
+        line.extend(extra.clone());
+    }
+}
+
+pub(crate) fn emit(line: &Value) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) is not an error worth a panic.
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+pub(crate) fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    }
+}
+
+pub(crate) fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,489 @@
+//! The `threads` suite: brigade's compute lane against rayon, tokio and std threads.
+
+use std::hint::black_box;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::Instant;
+
+use anyhow::Context;
+use brigade::ThreadPool;
+use brigade::threads::Scope;
+use serde_json::{Value, json};
+
+use crate::measure::{compare, emit, imp};
+
+const SUITE: &str = "threads";
+const WORKLOADS: [&str; 5] = [
+    "cpu-fanout",
+    "tiny-tasks",
+    "sum-huge-list",
+    "nested",
+    "memory",
+];
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Repetitions per impl (the median is reported); at least 3 for a reported figure.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Run only these workloads (repeatable).
+    #[arg(long = "only", value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS))]
+    only: Vec<String>,
+    /// Shrink every workload ~100x: a smoke test of the harness, not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// Worker threads for every pool (default: available parallelism).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct MemoryProbeArgs {
+    #[arg(long)]
+    tasks: usize,
+    #[arg(long)]
+    workers: usize,
+}
+
+/// A deterministic integer kernel: a xorshift-multiply chain the optimizer cannot shorten.
+#[inline(never)]
+fn kernel(seed: u64, iters: u64) -> u64 {
+    let mut x = seed | 1;
+    for _ in 0..black_box(iters) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    }
+    x
+}
+
+/// splitmix64's finalizer: the "hash per element" of the compute-bound sum.
+#[inline]
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Kernel iterations that take about a millisecond on this machine (the fastest of a few
+/// tries, the one least disturbed by neighbours).
+fn calibrate_ms() -> u64 {
+    let probe = 1 << 18;
+    let best = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            black_box(kernel(black_box(7), probe));
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    ((probe as f64) * 1e-3 / best).round().max(1.0) as u64
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let wants = |w: &str| args.only.is_empty() || args.only.iter().any(|o| o == w);
+    let scale = if args.quick { 100 } else { 1 };
+    let brigade = ThreadPool::builder().workers(workers).build()?;
+    let rayon = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .build()?;
+    let base = json!({ "workers": workers, "quick": args.quick });
+    if wants("cpu-fanout") {
+        cpu_fanout(args, &base, &brigade, &rayon, workers, 2_000 / scale)?;
+    }
+    if wants("tiny-tasks") {
+        tiny_tasks(args, &base, &brigade, &rayon, workers, 200_000 / scale)?;
+    }
+    if wants("sum-huge-list") {
+        sum_huge_list(args, &base, &brigade, &rayon, 100_000_000 / scale)?;
+    }
+    if wants("nested") {
+        let depth = if args.quick { 10 } else { 16 };
+        nested(args, &base, &brigade, &rayon, depth)?;
+    }
+    if wants("memory") {
+        memory(&base, workers, 1_000_000 / scale as usize)?;
+    }
+    Ok(())
+}
+
+fn cpu_fanout(
+    args: &Args,
+    base: &Value,
+    brigade: &ThreadPool,
+    rayon: &rayon::ThreadPool,
+    workers: usize,
+    tasks: u64,
+) -> anyhow::Result<()> {
+    use rayon::prelude::*;
+    let iters = calibrate_ms();
+    let mut extra = base.clone();
+    crate::measure::merge(&mut extra, &json!({ "kernel_iters": iters }));
+    let fold = |acc: u64, x: u64| acc.wrapping_add(x);
+    compare(
+        SUITE,
+        "cpu-fanout",
+        tasks,
+        "rayon",
+        args.reps,
+        &extra,
+        vec![
+            imp("serial", || {
+                (0..tasks).map(|i| kernel(i, iters)).fold(0, fold)
+            }),
+            imp("brigade", || {
+                let handles: Vec<_> = (0..tasks)
+                    .map(|i| brigade.submit(move || kernel(i, iters)).unwrap())
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|t| t.result().unwrap())
+                    .fold(0, fold)
+            }),
+            imp("rayon", || {
+                rayon.install(|| {
+                    (0..tasks)
+                        .into_par_iter()
+                        .map(|i| kernel(i, iters))
+                        .reduce(|| 0, fold)
+                })
+            }),
+            imp("std-threads", || {
+                let (tx, rx) = mpsc::channel::<u64>();
+                let rx = std::sync::Mutex::new(rx);
+                std::thread::scope(|s| {
+                    let parts: Vec<_> = (0..workers)
+                        .map(|_| {
+                            s.spawn(|| {
+                                let mut acc = 0u64;
+                                while let Ok(i) = { rx.lock().unwrap().recv() } {
+                                    acc = fold(acc, kernel(i, iters));
+                                }
+                                acc
+                            })
+                        })
+                        .collect();
+                    (0..tasks).for_each(|i| tx.send(i).unwrap());
+                    drop(tx);
+                    parts.into_iter().map(|p| p.join().unwrap()).fold(0, fold)
+                })
+            }),
+        ],
+    )
+}
+
+fn tiny_tasks(
+    args: &Args,
+    base: &Value,
+    brigade: &ThreadPool,
+    rayon: &rayon::ThreadPool,
+    workers: usize,
+    tasks: u64,
+) -> anyhow::Result<()> {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .build()?;
+    compare(
+        SUITE,
+        "tiny-tasks",
+        tasks,
+        "rayon-scope",
+        args.reps,
+        base,
+        vec![
+            imp("brigade", || {
+                let handles: Vec<_> = (0..tasks)
+                    .map(|_| brigade.submit(|| 1u64).unwrap())
+                    .collect();
+                handles.into_iter().map(|t| t.result().unwrap()).sum()
+            }),
+            imp("brigade-scope", || {
+                let done = AtomicU64::new(0);
+                brigade.scope(|s| {
+                    for _ in 0..tasks {
+                        drop(s.spawn(|| {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }));
+                    }
+                });
+                done.into_inner()
+            }),
+            imp("rayon-spawn", || {
+                let remaining = Arc::new(AtomicU64::new(tasks));
+                let (tx, rx) = mpsc::sync_channel::<()>(1);
+                for _ in 0..tasks {
+                    let remaining = Arc::clone(&remaining);
+                    let tx = tx.clone();
+                    rayon.spawn(move || {
+                        if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            tx.send(()).unwrap();
+                        }
+                    });
+                }
+                rx.recv().unwrap();
+                tasks
+            }),
+            imp("rayon-scope", || {
+                let done = AtomicU64::new(0);
+                rayon.scope(|s| {
+                    for _ in 0..tasks {
+                        s.spawn(|_| {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                });
+                done.into_inner()
+            }),
+            imp("tokio-spawn", || {
+                let handles: Vec<_> = (0..tasks).map(|_| tokio.spawn(async { 1u64 })).collect();
+                tokio.block_on(async {
+                    let mut sum = 0;
+                    for h in handles {
+                        sum += h.await.unwrap();
+                    }
+                    sum
+                })
+            }),
+        ],
+    )
+}
+
+fn sum_huge_list(
+    args: &Args,
+    base: &Value,
+    brigade: &ThreadPool,
+    rayon: &rayon::ThreadPool,
+    len: u64,
+) -> anyhow::Result<()> {
+    use rayon::prelude::*;
+    let data: Vec<u64> = (0..len).collect();
+    let fold = |acc: u64, x: u64| acc.wrapping_add(x);
+    let chunk = (data.len() / (brigade.workers() * 16)).max(1 << 14);
+    let brigade_sum = |f: fn(u64) -> u64| {
+        brigade.scope(|s| {
+            let parts: Vec<_> = data
+                .chunks(chunk)
+                .map(|part| s.spawn(move || part.iter().map(|&x| f(x)).fold(0, fold)))
+                .collect();
+            parts.into_iter().map(|t| t.result().unwrap()).fold(0, fold)
+        })
+    };
+    for (workload, f) in [
+        ("sum-huge-list", (|x| x) as fn(u64) -> u64),
+        ("sum-huge-list-hash", mix as fn(u64) -> u64),
+    ] {
+        let mut extra = base.clone();
+        crate::measure::merge(&mut extra, &json!({ "elements": len, "chunk": chunk }));
+        compare(
+            SUITE,
+            workload,
+            len,
+            "rayon",
+            args.reps,
+            &extra,
+            vec![
+                imp("serial", || data.iter().map(|&x| f(x)).fold(0, fold)),
+                imp("brigade", || brigade_sum(f)),
+                imp("rayon", || {
+                    rayon.install(|| data.par_iter().map(|&x| f(x)).reduce(|| 0, fold))
+                }),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+const LEAF_ITERS: u64 = 16;
+
+fn nested(
+    args: &Args,
+    base: &Value,
+    brigade: &ThreadPool,
+    rayon: &rayon::ThreadPool,
+    depth: u32,
+) -> anyhow::Result<()> {
+    fn join_brigade<'s>(s: &'s Scope<'s, '_>, depth: u32, seed: u64) -> u64 {
+        if depth == 0 {
+            return kernel(seed, LEAF_ITERS);
+        }
+        let left = s.spawn(move || join_brigade(s, depth - 1, seed * 2));
+        let right = join_brigade(s, depth - 1, seed * 2 + 1);
+        left.result().unwrap().wrapping_add(right)
+    }
+    fn submit_brigade(pool: &ThreadPool, depth: u32, seed: u64) -> u64 {
+        if depth == 0 {
+            return kernel(seed, LEAF_ITERS);
+        }
+        let inner = pool.clone();
+        let left = pool
+            .submit(move || submit_brigade(&inner, depth - 1, seed * 2))
+            .unwrap();
+        let right = submit_brigade(pool, depth - 1, seed * 2 + 1);
+        left.result().unwrap().wrapping_add(right)
+    }
+    fn join_rayon(depth: u32, seed: u64) -> u64 {
+        if depth == 0 {
+            return kernel(seed, LEAF_ITERS);
+        }
+        let (l, r) = rayon::join(
+            || join_rayon(depth - 1, seed * 2),
+            || join_rayon(depth - 1, seed * 2 + 1),
+        );
+        l.wrapping_add(r)
+    }
+    fn scope_rayon<'s>(s: &rayon::Scope<'s>, total: &'s AtomicU64, depth: u32, seed: u64) {
+        if depth == 0 {
+            total.fetch_add(kernel(seed, LEAF_ITERS), Ordering::Relaxed);
+            return;
+        }
+        s.spawn(move |s| scope_rayon(s, total, depth - 1, seed * 2));
+        s.spawn(move |s| scope_rayon(s, total, depth - 1, seed * 2 + 1));
+    }
+    fn scope_brigade<'s>(s: &'s Scope<'s, '_>, total: &'s AtomicU64, depth: u32, seed: u64) {
+        if depth == 0 {
+            total.fetch_add(kernel(seed, LEAF_ITERS), Ordering::Relaxed);
+            return;
+        }
+        drop(s.spawn(move || scope_brigade(s, total, depth - 1, seed * 2)));
+        drop(s.spawn(move || scope_brigade(s, total, depth - 1, seed * 2 + 1)));
+    }
+    let leaves = 1u64 << depth;
+    let mut extra = base.clone();
+    crate::measure::merge(
+        &mut extra,
+        &json!({ "leaves": leaves, "leaf_kernel_iters": LEAF_ITERS }),
+    );
+    compare(
+        SUITE,
+        "nested",
+        leaves,
+        "rayon",
+        args.reps,
+        &extra,
+        vec![
+            imp("brigade", || brigade.scope(|s| join_brigade(s, depth, 1))),
+            imp("brigade-submit", || {
+                let pool = brigade.clone();
+                brigade
+                    .submit(move || submit_brigade(&pool, depth, 1))
+                    .unwrap()
+                    .result()
+                    .unwrap()
+            }),
+            imp("brigade-scope", || {
+                let total = AtomicU64::new(0);
+                brigade.scope(|s| scope_brigade(s, &total, depth, 1));
+                total.into_inner()
+            }),
+            imp("rayon", || rayon.install(|| join_rayon(depth, 1))),
+            imp("rayon-scope", || {
+                let total = AtomicU64::new(0);
+                rayon.scope(|s| scope_rayon(s, &total, depth, 1));
+                total.into_inner()
+            }),
+        ],
+    )
+}
+
+/// Runs the memory probe in a child process, so that the peak RSS is the probe's alone and
+/// not the sum-huge-list vector's.
+fn memory(base: &Value, workers: usize, tasks: usize) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding the benchmark's own executable")?;
+    let output = Command::new(exe)
+        .args(["memory-probe", "--tasks", &tasks.to_string()])
+        .args(["--workers", &workers.to_string()])
+        .output()
+        .context("running the memory probe")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "memory probe failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut line: Value = serde_json::from_slice(&output.stdout).context("memory probe output")?;
+    crate::measure::merge(&mut line, base);
+    emit(&line);
+    Ok(())
+}
+
+fn peak_rss_kb() -> u64 {
+    // SAFETY: getrusage only writes the struct we hand it.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    usage.ru_maxrss as u64
+}
+
+fn current_rss_kb() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    pages * page / 1024
+}
+
+/// The child side: blocks every worker, queues `tasks` no-op tasks (keeping their handles),
+/// then releases the workers and awaits everything.
+pub(crate) fn memory_probe(args: &MemoryProbeArgs) -> anyhow::Result<()> {
+    let pool = ThreadPool::builder().workers(args.workers).build()?;
+    let baseline = current_rss_kb();
+    let gate = Arc::new(Barrier::new(args.workers + 1));
+    let (started_tx, started) = mpsc::channel();
+    let blockers: Vec<_> = (0..args.workers)
+        .map(|_| {
+            let gate = Arc::clone(&gate);
+            let started_tx = started_tx.clone();
+            pool.submit(move || {
+                started_tx.send(()).unwrap();
+                gate.wait();
+            })
+            .unwrap()
+        })
+        .collect();
+    for _ in 0..args.workers {
+        started.recv()?;
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..args.tasks)
+        .map(|_| pool.submit(|| ()).unwrap())
+        .collect();
+    let queue_ms = start.elapsed().as_secs_f64() * 1e3;
+    let queued_rss = current_rss_kb();
+    let ran_before_release = tasks.iter().filter(|t| t.is_done()).count();
+    gate.wait();
+    for t in blockers {
+        t.result()?;
+    }
+    let mut ran = 0;
+    for t in tasks {
+        t.result()?;
+        ran += 1;
+    }
+    anyhow::ensure!(ran == args.tasks, "not every task ran");
+    let peak = peak_rss_kb();
+    emit(&json!({
+        "suite": SUITE,
+        "workload": "memory",
+        "impl": "brigade",
+        "tasks": args.tasks,
+        "peak_rss_kb": peak,
+        "baseline_rss_kb": baseline,
+        "queued_rss_kb": queued_rss,
+        "bytes_per_queued_task": ((queued_rss.saturating_sub(baseline)) * 1024) as f64 / args.tasks as f64,
+        "ran_before_release": ran_before_release,
+        "queue_ms": crate::measure::round3(queue_ms),
+        "target_kb": 256 * 1024,
+    }));
+    Ok(())
+}

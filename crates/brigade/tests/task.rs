@@ -1,0 +1,359 @@
+//! The Task<T> handle: states, cancel, results, callbacks, await, detach.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use brigade::{Error, ThreadPool};
+use common::{DropSignal, Watchdog, blocker, recv};
+
+fn one_worker() -> ThreadPool {
+    ThreadPool::builder().workers(1).build().unwrap()
+}
+
+#[test]
+fn states_go_pending_running_finished() {
+    let _w = Watchdog::new("states_go_pending_running_finished");
+    let pool = one_worker();
+    let (b, work) = blocker();
+    let running = pool.submit(work).unwrap();
+    b.wait_started();
+    let queued = pool.submit(|| 5).unwrap();
+
+    assert!(running.is_running() && !running.is_done() && !running.is_cancelled());
+    assert!(!queued.is_running() && !queued.is_done() && !queued.is_cancelled());
+    assert_eq!(format!("{queued:?}"), r#"Task { status: "pending" }"#);
+    assert_eq!(format!("{running:?}"), r#"Task { status: "running" }"#);
+
+    b.release();
+    assert_eq!(running.result(), Ok(()));
+    let mut queued = queued;
+    assert_eq!(queued.result_timeout(common::PATIENCE), Ok(5));
+    assert!(queued.is_done() && !queued.is_running() && !queued.is_cancelled());
+    assert_eq!(format!("{queued:?}"), r#"Task { status: "finished" }"#);
+}
+
+#[test]
+fn cancel_succeeds_only_while_pending_and_the_work_never_runs() {
+    let _w = Watchdog::new("cancel_succeeds_only_while_pending_and_the_work_never_runs");
+    let pool = one_worker();
+    let (b, work) = blocker();
+    let running = pool.submit(work).unwrap();
+    b.wait_started();
+
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (dropped_tx, dropped) = mpsc::channel();
+    let signal = DropSignal(Some(dropped_tx), "closure");
+    let queued = {
+        let ran = ran.clone();
+        pool.submit(move || {
+            let _keep = &signal;
+            ran.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap()
+    };
+    assert!(queued.cancel(), "a pending task can be cancelled");
+    assert_eq!(
+        recv(&dropped),
+        "closure",
+        "cancel drops the closure at once"
+    );
+    assert!(queued.cancel(), "cancelling again still reports cancelled");
+    assert!(queued.is_cancelled() && queued.is_done() && !queued.is_running());
+    assert_eq!(format!("{queued:?}"), r#"Task { status: "cancelled" }"#);
+    assert!(!running.cancel(), "a running task cannot be cancelled");
+
+    b.release();
+    assert_eq!(running.result(), Ok(()));
+    // The worker has moved past the cancelled job; a task queued after it runs.
+    pool.submit(|| ()).unwrap().result().unwrap();
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "a cancelled task never starts"
+    );
+    assert_eq!(queued.result(), Err(Error::Cancelled));
+
+    let finished = pool.submit(|| 1).unwrap();
+    let mut finished = finished;
+    assert_eq!(finished.result_timeout(common::PATIENCE), Ok(1));
+    assert!(!finished.cancel(), "a finished task cannot be cancelled");
+    assert!(!finished.is_cancelled());
+}
+
+#[test]
+fn result_timeout_does_not_cancel_and_a_later_wait_gets_the_value() {
+    let _w = Watchdog::new("result_timeout_does_not_cancel_and_a_later_wait_gets_the_value");
+    let pool = one_worker();
+    let (go, wait_for_go) = mpsc::channel::<()>();
+    let mut task = pool
+        .submit(move || {
+            recv(&wait_for_go);
+            "late"
+        })
+        .unwrap();
+    assert_eq!(
+        task.result_timeout(Duration::from_millis(5)),
+        Err(Error::TimedOut)
+    );
+    assert_eq!(task.result_timeout(Duration::ZERO), Err(Error::TimedOut));
+    assert!(!task.is_cancelled());
+    assert_eq!(task.try_result(), None);
+    go.send(()).unwrap();
+    assert_eq!(task.result(), Ok("late"));
+}
+
+#[test]
+fn the_outcome_is_taken_once() {
+    let _w = Watchdog::new("the_outcome_is_taken_once");
+    let pool = one_worker();
+    let mut task = pool.submit(|| 3).unwrap();
+    assert_eq!(task.result_timeout(common::PATIENCE), Ok(3));
+    assert_eq!(task.try_result(), Some(Err(Error::Consumed)));
+    assert_eq!(task.result_timeout(Duration::ZERO), Err(Error::Consumed));
+    let (tx, rx) = mpsc::channel();
+    task.add_done_callback(move |outcome| tx.send(outcome.clone()).unwrap());
+    assert_eq!(recv(&rx), Err(Error::Consumed));
+    assert_eq!(task.result(), Err(Error::Consumed));
+}
+
+#[test]
+fn try_result_never_blocks() {
+    let _w = Watchdog::new("try_result_never_blocks");
+    let pool = one_worker();
+    let (b, work) = blocker();
+    let mut task = pool.submit(work).unwrap();
+    b.wait_started();
+    assert_eq!(task.try_result(), None);
+    b.release();
+    let (tx, rx) = mpsc::channel();
+    task.add_done_callback(move |_| tx.send(()).unwrap());
+    recv(&rx);
+    assert_eq!(task.try_result(), Some(Ok(())));
+}
+
+#[test]
+fn a_panic_becomes_an_error_and_the_worker_survives() {
+    let _w = Watchdog::new("a_panic_becomes_an_error_and_the_worker_survives");
+    let pool = one_worker();
+    let before = pool
+        .submit(|| std::thread::current().id())
+        .unwrap()
+        .result()
+        .unwrap();
+    let boom = pool.submit(|| -> u8 { panic!("boom {}", 42) }).unwrap();
+    assert_eq!(
+        boom.result(),
+        Err(Error::Panicked {
+            message: "boom 42".into()
+        })
+    );
+    let static_msg = pool.submit(|| -> u8 { panic!("static") }).unwrap();
+    assert_eq!(
+        static_msg.result(),
+        Err(Error::Panicked {
+            message: "static".into()
+        })
+    );
+    let odd = pool
+        .submit(|| -> u8 { std::panic::panic_any(17_i32) })
+        .unwrap();
+    assert!(
+        matches!(odd.result(), Err(Error::Panicked { message }) if message.contains("not a string"))
+    );
+    let after = pool
+        .submit(|| std::thread::current().id())
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(before, after, "the same worker thread runs on");
+    assert_eq!(pool.started_workers(), 1);
+}
+
+#[test]
+fn panics_keep_the_pool_at_full_size() {
+    let _w = Watchdog::new("panics_keep_the_pool_at_full_size");
+    let pool = ThreadPool::builder().workers(3).build().unwrap();
+    let panics: Vec<_> = (0..30)
+        .map(|i| pool.submit(move || -> u8 { panic!("p{i}") }).unwrap())
+        .collect();
+    for t in panics {
+        assert!(matches!(t.result(), Err(Error::Panicked { .. })));
+    }
+    // Three tasks that each wait until all three run at once prove three live workers.
+    let barrier = Arc::new(std::sync::Barrier::new(3));
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let barrier = barrier.clone();
+            pool.submit(move || {
+                barrier.wait();
+            })
+            .unwrap()
+        })
+        .collect();
+    for t in tasks {
+        t.result().unwrap();
+    }
+}
+
+#[test]
+fn done_callbacks_run_once_in_order_and_survive_panics() {
+    let _w = Watchdog::new("done_callbacks_run_once_in_order_and_survive_panics");
+    let pool = one_worker();
+    let (b, work) = blocker();
+    let task = pool
+        .submit(move || {
+            work();
+            7
+        })
+        .unwrap();
+    b.wait_started();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let worker_thread = Arc::new(Mutex::new(None));
+    for i in 0..3 {
+        let log = log.clone();
+        let worker_thread = worker_thread.clone();
+        task.add_done_callback(move |outcome| {
+            assert_eq!(outcome, &Ok(7));
+            *worker_thread.lock().unwrap() = std::thread::current().name().map(String::from);
+            log.lock().unwrap().push(i);
+            if i == 1 {
+                panic!("a callback panics");
+            }
+        });
+    }
+    b.release();
+    let (tx, rx) = mpsc::channel();
+    // Added after completion (or racing it): runs once, after the others.
+    task.add_done_callback(move |_| tx.send(()).unwrap());
+    recv(&rx);
+    assert_eq!(*log.lock().unwrap(), [0, 1, 2]);
+    assert_eq!(
+        worker_thread.lock().unwrap().as_deref(),
+        Some("brigade-0"),
+        "callbacks registered before completion run in the worker"
+    );
+
+    // Once done, a new callback runs immediately, in the caller's thread.
+    let here = std::thread::current().id();
+    let ran_in = Arc::new(Mutex::new(None));
+    {
+        let ran_in = ran_in.clone();
+        task.add_done_callback(move |_| {
+            *ran_in.lock().unwrap() = Some(std::thread::current().id())
+        });
+    }
+    assert_eq!(*ran_in.lock().unwrap(), Some(here));
+    assert_eq!(task.result(), Ok(7), "the handle still has the value");
+    // The worker survived the panicking callback.
+    assert_eq!(pool.submit(|| 1).unwrap().result(), Ok(1));
+}
+
+#[test]
+fn cancelling_runs_the_callbacks_with_cancelled() {
+    let _w = Watchdog::new("cancelling_runs_the_callbacks_with_cancelled");
+    let pool = one_worker();
+    let (b, work) = blocker();
+    let running = pool.submit(work).unwrap();
+    b.wait_started();
+    let queued = pool.submit(|| 1).unwrap();
+    let (tx, rx) = mpsc::channel();
+    queued.add_done_callback(move |outcome| tx.send(outcome.clone()).unwrap());
+    assert!(queued.cancel());
+    assert_eq!(
+        rx.try_recv(),
+        Ok(Err(Error::Cancelled)),
+        "ran inside cancel()"
+    );
+    b.release();
+    running.result().unwrap();
+}
+
+#[test]
+fn tasks_can_be_awaited() {
+    let _w = Watchdog::new("tasks_can_be_awaited");
+    let pool = ThreadPool::builder().workers(2).build().unwrap();
+    let (b, work) = blocker();
+    let slow = pool
+        .submit(move || {
+            work();
+            "slow"
+        })
+        .unwrap();
+    let fast = pool.submit(|| "fast").unwrap();
+    b.wait_started();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20)); // make the await really wait
+        b.release();
+    });
+    let (s, f) = futures::executor::block_on(async { (slow.await, fast.await) });
+    assert_eq!((s, f), (Ok("slow"), Ok("fast")));
+    releaser.join().unwrap();
+
+    let failed = pool.submit(|| -> u8 { panic!("async sees it") }).unwrap();
+    assert!(matches!(
+        futures::executor::block_on(failed),
+        Err(Error::Panicked { .. })
+    ));
+}
+
+#[test]
+fn polling_after_completion_is_consumed_not_a_panic() {
+    let _w = Watchdog::new("polling_after_completion_is_consumed_not_a_panic");
+    let pool = one_worker();
+    let mut task = pool.submit(|| 1).unwrap();
+    futures::executor::block_on(async {
+        assert_eq!((&mut task).await, Ok(1));
+        assert_eq!((&mut task).await, Err(Error::Consumed));
+    });
+}
+
+#[test]
+fn dropping_a_handle_detaches_and_the_work_still_runs() {
+    let _w = Watchdog::new("dropping_a_handle_detaches_and_the_work_still_runs");
+    let pool = one_worker();
+    let (tx, rx) = mpsc::channel();
+    drop(pool.submit(move || tx.send("ran").unwrap()).unwrap());
+    assert_eq!(recv(&rx), "ran");
+}
+
+#[test]
+fn the_pool_keeps_nothing_of_a_finished_task() {
+    let _w = Watchdog::new("the_pool_keeps_nothing_of_a_finished_task");
+    let pool = one_worker();
+    // The closure's captures are gone once the result is visible.
+    let captured = Arc::new(());
+    let task = {
+        let captured = captured.clone();
+        pool.submit(move || Arc::strong_count(&captured)).unwrap()
+    };
+    assert_eq!(task.result(), Ok(2));
+    assert_eq!(Arc::strong_count(&captured), 1, "the closure was dropped");
+
+    // A detached task's value is dropped when it finishes, not kept by the pool.
+    let (tx, rx) = mpsc::channel();
+    let (b, work) = blocker();
+    let detached = pool
+        .submit(move || {
+            work();
+            DropSignal(Some(tx), "value")
+        })
+        .unwrap();
+    b.wait_started();
+    drop(detached);
+    b.release();
+    assert_eq!(recv(&rx), "value");
+}
+
+#[test]
+fn handles_are_send_and_sync_when_the_value_is() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<brigade::Task<Vec<u8>>>();
+    sync::<brigade::Task<Vec<u8>>>();
+    send::<brigade::Task<std::cell::Cell<u8>>>();
+    send::<ThreadPool>();
+    sync::<ThreadPool>();
+}
