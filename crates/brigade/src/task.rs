@@ -209,10 +209,16 @@ impl<T> Task<T> {
     /// Adds a callback that runs once when the task is done (finished or cancelled).
     ///
     /// Callbacks run in the order added, exactly once each, in the thread that finishes the
-    /// task (a worker, or the canceller) before the task counts as done; a callback added
-    /// after the task is done runs at once, in the caller's thread. A panicking callback is
-    /// reported through `tracing` and stops neither the other callbacks nor the worker.
-    /// The callback sees [`Error::Consumed`] when the handle already took the outcome.
+    /// task (a worker, or the canceller); a callback added after the task is done runs at once,
+    /// in the caller's thread. A panicking callback is reported through `tracing` and stops
+    /// neither the other callbacks nor the worker. The callback sees [`Error::Consumed`] when
+    /// the handle already took the outcome.
+    ///
+    /// Callbacks are part of finishing: they see the outcome *before* the task counts as done,
+    /// and waiters ([`result`](Self::result), [`wait`](crate::wait), `.await`) wake once every
+    /// callback has run. So a callback's side effect (a message it sends, say) does not yet
+    /// mean that [`is_done`](Self::is_done) holds; wait on the task for that. (This is what
+    /// lets a callback read the value by reference while no one can take it away.)
     ///
     /// ```
     /// use std::sync::mpsc;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use brigade::{Error, ThreadPool};
+use brigade::{Error, ThreadPool, Until, wait};
 use common::{DropSignal, Watchdog, blocker, recv};
 
 fn one_worker() -> ThreadPool {
@@ -128,10 +128,9 @@ fn try_result_never_blocks() {
     b.wait_started();
     assert_eq!(task.try_result(), None);
     b.release();
-    let (tx, rx) = mpsc::channel();
-    task.add_done_callback(move |_| tx.send(()).unwrap());
-    recv(&rx);
+    wait([&task], Until::AllCompleted, None);
     assert_eq!(task.try_result(), Some(Ok(())));
+    assert_eq!(task.try_result(), Some(Err(Error::Consumed)));
 }
 
 #[test]
@@ -235,6 +234,11 @@ fn done_callbacks_run_once_in_order_and_survive_panics() {
         Some("brigade-0"),
         "callbacks registered before completion run in the worker"
     );
+
+    // A callback runs before its task counts as done (it is part of finishing): seeing its
+    // effect is no proof of `is_done` yet. Waiting is.
+    wait([&task], Until::AllCompleted, None);
+    assert!(task.is_done());
 
     // Once done, a new callback runs immediately, in the caller's thread.
     let here = std::thread::current().id();

@@ -313,8 +313,9 @@ impl<T, W: Erased + ?Sized> Cell<T, W> {
 
 /// What a queue holds: a task with both its types erased.
 pub(crate) trait Run: Send + Sync {
-    /// Runs the task unless it was cancelled. Returns the panic message if it panicked.
-    fn run(&self) -> Option<String>;
+    /// Runs the task unless it was cancelled, calling `before_publish` after the work and
+    /// before its outcome becomes visible. Returns the panic message if it panicked.
+    fn run(&self, before_publish: &dyn Fn()) -> Option<String>;
 
     /// Ends the task unrun with `reason`, if it has not started.
     fn abandon(&self, reason: Error);
@@ -325,7 +326,7 @@ where
     T: Send,
     F: FnOnce() -> T + Send,
 {
-    fn run(&self) -> Option<String> {
+    fn run(&self, before_publish: &dyn Fn()) -> Option<String> {
         if self.header.try_start() != Claim::Won {
             return None;
         }
@@ -337,6 +338,7 @@ where
             Err(Error::Panicked { message }) => Some(message.clone()),
             _ => None,
         };
+        before_publish();
         self.header.complete(outcome);
         panicked
     }
@@ -374,7 +376,7 @@ mod loom_tests {
             let task = cell(7);
             let worker = {
                 let task = task.clone();
-                thread::spawn(move || task.run())
+                thread::spawn(move || task.run(&|| ()))
             };
             let cancelled = task.cancel();
             assert_eq!(worker.join().unwrap(), None);
@@ -396,7 +398,7 @@ mod loom_tests {
             let (tx, rx) = loom::sync::mpsc::channel();
             let worker = {
                 let task = task.clone();
-                thread::spawn(move || task.run())
+                thread::spawn(move || task.run(&|| ()))
             };
             let waker = Waker::from(Arc::new(ChannelWaker(Mutex::new(tx))));
             if task.header.watch(&waker) {
@@ -415,7 +417,7 @@ mod loom_tests {
             let log = Arc::new(Mutex::new(Vec::new()));
             let worker = {
                 let task = task.clone();
-                thread::spawn(move || task.run())
+                thread::spawn(move || task.run(&|| ()))
             };
             for i in 0..2 {
                 let log = log.clone();
@@ -436,7 +438,7 @@ mod loom_tests {
             let task = cell(9);
             let worker = {
                 let task = task.clone();
-                thread::spawn(move || task.run())
+                thread::spawn(move || task.run(&|| ()))
             };
             let header = &task.header;
             crate::threads::block_until(

@@ -30,10 +30,11 @@ impl Job {
         }
     }
 
-    /// Runs the task (unless it was cancelled meanwhile).
-    pub(crate) fn execute(mut self) {
+    /// Runs the task (unless it was cancelled meanwhile); see [`Run::run`] for
+    /// `before_publish`.
+    pub(crate) fn execute(mut self, before_publish: &dyn Fn()) {
         let task = self.task.take().expect("a job executes once");
-        let panicked = task.run();
+        let panicked = task.run(before_publish);
         // Our reference goes before the scope learns the job is over: a scoped task's value
         // may borrow from the scope's caller, so nothing of it may outlive the latch release.
         drop(task);

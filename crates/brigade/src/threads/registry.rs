@@ -6,18 +6,22 @@
 //! out of work) or *asleep* (parked, listed in `sleepers`). A submitter pushes its job and then
 //! wakes someone only if nobody is searching: a searcher will find the job. When the last
 //! searcher finds a job and more work is queued, it wakes the next worker (so a burst fans out
-//! one wake-up at a time, as in tokio's scheduler). A sleeper is popped from the list by the
+//! one wake-up at a time, as in tokio's scheduler). A sleeper is taken off the list by the
 //! waker and counted as searching at once, so a burst does not wake every sleeper.
 //!
 //! The lost-wake-up race (a worker decides to sleep just as a job arrives) is closed Dekker
-//! style: the submitter pushes, issues a `SeqCst` fence and then reads the searching/sleeper
-//! counts; a worker going to sleep announces itself (`SeqCst`), fences, and then re-checks the
-//! queues before parking. At least one of the two sees the other. Parking is token based, so a
-//! wake-up that arrives before the park is not lost either.
+//! style: the submitter pushes, issues a `SeqCst` fence and then reads the idle counts; a
+//! worker going to sleep counts itself a sleeper, fences, and then re-checks the queues before
+//! parking. At least one of the two sees the other. Parking is token based, so a wake-up that
+//! arrives before the park is not lost either.
 //!
-//! Workers are started on demand: when a job finds no one searching and no one asleep, and the
-//! pool has fewer than its maximum, the submitter starts a worker. A new worker counts as
-//! searching from the start, so the jobs that follow do not start more workers than they need.
+//! Workers are started on demand: when a job finds no one searching and no one asleep, the job
+//! is still queued, and the pool has fewer than its maximum, the submitter starts a worker. An
+//! idle worker is always counted as searching or sleeping, never neither: a new worker counts
+//! as searching from birth; a worker whose queues are empty counts as searching *before* it
+//! publishes the outcome of its last task; and a worker moves between searching and sleeping
+//! in one atomic step on one word that holds both counts. So work that follows a result
+//! (submit, wait, submit, …) reuses the idle worker instead of starting another.
 
 use std::io;
 use std::sync::Arc;
@@ -29,8 +33,23 @@ use crossbeam_utils::CachePadded;
 use super::job::Job;
 use super::worker::{self, Seat};
 use crate::error::Error;
-use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use crate::sync::{Condvar, Mutex, Parker, Unparker};
+
+/// One searching worker in `Registry::idle`.
+const SEARCHER: u64 = 1;
+/// One sleeping worker in `Registry::idle`.
+const SLEEPER: u64 = 1 << 32;
+/// Turns a sleeper into a searcher when added (wrapping) to `Registry::idle`.
+const SLEEPER_TO_SEARCHER: u64 = SEARCHER.wrapping_sub(SLEEPER);
+
+fn searchers(idle: u64) -> u64 {
+    idle & (SLEEPER - 1)
+}
+
+fn sleepers(idle: u64) -> u64 {
+    idle >> 32
+}
 
 pub(crate) struct Registry {
     pub(super) injector: Injector<Job>,
@@ -43,10 +62,12 @@ pub(crate) struct Registry {
     started: AtomicUsize,
     spawn_lock: Mutex<()>,
     terminating: AtomicBool,
-    // Workers write these two on every search; on lines of their own, they do not drag the
-    // read-mostly fields above (read on every submission) through the caches with them.
-    searching: CachePadded<AtomicUsize>,
-    num_sleepers: CachePadded<AtomicUsize>,
+    /// Searching workers (low half) and sleeping workers (high half), packed in one word so
+    /// that a submitter reads both in one consistent snapshot, and a worker moves from one to
+    /// the other in one step. Workers write it on every search; on a line of its own, it does
+    /// not drag the read-mostly fields above (read on every submission) through the caches.
+    idle: CachePadded<AtomicU64>,
+    /// Who is asleep, to wake exactly one.
     sleepers: Mutex<Vec<usize>>,
     /// Workers whose threads have not finished yet.
     live: Mutex<usize>,
@@ -75,9 +96,8 @@ impl Registry {
             max,
             started: AtomicUsize::new(0),
             spawn_lock: Mutex::new(()),
-            searching: CachePadded::new(AtomicUsize::new(0)),
+            idle: CachePadded::new(AtomicU64::new(0)),
             sleepers: Mutex::new(Vec::with_capacity(max)),
-            num_sleepers: CachePadded::new(AtomicUsize::new(0)),
             terminating: AtomicBool::new(false),
             live: Mutex::new(0),
             exited: Condvar::new(),
@@ -151,16 +171,16 @@ impl Registry {
     /// Wakes or starts a worker unless one is already searching. See the module docs.
     pub(super) fn notify_one(self: &Arc<Self>) {
         fence(Ordering::SeqCst);
-        if self.searching.load(Ordering::SeqCst) > 0 {
+        let idle = self.idle.load(Ordering::SeqCst);
+        if searchers(idle) > 0 {
             return;
         }
-        if self.num_sleepers.load(Ordering::SeqCst) > 0 {
+        if sleepers(idle) > 0 {
             let woken = {
                 let mut sleepers = self.sleepers.lock();
                 let woken = sleepers.pop();
                 if woken.is_some() {
-                    self.num_sleepers.fetch_sub(1, Ordering::SeqCst);
-                    self.searching.fetch_add(1, Ordering::SeqCst);
+                    self.idle.fetch_add(SLEEPER_TO_SEARCHER, Ordering::SeqCst);
                 }
                 woken
             };
@@ -169,26 +189,13 @@ impl Registry {
                 return;
             }
         }
+        // A busy worker may have taken the job meanwhile; a new thread is for work still queued.
         if self.started_workers() < self.max
-            && !self.taken_by_a_peer()
+            && self.has_work()
             && let Err(e) = self.spawn_worker()
         {
             tracing::warn!(error = %e, "brigade: could not start a worker thread");
         }
-    }
-
-    /// Before starting a worker (tens of microseconds, and a thread for good), gives the
-    /// running ones a moment: one that just finished a task is about to look for the next,
-    /// and a sequential caller (submit, wait, submit, …) should keep reusing it rather than
-    /// grow the pool. Only paid while the pool is below its size with everyone busy.
-    fn taken_by_a_peer(&self) -> bool {
-        const GRACE_ROUNDS: u32 = 64;
-        (0..GRACE_ROUNDS).any(|_| {
-            std::hint::spin_loop();
-            self.searching.load(Ordering::SeqCst) > 0
-                || self.num_sleepers.load(Ordering::SeqCst) > 0
-                || !self.has_work()
-        })
     }
 
     /// Starts the next worker if the pool has room. Returns whether one started.
@@ -200,7 +207,7 @@ impl Registry {
         }
         *self.live.lock() += 1;
         // Counted as searching from birth: see the module docs.
-        self.searching.fetch_add(1, Ordering::SeqCst);
+        self.idle.fetch_add(SEARCHER, Ordering::SeqCst);
         let registry = Arc::clone(self);
         let mut builder = thread::Builder::new().name(format!("{}-{index}", self.name));
         if let Some(size) = self.stack_size {
@@ -212,7 +219,7 @@ impl Registry {
                 Ok(true)
             }
             Err(e) => {
-                self.searching.fetch_sub(1, Ordering::SeqCst);
+                self.idle.fetch_sub(SEARCHER, Ordering::SeqCst);
                 *self.live.lock() -= 1;
                 Err(e)
             }
@@ -227,34 +234,40 @@ impl Registry {
             .expect("each worker takes its seat once")
     }
 
-    /// A worker that ran out of work announces it is going to sleep.
-    pub(super) fn announce_sleep(&self, index: usize) {
-        self.sleepers.lock().push(index);
-        self.num_sleepers.fetch_add(1, Ordering::SeqCst);
+    /// A worker that ran out of work lists itself as a sleeper, in the same step ceasing to be
+    /// a searcher if it was one.
+    pub(super) fn fall_asleep(&self, index: usize, was_searching: bool) {
+        let mut sleepers = self.sleepers.lock();
+        sleepers.push(index);
+        let change = if was_searching {
+            SLEEPER.wrapping_sub(SEARCHER)
+        } else {
+            SLEEPER
+        };
+        self.idle.fetch_add(change, Ordering::SeqCst);
+        drop(sleepers);
+        // Pairs with the fence in `notify_one`; see the module docs.
         fence(Ordering::SeqCst);
     }
 
-    /// A worker that woke up (or changed its mind) takes itself off the sleeper list.
-    /// Returns `true` if a waker had already taken it off and counted it as searching.
-    pub(super) fn leave_sleep(&self, index: usize) -> bool {
+    /// A worker that woke up (or changed its mind) becomes a searcher. If a submitter already
+    /// took it off the sleeper list, the submitter also did the counting.
+    pub(super) fn wake_up(&self, index: usize) {
         let mut sleepers = self.sleepers.lock();
-        match sleepers.iter().position(|&i| i == index) {
-            Some(at) => {
-                sleepers.swap_remove(at);
-                self.num_sleepers.fetch_sub(1, Ordering::SeqCst);
-                false
-            }
-            None => true,
+        if let Some(at) = sleepers.iter().position(|&i| i == index) {
+            sleepers.swap_remove(at);
+            self.idle.fetch_add(SLEEPER_TO_SEARCHER, Ordering::SeqCst);
         }
     }
 
     pub(super) fn start_searching(&self) {
-        self.searching.fetch_add(1, Ordering::SeqCst);
+        self.idle.fetch_add(SEARCHER, Ordering::SeqCst);
     }
 
-    /// A searcher found work or gave up. The last searcher to find work passes the baton.
+    /// A searcher found work. The last searcher to find work passes the baton.
     pub(super) fn stop_searching(self: &Arc<Self>) {
-        if self.searching.fetch_sub(1, Ordering::SeqCst) == 1 && self.has_work() {
+        let before = self.idle.fetch_sub(SEARCHER, Ordering::SeqCst);
+        if searchers(before) == 1 && self.has_work() {
             self.notify_one();
         }
     }

@@ -184,7 +184,7 @@ impl WorkerThread {
             }
             if let Some(job) = self.find_work() {
                 self.stop_searching();
-                job.execute();
+                job.execute(&|| self.finishing());
                 idle_rounds = 0;
                 continue;
             }
@@ -202,25 +202,37 @@ impl WorkerThread {
                 }
                 continue;
             }
-            self.stop_searching();
             self.sleep(&mut done, deadline);
             idle_rounds = 0;
         }
     }
 
+    /// Called after a task's work and before its outcome is published. A worker that has
+    /// nothing queued counts itself as searching from here on, so that whoever reacts to the
+    /// outcome by submitting more work (the submit, wait, submit, … of a sequential caller)
+    /// finds an idle worker to hand it to rather than starting another.
+    fn finishing(&self) {
+        if self.local.is_empty() && self.registry.injector.is_empty() {
+            self.start_searching();
+        }
+    }
+
+    /// Parks until woken (new work, `done()` may hold, or the deadline).
+    ///
+    /// Going to sleep and waking up each move the worker between the searching and sleeping
+    /// counts in one atomic step, so a submitter never sees an idle worker as busy and starts
+    /// a new one instead.
     fn sleep(&self, done: &mut impl FnMut() -> bool, deadline: Option<Instant>) {
         let registry = &self.registry;
-        registry.announce_sleep(self.index);
+        registry.fall_asleep(self.index, self.searching.replace(false));
         if !(done() || registry.has_work()) {
             match deadline {
                 None => self.parker.park(),
                 Some(deadline) => self.parker.park_deadline(deadline),
             }
         }
-        if registry.leave_sleep(self.index) {
-            // A submitter woke us and counted us as searching.
-            self.searching.set(true);
-        }
+        registry.wake_up(self.index);
+        self.searching.set(true);
     }
 
     fn start_searching(&self) {
