@@ -5,6 +5,9 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+/// The pause before each measured run.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// One implementation of a workload: a name and a run that returns a checksum (so every impl
 /// is checked to compute the same thing, and the optimizer cannot drop the work).
 pub(crate) struct Impl<'a> {
@@ -41,6 +44,9 @@ pub(crate) fn compare(
     let mut checksums: Vec<Option<u64>> = vec![None; impls.len()];
     for _ in 0..reps {
         for (i, imp) in impls.iter_mut().enumerate() {
+            // Let the previous impl's threads finish spinning and fall asleep, so that each
+            // impl runs on a quiet machine rather than against its predecessor's idle loop.
+            std::thread::sleep(SETTLE);
             let start = Instant::now();
             let checksum = (imp.run)();
             times[i].push(start.elapsed().as_secs_f64() * 1e3);

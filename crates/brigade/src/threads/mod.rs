@@ -19,6 +19,7 @@
 //! process lane is the one with killable tasks).
 
 mod job;
+mod join;
 mod map;
 mod registry;
 mod scope;
@@ -26,6 +27,7 @@ mod worker;
 
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
 pub use map::{Map, Unordered};
@@ -205,6 +207,57 @@ impl ThreadPool {
         F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
     {
         scope::run(self.registry(), body)
+    }
+
+    /// Runs `a` and `b`, in parallel when a worker is free, and returns both results, like
+    /// `rayon::join`. Both closures may borrow from the caller.
+    ///
+    /// This is the cheapest way to split work recursively (divide and conquer): called from a
+    /// task of this pool, it runs `a` at once and offers `b` to idle workers; if none takes it,
+    /// the caller runs `b` itself, and nothing was allocated. Called from outside, the join runs
+    /// on a worker and the caller waits. If the pool is shut down, both run on the caller,
+    /// one after the other.
+    ///
+    /// If `a` or `b` panics, `join` panics with that panic once both are over (`b` may borrow
+    /// from the caller's frame, so it is never abandoned halfway).
+    ///
+    /// ```
+    /// fn fib(pool: &brigade::ThreadPool, n: u64) -> u64 {
+    ///     if n < 2 {
+    ///         return n;
+    ///     }
+    ///     let (a, b) = pool.join(|| fib(pool, n - 1), || fib(pool, n - 2));
+    ///     a + b
+    /// }
+    /// let pool = brigade::ThreadPool::new();
+    /// assert_eq!(fib(&pool, 20), 6765);
+    /// ```
+    pub fn join<A, B, RA, RB>(&self, a: A, b: B) -> (RA, RB)
+    where
+        A: FnOnce() -> RA + Send,
+        B: FnOnce() -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
+        let (a, b) = match worker::join_here(self.registry(), a, b) {
+            Ok(both) => return both,
+            Err(halves) => halves,
+        };
+        let mut halves = Some((a, b));
+        let outcome = scope::run(self.registry(), |s| {
+            s.spawn(|| {
+                let (a, b) = halves.take().expect("spawned once");
+                catch_unwind(AssertUnwindSafe(|| self.join(a, b)))
+            })
+            .result()
+        });
+        match (outcome, halves) {
+            (Ok(Ok(both)), _) => both,
+            (Ok(Err(panic)), _) => resume_unwind(panic),
+            // The pool refused the work: run both here.
+            (Err(_), Some((a, b))) => (a(), b()),
+            (Err(e), None) => unreachable!("a task that ran has an outcome, not {e}"),
+        }
     }
 
     /// Applies `f` to every item of `inputs` on the pool; see [`Map`] for the knobs.

@@ -150,6 +150,20 @@ impl Registry {
         }
     }
 
+    /// A cheaper [`notify_one`](Self::notify_one) for work whose owner runs it anyway if
+    /// nobody takes it (the second half of a join): no fence, so a worker falling asleep at
+    /// this very moment may be missed, which costs only a little parallelism until the next
+    /// such job, never progress.
+    #[inline]
+    pub(super) fn hint_one(self: &Arc<Self>) {
+        let idle = self.idle.load(Ordering::Relaxed);
+        if searchers(idle) == 0
+            && (sleepers(idle) > 0 || self.started.load(Ordering::Relaxed) < self.max)
+        {
+            self.notify_one();
+        }
+    }
+
     /// Makes sure a worker exists, starting the first one if need be. Used before queuing, so a
     /// pool that cannot start any thread refuses work instead of queuing it forever.
     pub(crate) fn ensure_worker(self: &Arc<Self>) -> Result<(), Error> {

@@ -1,7 +1,8 @@
 //! A worker thread: where it finds work, how it waits, and how any thread blocks on a task.
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::ptr;
 use std::sync::Arc;
 use std::task::{Wake, Waker};
 use std::time::Instant;
@@ -9,6 +10,7 @@ use std::time::Instant;
 use crossbeam_deque::{Steal, Worker};
 
 use super::job::Job;
+use super::join::StackJob;
 use super::registry::Registry;
 use crate::sync::{Parker, Unparker};
 
@@ -40,10 +42,44 @@ pub(super) struct WorkerThread {
 }
 
 std::thread_local! {
-    static CURRENT: RefCell<Option<Rc<WorkerThread>>> = const { RefCell::new(None) };
-    /// The address of the current worker's registry, or 0. A plain `Cell` with no destructor
-    /// is the cheapest thread-local there is, and every submission asks it.
-    static CURRENT_REGISTRY: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The worker this thread is: its registry's address and its state, or (0, null).
+    ///
+    /// A plain `Cell` with no destructor is the cheapest thread-local there is, and every
+    /// submission and every `join` consults it; a reference-counted handle here cost a
+    /// measurable share of a join.
+    static CURRENT: Cell<(usize, *const WorkerThread)> = const { Cell::new((0, ptr::null())) };
+}
+
+/// Points `CURRENT` at a worker for as long as the guard lives.
+struct CurrentGuard;
+
+impl CurrentGuard {
+    fn set(worker: &WorkerThread) -> Self {
+        CURRENT.set((registry_id(&worker.registry), worker));
+        Self
+    }
+}
+
+impl Drop for CurrentGuard {
+    fn drop(&mut self) {
+        CURRENT.set((0, ptr::null()));
+    }
+}
+
+/// Runs `f` with this thread's worker if it is one of `registry`'s (`None` matches any).
+fn with_current<R>(
+    registry: Option<&Arc<Registry>>,
+    f: impl FnOnce(&WorkerThread) -> R,
+) -> Option<R> {
+    let (id, worker) = CURRENT.get();
+    let ours = match registry {
+        Some(registry) => id == registry_id(registry),
+        None => id != 0,
+    };
+    // SAFETY: `main_loop` points CURRENT at its own `WorkerThread` through a guard that
+    // lives no longer than that value and resets it on every exit; only this thread reads it,
+    // and the reference does not escape `f`.
+    ours.then(|| f(unsafe { &*worker }))
 }
 
 fn registry_id(registry: &Arc<Registry>) -> usize {
@@ -75,13 +111,30 @@ fn unpark_waker(unparker: Unparker) -> Waker {
     Waker::from(Arc::new(Unpark(unparker)))
 }
 
-fn current() -> Option<Rc<WorkerThread>> {
-    CURRENT.with(|c| c.borrow().clone())
+/// Joins `a` and `b` on the calling thread if it is one of `registry`'s workers; hands them
+/// back otherwise.
+pub(super) fn join_here<A, B, RA, RB>(
+    registry: &Arc<Registry>,
+    a: A,
+    b: B,
+) -> Result<(RA, RB), (A, B)>
+where
+    A: FnOnce() -> RA + Send,
+    B: FnOnce() -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    let (id, worker) = CURRENT.get();
+    if id != registry_id(registry) {
+        return Err((a, b));
+    }
+    // SAFETY: as in `with_current`.
+    Ok(unsafe { &*worker }.join(a, b))
 }
 
 /// Whether the calling thread is one of `registry`'s workers.
 pub(super) fn is_worker_of(registry: &Arc<Registry>) -> bool {
-    CURRENT_REGISTRY.get() == registry_id(registry)
+    CURRENT.get().0 == registry_id(registry)
 }
 
 /// Pushes onto the calling worker's own deque if it belongs to `registry`; hands the job back
@@ -90,13 +143,8 @@ pub(super) fn push_local(registry: &Arc<Registry>, job: Job) -> Result<(), Job> 
     if !is_worker_of(registry) {
         return Err(job);
     }
-    CURRENT.with(|c| match c.borrow().as_ref() {
-        Some(w) => {
-            w.local.push(job);
-            Ok(())
-        }
-        None => Err(job),
-    })
+    with_current(Some(registry), |w| w.local.push(job));
+    Ok(())
 }
 
 /// Blocks the calling thread until `done()` holds or `deadline` passes; returns `done()`.
@@ -112,11 +160,16 @@ pub(crate) fn block_until(
     if done() {
         return true;
     }
-    if CURRENT_REGISTRY.get() != 0
-        && let Some(worker) = current()
-    {
-        return worker.wait_until(done, register, deadline);
+    let mut done = Some(done);
+    let mut register = Some(register);
+    let helped = with_current(None, |worker| {
+        let (done, register) = (done.take(), register.take());
+        worker.wait_until(done.expect("once"), register.expect("once"), deadline)
+    });
+    if let Some(outcome) = helped {
+        return outcome;
     }
+    let (mut done, register) = (done.expect("unused"), register.expect("unused"));
     // A short task is often about to finish: a few rounds of looking again are far cheaper
     // than a park and the wake-up it then costs the finishing worker.
     for round in 0..SPIN_PAUSES {
@@ -144,7 +197,7 @@ pub(crate) fn block_until(
 pub(super) fn main_loop(registry: Arc<Registry>, index: usize) {
     let Seat { local, parker } = registry.take_seat(index);
     let waker = unpark_waker(parker.unparker().clone());
-    let worker = Rc::new(WorkerThread {
+    let worker = WorkerThread {
         registry: Arc::clone(&registry),
         index,
         local,
@@ -154,12 +207,10 @@ pub(super) fn main_loop(registry: Arc<Registry>, index: usize) {
         searching: Cell::new(true),
         tick: Cell::new(0),
         rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
-    });
-    CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&worker)));
-    CURRENT_REGISTRY.set(registry_id(&registry));
+    };
+    let guard = CurrentGuard::set(&worker);
     worker.wait_until(|| registry.should_exit(), |_| {}, None);
-    CURRENT_REGISTRY.set(0);
-    CURRENT.with(|c| c.borrow_mut().take());
+    drop(guard);
     drop(worker);
     registry.worker_exited();
 }
@@ -204,6 +255,45 @@ impl WorkerThread {
             }
             self.sleep(&mut done, deadline);
             idle_rounds = 0;
+        }
+    }
+
+    /// Runs `a` here and `b` wherever an idle worker takes it (or here too, if none does);
+    /// see the `join` module for the protocol that keeps `b` on this frame.
+    pub(super) fn join<A, B, RA, RB>(&self, a: A, b: B) -> (RA, RB)
+    where
+        A: FnOnce() -> RA + Send,
+        B: FnOnce() -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
+        let job_b = StackJob::new(b, &self.waker);
+        let b_ref = job_b.queue_ref();
+        self.local.push(Job::stack(b_ref));
+        // Measured: the fence-free hint beats the full protocol here; a missed wake-up only
+        // means the owner runs `b` itself.
+        self.registry.hint_one();
+        let result_a = catch_unwind(AssertUnwindSafe(a));
+        // Take `b` back, or run other work until whoever took it is done with it. Even when
+        // `a` panicked: `b` may borrow this frame.
+        while !job_b.finished() {
+            match self.local.pop() {
+                Some(job) if job.is_stack(&b_ref) => {
+                    job.reclaim();
+                    break;
+                }
+                // Work `a` left behind on our deque, above `b`.
+                Some(job) => job.execute(&|| self.finishing()),
+                None => {
+                    // Stolen (or drained): the taker wakes us through our waker.
+                    self.wait_until(|| job_b.finished(), |_| {}, None);
+                }
+            }
+        }
+        let result_b = job_b.into_result();
+        match (result_a, result_b) {
+            (Ok(ra), Ok(rb)) => (ra, rb),
+            (Err(panic), _) | (_, Err(panic)) => resume_unwind(panic),
         }
     }
 
