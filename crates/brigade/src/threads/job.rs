@@ -3,23 +3,23 @@
 use std::sync::Arc;
 
 use super::join::StackRef;
-use super::scope::ScopeLatch;
+use super::scope::LatchRef;
 use crate::error::Error;
 use crate::task::cell::Run;
 
 /// A queued unit of work: a task (with the scope it belongs to, if any), or the second half
 /// of a [`join`](super::ThreadPool::join), which lives on its owner's stack.
 ///
-/// A job that is dropped without being executed (a pool shutting down, a queue torn down)
-/// ends its task as cancelled, or hands a join's half back to its owner, so nobody ever waits
-/// on work that can no longer run.
+/// Every job leaves its queue through [`execute`](Self::execute) or
+/// [`abandon`](Self::abandon); the places that empty queues without running them (a drain on
+/// shutdown, a registry or worker going away) abandon each job, which ends its task or hands
+/// a join's half back to its owner, so nobody ever waits on work that can no longer run.
+/// (No `Drop` safety net: it cost a fifth of a tiny task's scheduling.)
 pub(crate) struct Job(Kind);
 
 enum Kind {
-    Task(Arc<dyn Run>, Option<Arc<ScopeLatch>>),
+    Task(Arc<dyn Run>, Option<LatchRef>),
     Stack(StackRef),
-    /// Executed or handed back; nothing left to do on drop.
-    Spent,
 }
 
 impl Job {
@@ -27,7 +27,7 @@ impl Job {
         Self(Kind::Task(task, None))
     }
 
-    pub(crate) fn scoped(task: Arc<dyn Run>, latch: Arc<ScopeLatch>) -> Self {
+    pub(crate) fn scoped(task: Arc<dyn Run>, latch: LatchRef) -> Self {
         Self(Kind::Task(task, Some(latch)))
     }
 
@@ -38,8 +38,8 @@ impl Job {
 
     /// Runs the job (a task is skipped if it was cancelled meanwhile). `before_publish` is
     /// called after a task's work and before its outcome becomes visible (see [`Run::run`]).
-    pub(crate) fn execute(mut self, before_publish: &dyn Fn()) {
-        match std::mem::replace(&mut self.0, Kind::Spent) {
+    pub(crate) fn execute(self, before_publish: &dyn Fn()) {
+        match self.0 {
             Kind::Task(task, latch) => {
                 let panicked = task.run(before_publish);
                 // Our reference goes before the scope learns the job is over: a scoped task's
@@ -54,32 +54,12 @@ impl Job {
                 }
             }
             Kind::Stack(job) => job.execute(),
-            Kind::Spent => unreachable!("a job executes once"),
         }
     }
 
     /// Ends the job unrun: a task with `reason`, a join's half handed back to its owner.
-    pub(crate) fn abandon(mut self, reason: Error) {
-        self.end_unrun(reason);
-    }
-
-    /// Whether this is the stack job `job` (the one a joining worker is looking for).
-    #[inline]
-    pub(super) fn is_stack(&self, job: &StackRef) -> bool {
-        matches!(&self.0, Kind::Stack(mine) if mine.same_as(job))
-    }
-
-    /// Disarms a stack job that its owner popped back to run itself.
-    #[inline]
-    pub(super) fn reclaim(self) {
-        debug_assert!(matches!(self.0, Kind::Stack(_)));
-        // A stack job owns nothing (the owner's frame does), so there is nothing to drop, and
-        // skipping `Drop` keeps the cheapest path of a join cheap.
-        std::mem::forget(self);
-    }
-
-    fn end_unrun(&mut self, reason: Error) {
-        match std::mem::replace(&mut self.0, Kind::Spent) {
+    pub(crate) fn abandon(self, reason: Error) {
+        match self.0 {
             Kind::Task(task, latch) => {
                 task.abandon(reason);
                 drop(task);
@@ -88,13 +68,19 @@ impl Job {
                 }
             }
             Kind::Stack(job) => job.hand_back(),
-            Kind::Spent => {}
         }
     }
-}
 
-impl Drop for Job {
-    fn drop(&mut self) {
-        self.end_unrun(Error::Cancelled);
+    /// Whether this is the stack job `job` (the one a joining worker is looking for).
+    #[inline]
+    pub(super) fn is_stack(&self, job: &StackRef) -> bool {
+        matches!(&self.0, Kind::Stack(mine) if mine.same_as(job))
+    }
+
+    /// Takes back a stack job that its owner popped to run itself: it owns nothing (the
+    /// owner's frame does), so there is nothing to do.
+    #[inline]
+    pub(super) fn reclaim(self) {
+        debug_assert!(matches!(self.0, Kind::Stack(_)));
     }
 }

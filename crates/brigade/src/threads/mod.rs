@@ -27,7 +27,6 @@ mod worker;
 
 use std::fmt;
 use std::num::NonZeroUsize;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
 pub use map::{Map, Unordered};
@@ -185,6 +184,10 @@ impl ThreadPool {
     /// Runs `body` with a [`Scope`] whose tasks may borrow from the caller's stack, and waits
     /// for all of them before returning, like [`std::thread::scope`].
     ///
+    /// Called from outside the pool, the body itself runs on a worker (as in `rayon::scope`)
+    /// while the caller waits, hence the `Send` bounds; on a pool that is shut down it runs on
+    /// the caller, and its tasks fail with [`Error::ShutDown`].
+    ///
     /// If a task spawned in the scope panics, `scope` panics too once every task is over, with
     /// the number of panicked tasks and the first message (a panic in `body` itself is
     /// resumed as is). Catch panics inside a task if you want to handle them there.
@@ -204,9 +207,13 @@ impl ThreadPool {
     /// ```
     pub fn scope<'env, F, R>(&self, body: F) -> R
     where
-        F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+        F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R + Send,
+        R: Send,
     {
-        scope::run(self.registry(), body)
+        let registry = self.registry();
+        // The body runs on a worker, so that its spawns go to that worker's own deque (cheap,
+        // and stolen by the others) rather than through the shared queue one by one.
+        worker::in_worker(registry, || scope::run(registry, body)).unwrap_or_else(|here| here())
     }
 
     /// Runs `a` and `b`, in parallel when a worker is free, and returns both results, like
@@ -244,19 +251,18 @@ impl ThreadPool {
             Err(halves) => halves,
         };
         let mut halves = Some((a, b));
-        let outcome = scope::run(self.registry(), |s| {
-            s.spawn(|| {
-                let (a, b) = halves.take().expect("spawned once");
-                catch_unwind(AssertUnwindSafe(|| self.join(a, b)))
-            })
-            .result()
+        // On a worker, `join` takes the fast path above. A pool that refuses the work (or
+        // drains it on shutdown) leaves the halves to this thread, one after the other.
+        let on_worker = worker::in_worker(self.registry(), || {
+            let (a, b) = halves.take().expect("run once");
+            self.join(a, b)
         });
-        match (outcome, halves) {
-            (Ok(Ok(both)), _) => both,
-            (Ok(Err(panic)), _) => resume_unwind(panic),
-            // The pool refused the work: run both here.
-            (Err(_), Some((a, b))) => (a(), b()),
-            (Err(e), None) => unreachable!("a task that ran has an outcome, not {e}"),
+        match on_worker.map_err(drop) {
+            Ok(both) => both,
+            Err(()) => {
+                let (a, b) = halves.take().expect("refused work did not run");
+                (a(), b())
+            }
         }
     }
 

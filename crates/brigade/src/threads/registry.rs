@@ -333,3 +333,11 @@ impl Registry {
         }
     }
 }
+
+impl Drop for Registry {
+    /// Jobs have no drop glue of their own (see `Job`): whatever is still queued when the last
+    /// reference goes is ended here, so no handle waits on it forever.
+    fn drop(&mut self) {
+        self.drain(Error::ShutDown);
+    }
+}

@@ -147,6 +147,37 @@ pub(super) fn push_local(registry: &Arc<Registry>, job: Job) -> Result<(), Job> 
     Ok(())
 }
 
+/// A waker for the calling thread, whatever it is: the one [`block_until`] parks on.
+pub(super) fn current_waker() -> Waker {
+    with_current(None, |w| w.waker.clone())
+        .unwrap_or_else(|| THREAD_PARKER.with(|(_, waker)| waker.clone()))
+}
+
+/// Runs `f` on one of `registry`'s workers and returns its result: right here if the caller
+/// is one, else on a worker while the caller waits (as a worker of another pool, it helps its
+/// own pool meanwhile). Hands `f` back when the pool cannot take it (shut down, or no thread
+/// could start). If a shutdown drains it from the queue, it runs on the caller after all.
+pub(super) fn in_worker<F, R>(registry: &Arc<Registry>, f: F) -> Result<R, F>
+where
+    F: FnOnce() -> R + Send,
+    R: Send,
+{
+    if is_worker_of(registry) {
+        return Ok(f());
+    }
+    if registry.is_terminating() || registry.ensure_worker().is_err() {
+        return Err(f);
+    }
+    let waker = current_waker();
+    let job = StackJob::new(f, &waker);
+    registry.push(Job::stack(job.queue_ref()));
+    block_until(|| job.finished(), |_| {}, None);
+    match job.into_result() {
+        Ok(value) => Ok(value),
+        Err(panic) => resume_unwind(panic),
+    }
+}
+
 /// Blocks the calling thread until `done()` holds or `deadline` passes; returns `done()`.
 ///
 /// `register` is called once with a waker that wakes this thread; the caller arranges for it
@@ -338,12 +369,14 @@ impl WorkerThread {
     }
 
     fn find_work(&self) -> Option<Job> {
-        let tick = self.tick.get().wrapping_add(1);
-        self.tick.set(tick);
-        if tick % INJECTOR_EVERY == 0
-            && let Some(job) = self.steal_injector()
-        {
-            return Some(job);
+        let tick = self.tick.get();
+        if tick == 0 {
+            self.tick.set(INJECTOR_EVERY);
+            if let Some(job) = self.steal_injector() {
+                return Some(job);
+            }
+        } else {
+            self.tick.set(tick - 1);
         }
         self.local
             .pop()
