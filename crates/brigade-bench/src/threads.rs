@@ -444,26 +444,25 @@ fn memory(base: &Value, workers: usize, tasks: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The peak resident set of this process image, from `VmHWM`. (`getrusage`'s `ru_maxrss`
+/// would do on its own, but Linux carries it over from the parent across fork and exec, so a
+/// probe started by a parent holding the 800 MB list would report that list.)
 fn peak_rss_kb() -> u64 {
-    // SAFETY: getrusage only writes the struct we hand it.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    usage.ru_maxrss as u64
+    proc_status_kb("VmHWM:")
+}
+
+fn proc_status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or(0)
 }
 
 fn current_rss_kb() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    pages * page / 1024
+    proc_status_kb("VmRSS:")
 }
 
 /// The child side: blocks every worker, queues `tasks` no-op tasks (keeping their handles),

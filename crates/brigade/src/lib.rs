@@ -57,6 +57,23 @@
 //! assert_eq!(sum, 4_999_950_000);
 //! ```
 //!
+//! For divide and conquer, [`ThreadPool::join`] runs two closures in parallel without
+//! allocating unless a worker actually takes the second one, as `rayon::join` does:
+//!
+//! ```
+//! fn sum(pool: &brigade::ThreadPool, xs: &[u64]) -> u64 {
+//!     if xs.len() <= 1024 {
+//!         return xs.iter().sum();
+//!     }
+//!     let (left, right) = xs.split_at(xs.len() / 2);
+//!     let (a, b) = pool.join(|| sum(pool, left), || sum(pool, right));
+//!     a + b
+//! }
+//! let pool = brigade::ThreadPool::new();
+//! let xs: Vec<u64> = (1..=100_000).collect();
+//! assert_eq!(sum(&pool, &xs), 5_000_050_000);
+//! ```
+//!
 //! # Failures stay where they happen
 //!
 //! A panic inside a task becomes that task's [`Error::Panicked`]; the worker and the pool live

@@ -105,7 +105,8 @@ where
     }
 
     /// The job's outcome, running it here unless a thief already did. The owner calls this
-    /// once it popped the job back or [`Self::finished`] holds.
+    /// once it popped the job back or [`Self::finished`] holds. Run here, a panic simply
+    /// unwinds through the caller: nothing else of the join is pending by then.
     #[inline]
     pub(super) fn into_result(self) -> std::thread::Result<R> {
         if self.state.load(Ordering::Acquire) == DONE {
@@ -120,7 +121,7 @@ where
             .func
             .with_mut(|f| unsafe { (*f).take() })
             .expect("not run yet");
-        catch_unwind(AssertUnwindSafe(func))
+        Ok(func())
     }
 }
 

@@ -239,6 +239,7 @@ impl ThreadPool {
     /// let pool = brigade::ThreadPool::new();
     /// assert_eq!(fib(&pool, 20), 6765);
     /// ```
+    #[inline]
     pub fn join<A, B, RA, RB>(&self, a: A, b: B) -> (RA, RB)
     where
         A: FnOnce() -> RA + Send,
@@ -246,13 +247,24 @@ impl ThreadPool {
         RA: Send,
         RB: Send,
     {
-        let (a, b) = match worker::join_here(self.registry(), a, b) {
-            Ok(both) => return both,
-            Err(halves) => halves,
-        };
+        match worker::join_here(self.registry(), a, b) {
+            Ok(both) => both,
+            Err((a, b)) => self.join_from_outside(a, b),
+        }
+    }
+
+    /// `join` called from a thread that is not one of this pool's workers.
+    #[cold]
+    fn join_from_outside<A, B, RA, RB>(&self, a: A, b: B) -> (RA, RB)
+    where
+        A: FnOnce() -> RA + Send,
+        B: FnOnce() -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
         let mut halves = Some((a, b));
-        // On a worker, `join` takes the fast path above. A pool that refuses the work (or
-        // drains it on shutdown) leaves the halves to this thread, one after the other.
+        // On a worker, `join` takes the fast path. A pool that refuses the work (or drains it
+        // on shutdown) leaves the halves to this thread, one after the other.
         let on_worker = worker::in_worker(self.registry(), || {
             let (a, b) = halves.take().expect("run once");
             self.join(a, b)

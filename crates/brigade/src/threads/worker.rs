@@ -113,6 +113,7 @@ fn unpark_waker(unparker: Unparker) -> Waker {
 
 /// Joins `a` and `b` on the calling thread if it is one of `registry`'s workers; hands them
 /// back otherwise.
+#[inline]
 pub(super) fn join_here<A, B, RA, RB>(
     registry: &Arc<Registry>,
     a: A,
