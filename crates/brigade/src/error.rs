@@ -93,12 +93,19 @@ impl<F> SubmitError<F> {
         Self { work, reason }
     }
 
-    /// Gives the refused work back.
+    /// Gives the refused work back (see the type's example).
     pub fn into_inner(self) -> F {
         self.work
     }
 
     /// Why the work was refused: [`Error::ShutDown`] or [`Error::Spawn`].
+    ///
+    /// ```
+    /// # let pool = brigade::ThreadPool::new();
+    /// pool.shutdown(brigade::Shutdown::default());
+    /// let refused = pool.submit(|| ()).unwrap_err();
+    /// assert_eq!(refused.reason(), &brigade::Error::ShutDown);
+    /// ```
     pub fn reason(&self) -> &Error {
         &self.reason
     }
@@ -137,7 +144,7 @@ impl<F> From<SubmitError<F>> for Error {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// The worker count was zero or above [`MAX_WORKERS`](crate::threads::MAX_WORKERS).
+    /// The worker count was zero.
     #[error("a pool needs at least 1 worker (asked for {0})")]
     NoWorkers(usize),
     /// The worker count was above [`MAX_WORKERS`](crate::threads::MAX_WORKERS).

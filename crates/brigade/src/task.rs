@@ -192,16 +192,40 @@ impl<T> Task<T> {
     /// Whether the task is done: finished with a value or an error, or cancelled.
     ///
     /// A task counts as done once its outcome is stored *and* its done callbacks have run.
+    ///
+    /// ```
+    /// use brigade::{ThreadPool, Until, wait};
+    ///
+    /// let pool = ThreadPool::new();
+    /// let task = pool.submit(|| 1).unwrap();
+    /// wait([&task], Until::AllCompleted, None);
+    /// assert!(task.is_done() && !task.is_running() && !task.is_cancelled());
+    /// ```
     pub fn is_done(&self) -> bool {
         self.is_complete()
     }
 
     /// Whether a worker is running the task right now.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// # let pool = brigade::ThreadPool::new();
+    /// let (started_tx, started) = mpsc::channel();
+    /// let (go, wait_for_go) = mpsc::channel::<()>();
+    /// let task = pool
+    ///     .submit(move || { started_tx.send(()).unwrap(); wait_for_go.recv().unwrap() })
+    ///     .unwrap();
+    /// started.recv().unwrap();
+    /// assert!(task.is_running());
+    /// go.send(()).unwrap();
+    /// task.result().unwrap();
+    /// ```
     pub fn is_running(&self) -> bool {
         self.header().state() & (RUNNING | COMPLETE) == RUNNING
     }
 
-    /// Whether the task was cancelled before it started.
+    /// Whether the task was cancelled before it started (see [`cancel`](Self::cancel) for an
+    /// example).
     pub fn is_cancelled(&self) -> bool {
         self.header().state() & CANCELLED != 0
     }

@@ -139,6 +139,16 @@ impl Watcher {
 }
 
 /// When [`wait`] returns.
+///
+/// ```
+/// use brigade::{ThreadPool, Until, wait};
+///
+/// let pool = ThreadPool::new();
+/// let tasks = [pool.submit(|| 1).unwrap(), pool.submit(|| -> i32 { panic!("no") }).unwrap()];
+/// let waited = wait(&tasks, Until::FirstError, None);
+/// assert!(waited.done.iter().any(|t| t.is_done()));
+/// assert_eq!(Until::default(), Until::AllCompleted);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Until {
     /// As soon as any task is done (finished, failed or cancelled).
@@ -152,6 +162,20 @@ pub enum Until {
 }
 
 /// What [`wait`] returns: the tasks that are done and those that are not, each in input order.
+///
+/// ```
+/// use std::time::Duration;
+/// use brigade::{ThreadPool, Until, wait};
+///
+/// let pool = ThreadPool::new();
+/// let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+/// let stuck = pool.submit(move || wait_for_go.recv().unwrap()).unwrap();
+/// let waited = wait([stuck], Until::AllCompleted, Some(Duration::from_millis(1)));
+/// assert_eq!((waited.done.len(), waited.pending.len()), (0, 1));
+/// go.send(()).unwrap();
+/// let stuck = waited.pending.into_iter().next().unwrap(); // nothing is lost
+/// assert_eq!(stuck.result(), Ok(()));
+/// ```
 pub struct Waited<W> {
     /// Tasks that are done.
     pub done: Vec<W>,
@@ -298,7 +322,7 @@ pub fn as_completed<W: Waitable>(
     }
 }
 
-/// The iterator [`as_completed`] returns.
+/// The iterator [`as_completed`] returns; see there for an example.
 pub struct AsCompleted<W> {
     tasks: Vec<Option<W>>,
     ready: VecDeque<usize>,
@@ -311,6 +335,20 @@ pub struct AsCompleted<W> {
 
 impl<W> AsCompleted<W> {
     /// The tasks not yielded yet (after a time-out: the unfinished ones), in input order.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use brigade::{Error, ThreadPool, as_completed};
+    ///
+    /// let pool = ThreadPool::new();
+    /// let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+    /// let slow = pool.submit(move || wait_for_go.recv().unwrap()).unwrap();
+    /// let mut it = as_completed([("slow", slow)], Some(Duration::from_millis(1)));
+    /// assert!(matches!(it.next(), Some(Err(Error::Unfinished { unfinished: 1, total: 1 }))));
+    /// let rest = it.into_remaining();
+    /// assert_eq!(rest[0].0, "slow");
+    /// go.send(()).unwrap();
+    /// ```
     pub fn into_remaining(self) -> Vec<W> {
         self.tasks.into_iter().flatten().collect()
     }

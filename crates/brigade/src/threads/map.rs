@@ -154,6 +154,13 @@ where
     /// Sets how many chunks may be submitted and not yet consumed (default: twice the pool's
     /// workers). Bounds memory and read-ahead of the input.
     ///
+    /// ```
+    /// let pool = brigade::ThreadPool::new();
+    /// // An endless input is fine: at most 4 items are read ahead of the consumer.
+    /// let first: Vec<u64> = pool.map(1.., |x: u64| x * 2).in_flight(4).take(3).map(Result::unwrap).collect();
+    /// assert_eq!(first, [2, 4, 6]);
+    /// ```
+    ///
     /// # Panics
     /// If `chunks` is 0.
     pub fn in_flight(mut self, chunks: usize) -> Self {
@@ -232,7 +239,8 @@ impl<I: Iterator, F, R> fmt::Debug for Map<I, F, R> {
     }
 }
 
-/// The iterator [`Map::unordered`] returns: `(input index, result)` in completion order.
+/// The iterator [`Map::unordered`] returns: `(input index, result)` in completion order; see
+/// there for an example.
 #[must_use = "map is lazy: iterate it to run the work"]
 pub struct Unordered<I: Iterator, F, R> {
     feeder: Feeder<I, F>,

@@ -3,7 +3,15 @@
 //! Rust has no global interpreter lock, so threads run CPU-bound work in parallel on every
 //! core: this is the lane for computation, and for blocking I/O over a few connections.
 //! Threads share memory, so tasks can borrow data in place through
-//! [`scope`](ThreadPool::scope) instead of copying it to workers.
+//! [`scope`](ThreadPool::scope) and [`join`](ThreadPool::join) instead of copying it to
+//! workers.
+//!
+//! | you want | use |
+//! |---|---|
+//! | a handle to one piece of work, Python-style | [`ThreadPool::submit`] → [`Task`] |
+//! | the same function over many inputs | [`ThreadPool::map`] |
+//! | tasks that borrow the caller's data | [`ThreadPool::scope`] |
+//! | recursive divide and conquer | [`ThreadPool::join`] |
 //!
 //! # How it schedules
 //!
@@ -13,6 +21,10 @@
 //! takes from its own deque, then from the shared queue, then steals half of a random peer's
 //! deque. Workers start on demand, up to the pool's size; an idle worker spins briefly, then
 //! sleeps until work arrives.
+//!
+//! A worker that waits (on a [`Task`], a scope, a join, [`wait`](crate::wait) or
+//! [`as_completed`](crate::as_completed)) runs other queued work of its pool meanwhile, so
+//! tasks that wait on tasks of the same pool do not deadlock it, whatever its size.
 //!
 //! A running task is never interrupted: neither [`Task::cancel`] nor
 //! [`shutdown`](ThreadPool::shutdown) can stop it (threads cannot be killed safely; the
@@ -40,10 +52,25 @@ use job::Job;
 use registry::Registry;
 
 /// The largest pool brigade builds.
+///
+/// ```
+/// use brigade::{ThreadPool, threads::MAX_WORKERS};
+/// assert!(ThreadPool::builder().workers(MAX_WORKERS).build().is_ok());
+/// assert!(ThreadPool::builder().workers(MAX_WORKERS + 1).build().is_err());
+/// ```
 pub const MAX_WORKERS: usize = 1024;
 
 /// The environment variable that sets the default worker count (clamped to
-/// 1..=[`MAX_WORKERS`]); [`Builder::workers`] overrides it.
+/// 1..=[`MAX_WORKERS`]); [`Builder::workers`] overrides it. A value that is not a whole
+/// number is ignored with a warning through `tracing`.
+///
+/// ```sh
+/// BRIGADE_WORKERS=4 cargo run --release --example parallel_sum
+/// ```
+///
+/// ```
+/// assert_eq!(brigade::threads::WORKERS_ENV, "BRIGADE_WORKERS");
+/// ```
 pub const WORKERS_ENV: &str = "BRIGADE_WORKERS";
 
 /// A pool of worker threads for CPU-bound work.
@@ -79,6 +106,15 @@ impl Drop for Owner {
 /// `Executor.shutdown`.
 ///
 /// The default waits and runs everything already queued.
+///
+/// ```
+/// use brigade::{Shutdown, ThreadPool};
+///
+/// let pool = ThreadPool::new();
+/// // Stop now: cancel what has not started, and do not wait for what is running.
+/// pool.shutdown(Shutdown { wait: false, cancel_pending: true });
+/// assert!(pool.is_shut_down());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shutdown {
     /// Block until every worker has finished and left.
@@ -110,6 +146,11 @@ fn shutdown(registry: &Arc<Registry>, how: Shutdown) {
 impl ThreadPool {
     /// A pool with the default number of workers: the `BRIGADE_WORKERS` environment variable
     /// if set, else the machine's available parallelism.
+    ///
+    /// ```
+    /// let pool = brigade::ThreadPool::new();
+    /// assert!(pool.workers() >= 1);
+    /// ```
     pub fn new() -> Self {
         Self::builder()
             .build()
@@ -128,6 +169,11 @@ impl ThreadPool {
     }
 
     /// The most workers this pool runs.
+    ///
+    /// ```
+    /// let pool = brigade::ThreadPool::builder().workers(3).build().unwrap();
+    /// assert_eq!(pool.workers(), 3);
+    /// ```
     pub fn workers(&self) -> usize {
         self.registry().max_workers()
     }
@@ -144,7 +190,7 @@ impl ThreadPool {
         self.registry().started_workers()
     }
 
-    /// Whether [`shutdown`](Self::shutdown) has been called.
+    /// Whether [`shutdown`](Self::shutdown) has been called (see [`Shutdown`] for an example).
     pub fn is_shut_down(&self) -> bool {
         self.registry().is_terminating()
     }
@@ -340,6 +386,17 @@ impl fmt::Debug for ThreadPool {
 }
 
 /// Configures a [`ThreadPool`].
+///
+/// ```
+/// let pool = brigade::ThreadPool::builder()
+///     .workers(2)
+///     .thread_name("oven")
+///     .stack_size(8 << 20)
+///     .build()?;
+/// let name = pool.submit(|| std::thread::current().name().map(String::from)).unwrap();
+/// assert_eq!(name.result().unwrap().as_deref(), Some("oven-0"));
+/// # Ok::<(), brigade::BuildError>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Builder {
     workers: Option<usize>,

@@ -83,7 +83,7 @@ impl LatchRef {
 }
 
 /// A scope to spawn tasks that borrow from the enclosing stack frame; see
-/// [`ThreadPool::scope`](super::ThreadPool::scope).
+/// [`ThreadPool::scope`](super::ThreadPool::scope) and [`Scope::spawn`] for examples.
 pub struct Scope<'scope, 'env: 'scope> {
     registry: Arc<Registry>,
     latch: ScopeLatch,
