@@ -244,19 +244,23 @@ fn run_callback<T>(callback: Callback<T>, outcome: &Outcome<T>) {
     }
 }
 
-/// The closure slot. Only the task's owner takes it out.
-pub(crate) struct Work<F>(UnsafeCell<Option<F>>);
+/// The closure slot, plus whatever a kind of job keeps beside it (`X`: a scoped task keeps
+/// its scope's latch). Only the task's owner takes the closure out.
+pub(crate) struct Work<F, X = ()> {
+    f: UnsafeCell<Option<F>>,
+    pub(crate) extra: X,
+}
 
-// SAFETY: the slot is touched only by the owner of the task (one thread, after a successful
-// claim, which acquires the construction); `F: Send` lets that thread be another than the one
-// that built the task.
-unsafe impl<F: Send> Sync for Work<F> {}
+// SAFETY: the closure slot is touched only by the owner of the task (one thread, after a
+// successful claim, which acquires the construction); `F: Send` lets that thread be another
+// than the one that built the task. `extra` is only read, and is `Sync` itself.
+unsafe impl<F: Send, X: Sync> Sync for Work<F, X> {}
 
-impl<F> Work<F> {
+impl<F, X> Work<F, X> {
     /// Takes the work out. Only the owner may call this, once.
     fn take(&self) -> Option<F> {
         // SAFETY: only the owner calls this, see `Sync` above.
-        self.0.with_mut(|slot| unsafe { (*slot).take() })
+        self.f.with_mut(|slot| unsafe { (*slot).take() })
     }
 }
 
@@ -266,24 +270,34 @@ pub(crate) trait Erased: Send + Sync {
     fn discard(&self);
 }
 
-impl<F: Send> Erased for Work<F> {
+impl<F: Send, X: Send + Sync> Erased for Work<F, X> {
     fn discard(&self) {
         drop(self.take());
     }
 }
 
 /// One task: its header and its work, in one allocation. Handles see it as
-/// `Cell<T, dyn Erased>`, queues as `dyn Run`.
+/// `Cell<T, dyn Erased>`; queues hold it as a [`Job`](crate::threads) with both types erased.
 pub(crate) struct Cell<T, W: ?Sized> {
     pub(crate) header: Header<T>,
-    work: W,
+    pub(crate) work: W,
 }
 
 impl<T, F> Cell<T, Work<F>> {
     pub(crate) fn new(work: F) -> Self {
+        Self::with(work, ())
+    }
+}
+
+impl<T, F, X> Cell<T, Work<F, X>> {
+    /// A task whose work slot also keeps `extra`.
+    pub(crate) fn with(work: F, extra: X) -> Self {
         Self {
             header: Header::new(),
-            work: Work(UnsafeCell::new(Some(work))),
+            work: Work {
+                f: UnsafeCell::new(Some(work)),
+                extra,
+            },
         }
     }
 }
@@ -311,22 +325,14 @@ impl<T, W: Erased + ?Sized> Cell<T, W> {
     }
 }
 
-/// What a queue holds: a task with both its types erased.
-pub(crate) trait Run: Send + Sync {
-    /// Runs the task unless it was cancelled, calling `before_publish` after the work and
-    /// before its outcome becomes visible. Returns the panic message if it panicked.
-    fn run(&self, before_publish: &dyn Fn()) -> Option<String>;
-
-    /// Ends the task unrun with `reason`, if it has not started.
-    fn abandon(&self, reason: Error);
-}
-
-impl<T, F> Run for Cell<T, Work<F>>
+impl<T, F, X> Cell<T, Work<F, X>>
 where
     T: Send,
     F: FnOnce() -> T + Send,
 {
-    fn run(&self, before_publish: &dyn Fn()) -> Option<String> {
+    /// Runs the task unless it was cancelled, calling `before_publish` after the work and
+    /// before its outcome becomes visible. Returns the panic message if it panicked.
+    pub(crate) fn run(&self, before_publish: &dyn Fn()) -> Option<String> {
         if self.header.try_start() != Claim::Won {
             return None;
         }
@@ -341,10 +347,6 @@ where
         before_publish();
         self.header.complete(outcome);
         panicked
-    }
-
-    fn abandon(&self, reason: Error) {
-        Cell::abandon(self, reason);
     }
 }
 

@@ -1,86 +1,199 @@
-//! What the compute lane's queues hold.
+//! What the compute lane's queues hold: a pointer and what to do with it, in 16 bytes.
+//!
+//! Queues move jobs around constantly (pushes, pops, batch steals, deque resizes), so a job is
+//! as small as rayon's `JobRef`: a type-erased pointer plus a static table of two functions.
+//! There are three kinds:
+//!
+//! * a **task**: the pointer is an `Arc<Cell<T, Work<F>>>` turned into a raw pointer, and the
+//!   job owns that one reference;
+//! * a **scoped task**: the same, whose work slot also keeps its scope's latch;
+//! * the second half of a **join**: the pointer is a `StackJob` in its owner's frame, which the
+//!   job does not own (see the `join` module for why that is sound).
+//!
+//! Every job leaves its queue through exactly one of [`Job::execute`] and [`Job::abandon`]; the
+//! places that empty queues without running them (a drain on shutdown, a registry going away)
+//! abandon each job, which ends its task or hands a join's half back to its owner, so nobody
+//! waits on work that can no longer run. A job has no drop glue: one that were simply dropped
+//! would leak its task (never hang a waiter on freed memory, but never complete it either).
 
+use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
-use super::join::StackRef;
+use super::join::StackJob;
 use super::scope::LatchRef;
 use crate::error::Error;
-use crate::task::cell::Run;
+use crate::task::cell::{Cell, Work};
 
-/// A queued unit of work: a task (with the scope it belongs to, if any), or the second half
-/// of a [`join`](super::ThreadPool::join), which lives on its owner's stack.
-///
-/// Every job leaves its queue through [`execute`](Self::execute) or
-/// [`abandon`](Self::abandon); the places that empty queues without running them (a drain on
-/// shutdown, a registry or worker going away) abandon each job, which ends its task or hands
-/// a join's half back to its owner, so nobody ever waits on work that can no longer run.
-/// (No `Drop` safety net: it cost a fifth of a tiny task's scheduling.)
-pub(crate) struct Job(Kind);
-
-enum Kind {
-    Task(Arc<dyn Run>, Option<LatchRef>),
-    Stack(StackRef),
+pub(crate) struct Job {
+    data: NonNull<()>,
+    vtable: &'static VTable,
 }
 
+struct VTable {
+    /// Runs the job; consumes what the job owns.
+    execute: unsafe fn(NonNull<()>, &dyn Fn()),
+    /// Ends the job unrun; consumes what the job owns.
+    abandon: unsafe fn(NonNull<()>, Error),
+}
+
+// SAFETY: every kind of pointee is `Send + Sync` (task cells of `Send` work and values, join
+// halves as documented in `join`), and a job is used by one thread at a time.
+unsafe impl Send for Job {}
+
 impl Job {
-    pub(crate) fn new(task: Arc<dyn Run>) -> Self {
-        Self(Kind::Task(task, None))
+    /// A job that owns one reference to a task.
+    pub(crate) fn task<T, F>(cell: Arc<Cell<T, Work<F>>>) -> Self
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        Self::from_arc(cell, &Tasks::<T, F, ()>::VTABLE)
     }
 
-    pub(crate) fn scoped(task: Arc<dyn Run>, latch: LatchRef) -> Self {
-        Self(Kind::Task(task, Some(latch)))
+    /// A job that owns one reference to a scoped task, whose work keeps its scope's latch.
+    ///
+    /// # Safety
+    /// The task may borrow from the scope's frame: the scope must not end before the job has
+    /// been executed or abandoned (its latch, released as the job's very last act, sees to it).
+    pub(crate) unsafe fn scoped<T, F>(cell: Arc<Cell<T, Work<F, LatchRef>>>) -> Self
+    where
+        T: Send,
+        F: FnOnce() -> T + Send,
+    {
+        Self::from_arc(cell, &Tasks::<T, F, LatchRef>::VTABLE)
     }
 
-    #[inline]
-    pub(super) fn stack(job: StackRef) -> Self {
-        Self(Kind::Stack(job))
+    fn from_arc<C>(cell: Arc<C>, vtable: &'static VTable) -> Self {
+        let data = NonNull::new(Arc::into_raw(cell).cast_mut().cast()).expect("Arc is non-null");
+        Self { data, vtable }
+    }
+
+    /// The second half of a join, on its owner's stack.
+    pub(super) fn stack<F, R>(job: &StackJob<'_, F, R>) -> Self
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        Self {
+            data: NonNull::from(job).cast(),
+            vtable: &Halves::<F, R>::VTABLE,
+        }
     }
 
     /// Runs the job (a task is skipped if it was cancelled meanwhile). `before_publish` is
-    /// called after a task's work and before its outcome becomes visible (see [`Run::run`]).
+    /// called after a task's work and before its outcome becomes visible.
+    #[inline]
     pub(crate) fn execute(self, before_publish: &dyn Fn()) {
-        match self.0 {
-            Kind::Task(task, latch) => {
-                let panicked = task.run(before_publish);
-                // Our reference goes before the scope learns the job is over: a scoped task's
-                // value may borrow from the scope's caller, so nothing of it may outlive the
-                // latch release.
-                drop(task);
-                if let Some(latch) = latch {
-                    if let Some(message) = panicked {
-                        latch.record_panic(message);
-                    }
-                    latch.release();
-                }
-            }
-            Kind::Stack(job) => job.execute(),
-        }
+        // SAFETY: `data` was made for this vtable, and the job is consumed here, once.
+        unsafe { (self.vtable.execute)(self.data, before_publish) }
     }
 
     /// Ends the job unrun: a task with `reason`, a join's half handed back to its owner.
     pub(crate) fn abandon(self, reason: Error) {
-        match self.0 {
-            Kind::Task(task, latch) => {
-                task.abandon(reason);
-                drop(task);
-                if let Some(latch) = latch {
-                    latch.release();
-                }
-            }
-            Kind::Stack(job) => job.hand_back(),
-        }
+        // SAFETY: as in `execute`.
+        unsafe { (self.vtable.abandon)(self.data, reason) }
     }
 
-    /// Whether this is the stack job `job` (the one a joining worker is looking for).
+    /// Whether this is the join half `job` (the one a joining worker is looking for).
     #[inline]
-    pub(super) fn is_stack(&self, job: &StackRef) -> bool {
-        matches!(&self.0, Kind::Stack(mine) if mine.same_as(job))
+    pub(super) fn is<F, R>(&self, job: &StackJob<'_, F, R>) -> bool {
+        std::ptr::eq(
+            self.data.as_ptr().cast_const(),
+            std::ptr::from_ref(job).cast(),
+        )
     }
 
-    /// Takes back a stack job that its owner popped to run itself: it owns nothing (the
+    /// Takes back a join half that its owner popped to run itself: it owns nothing (the
     /// owner's frame does), so there is nothing to do.
     #[inline]
-    pub(super) fn reclaim(self) {
-        debug_assert!(matches!(self.0, Kind::Stack(_)));
+    pub(super) fn reclaim(self) {}
+}
+
+/// The vtable of task jobs, per task type.
+struct Tasks<T, F, X>(PhantomData<(T, F, X)>);
+
+impl<T, F, X> Tasks<T, F, X>
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+    X: Latch,
+{
+    const VTABLE: VTable = VTable {
+        execute: Self::execute,
+        abandon: Self::abandon,
+    };
+
+    /// # Safety
+    /// `data` came from `Job::from_arc` for this `Cell<T, Work<F, X>>`, and is used once.
+    unsafe fn execute(data: NonNull<()>, before_publish: &dyn Fn()) {
+        // SAFETY: takes back the reference the job owned (see above).
+        let cell =
+            unsafe { Arc::from_raw(data.as_ptr().cast_const().cast::<Cell<T, Work<F, X>>>()) };
+        let panicked = cell.run(before_publish);
+        let latch = cell.work.extra;
+        // Our reference goes before the scope learns the job is over: a scoped task's value
+        // may borrow from the scope's caller, so nothing of it may outlive the latch release.
+        drop(cell);
+        latch.finish(panicked);
+    }
+
+    /// # Safety
+    /// As for `execute`.
+    unsafe fn abandon(data: NonNull<()>, reason: Error) {
+        // SAFETY: as in `execute`.
+        let cell =
+            unsafe { Arc::from_raw(data.as_ptr().cast_const().cast::<Cell<T, Work<F, X>>>()) };
+        cell.abandon(reason);
+        let latch = cell.work.extra;
+        drop(cell);
+        latch.finish(None);
+    }
+}
+
+/// What a task job tells its scope when it is over: nothing for a plain task.
+trait Latch: Copy + Send + Sync {
+    fn finish(self, panicked: Option<String>);
+}
+
+impl Latch for () {
+    #[inline]
+    fn finish(self, _panicked: Option<String>) {}
+}
+
+impl Latch for LatchRef {
+    fn finish(self, panicked: Option<String>) {
+        if let Some(message) = panicked {
+            self.record_panic(message);
+        }
+        self.release();
+    }
+}
+
+/// The vtable of join halves, per closure type.
+struct Halves<F, R>(PhantomData<(F, R)>);
+
+impl<F, R> Halves<F, R>
+where
+    F: FnOnce() -> R + Send,
+    R: Send,
+{
+    const VTABLE: VTable = VTable {
+        execute: Self::execute,
+        abandon: Self::hand_back,
+    };
+
+    /// # Safety
+    /// `data` points at a live `StackJob<'_, F, R>` that the caller took from a queue.
+    unsafe fn execute(data: NonNull<()>, _before_publish: &dyn Fn()) {
+        // SAFETY: see above; the join protocol keeps the frame alive until the job says DONE.
+        unsafe { StackJob::<F, R>::execute(data.cast().as_ptr()) }
+    }
+
+    /// # Safety
+    /// As for `execute`.
+    unsafe fn hand_back(data: NonNull<()>, _reason: Error) {
+        // SAFETY: as in `execute`.
+        unsafe { StackJob::<F, R>::hand_back(data.cast().as_ptr()) }
     }
 }

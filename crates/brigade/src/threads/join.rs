@@ -1,15 +1,16 @@
 //! The second half of a `join`, kept on its owner's stack instead of the heap.
 //!
-//! `join(a, b)` on a worker pushes `b` onto the worker's own deque as a [`StackRef`] (a raw
-//! pointer to a [`StackJob`] in the joining frame), runs `a`, then takes `b` back: usually it
-//! pops `b` itself and runs it inline, so a join that nobody steals costs a push and a pop and
+//! `join(a, b)` on a worker pushes `b` onto the worker's own deque as a job pointing at a
+//! [`StackJob`] in the joining frame, runs `a`, then takes `b` back: usually it pops `b`
+//! itself and runs it inline, so a join that nobody steals costs a push and a pop and
 //! allocates nothing. If a thief stole `b`, the owner runs other work until the thief reports
 //! `DONE`; if a shutdown drained `b` from the deque, it is `HANDED_BACK` and the owner runs it.
 //!
 //! The frame must outlive every use of the pointer. The deque hands each job to exactly one
 //! taker (the owner's pop, a thief's steal or a drain), and the owner does not leave the frame
 //! before either popping `b` back or seeing `DONE`/`HANDED_BACK`; the taker reads everything it
-//! needs (the owner's waker) *before* publishing that state, and touches nothing after.
+//! needs (the owner's waker) *before* publishing that state, and touches nothing after. The
+//! taker works through a raw pointer, never a reference that would outlive its last access.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::task::Waker;
@@ -20,43 +21,6 @@ use crate::sync::atomic::{AtomicU8, Ordering};
 const QUEUED: u8 = 0;
 const DONE: u8 = 1;
 const HANDED_BACK: u8 = 2;
-
-/// What a queue can do with a stack job without knowing its types.
-trait StackRun: Sync {
-    /// Runs the job (a thief took it) and tells the owner.
-    fn execute(&self);
-    /// Gives the job back to its owner unrun (a drain took it).
-    fn hand_back(&self);
-}
-
-/// A pointer to a [`StackJob`] in some worker's frame, as its deque holds it.
-#[derive(Clone, Copy)]
-pub(crate) struct StackRef(*const (dyn StackRun + 'static));
-
-// SAFETY: the pointee is `Sync` (see `StackJob`), and the join protocol in the module docs keeps
-// it alive for as long as the one party that took the pointer from the deque uses it.
-unsafe impl Send for StackRef {}
-
-impl StackRef {
-    #[inline]
-    pub(super) fn same_as(&self, other: &StackRef) -> bool {
-        std::ptr::addr_eq(self.0, other.0)
-    }
-
-    /// Runs the job for its owner. Only the party that took this pointer from a deque calls
-    /// this, once.
-    pub(super) fn execute(self) {
-        // SAFETY: the owner waits for DONE before leaving the frame (module docs).
-        unsafe { (*self.0).execute() }
-    }
-
-    /// Gives the job back unrun. Only the party that took this pointer from a deque calls
-    /// this, once.
-    pub(super) fn hand_back(self) {
-        // SAFETY: the owner waits for HANDED_BACK before leaving the frame (module docs).
-        unsafe { (*self.0).hand_back() }
-    }
-}
 
 /// `b` of a `join`, with room for its result, in the joining worker's frame.
 pub(super) struct StackJob<'w, F, R> {
@@ -86,18 +50,6 @@ where
         }
     }
 
-    /// The pointer to queue. The caller must keep `self` in place until [`Self::finished`]
-    /// holds or it has popped the pointer back (see the module docs).
-    #[inline]
-    pub(super) fn queue_ref(&self) -> StackRef {
-        let job: *const (dyn StackRun + '_) = self;
-        // SAFETY: only the lifetime bound of the trait object is erased; the owner upholds it
-        // by the protocol in the module docs.
-        StackRef(unsafe {
-            std::mem::transmute::<*const (dyn StackRun + '_), *const (dyn StackRun + 'static)>(job)
-        })
-    }
-
     /// Whether a thief finished the job or a drain handed it back.
     #[inline]
     pub(super) fn finished(&self) -> bool {
@@ -123,30 +75,38 @@ where
             .expect("not run yet");
         Ok(func())
     }
-}
 
-impl<F, R> StackRun for StackJob<'_, F, R>
-where
-    F: FnOnce() -> R + Send,
-    R: Send,
-{
-    fn execute(&self) {
-        // SAFETY: we took the job from the deque, so we are its only user until DONE.
-        let func = self
-            .func
-            .with_mut(|f| unsafe { (*f).take() })
-            .expect("queued once");
+    /// Runs the job for its owner and tells it so.
+    ///
+    /// # Safety
+    /// `this` points at a live job that the caller took from a queue; it is used once.
+    pub(super) unsafe fn execute(this: *const Self) {
+        // SAFETY: we took the job from the deque, so we are its only user until DONE; the
+        // frame lives until then. Each access below is a short-lived place expression.
+        let func = unsafe { (*this).func.with_mut(|f| (*f).take()) }.expect("queued once");
         let result = catch_unwind(AssertUnwindSafe(func));
         // SAFETY: as above.
-        self.result.with_mut(|r| unsafe { *r = Some(result) });
-        let owner = self.owner.clone(); // after DONE the frame may be gone
-        self.state.store(DONE, Ordering::Release);
-        owner.wake();
+        unsafe { (*this).result.with_mut(|r| *r = Some(result)) };
+        // SAFETY: as above; the waker is copied out before DONE, after which the frame may go.
+        unsafe { Self::publish(this, DONE) };
     }
 
-    fn hand_back(&self) {
-        let owner = self.owner.clone(); // after HANDED_BACK the frame may be gone
-        self.state.store(HANDED_BACK, Ordering::Release);
+    /// Gives the job back to its owner unrun.
+    ///
+    /// # Safety
+    /// As for [`Self::execute`].
+    pub(super) unsafe fn hand_back(this: *const Self) {
+        // SAFETY: as in `execute`.
+        unsafe { Self::publish(this, HANDED_BACK) };
+    }
+
+    /// # Safety
+    /// As for [`Self::execute`]; `this` is not used again.
+    unsafe fn publish(this: *const Self, state: u8) {
+        // SAFETY: still before the store below, so the frame is alive.
+        let owner = unsafe { (*this).owner.clone() };
+        // SAFETY: the last access; after it the owner may leave and free the frame.
+        unsafe { (*this).state.store(state, Ordering::Release) };
         owner.wake();
     }
 }
@@ -171,8 +131,8 @@ mod loom_tests {
             let woken = std::sync::Arc::new(Flag(AtomicBool::new(false)));
             let waker = Waker::from(woken.clone());
             let job = Arc::new(StackJob::new(|| 40 + 2, &*Box::leak(Box::new(waker))));
-            let taken = job.queue_ref();
-            let thief = loom::thread::spawn(move || taken.execute());
+            let taken = super::super::job::Job::stack(&*job);
+            let thief = loom::thread::spawn(move || taken.execute(&|| ()));
             while !job.finished() {
                 loom::thread::yield_now();
             }

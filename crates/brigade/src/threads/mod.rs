@@ -223,7 +223,7 @@ impl ThreadPool {
             return Err(SubmitError::new(work, reason));
         }
         let cell = Arc::new(Cell::new(work));
-        registry.push(Job::new(cell.clone()));
+        registry.push(Job::task(cell.clone()));
         Ok(Task::from_cell(cell))
     }
 

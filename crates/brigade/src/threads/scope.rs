@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::task::Task;
-use crate::task::cell::{Cell, Erased, Run};
+use crate::task::cell::{Cell, Erased};
 
 /// Counts a scope's unfinished jobs and wakes its owner when none is left. It lives in the
 /// scope's frame; jobs point at it with a [`LatchRef`].
@@ -64,10 +64,13 @@ impl ScopeLatch {
 /// scoped job (measured on the tiny-tasks benchmark). The scope outlives every `LatchRef`:
 /// `scope` does not return before the latch is `done`, which only the last `release` sets,
 /// and each `LatchRef` is released exactly once, as the last thing its job does.
+#[derive(Clone, Copy)]
 pub(crate) struct LatchRef(*const ScopeLatch);
 
 // SAFETY: `ScopeLatch` is `Sync`, and the pointer stays valid while used (see above).
 unsafe impl Send for LatchRef {}
+// SAFETY: as above; sharing the pointer gives no more access than sending it.
+unsafe impl Sync for LatchRef {}
 
 impl LatchRef {
     pub(crate) fn record_panic(&self, message: String) {
@@ -113,24 +116,21 @@ impl<'scope> Scope<'scope, '_> {
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        let cell = Arc::new(Cell::new(f));
+        self.latch.pending.fetch_add(1, Ordering::Relaxed);
+        let cell = Arc::new(Cell::with(f, LatchRef(&self.latch)));
         let handle: Arc<Cell<T, dyn Erased + 'scope>> = cell.clone();
-        let job: Arc<dyn Run + 'scope> = cell;
-        // SAFETY: only the trait objects' lifetime bounds change; the layouts are identical.
-        // Nothing reachable from the cell is used after 'scope ends: `scope` does not return
-        // before every job of the scope has been executed or abandoned and then dropped (the
-        // latch is released only in `Job`'s drop, after its reference to the cell is gone),
-        // and both paths consume the closure. What may outlive the scope is the handle, which
-        // is bounded by `T: 'scope`, and the cell's allocation, whose work slot is by then
-        // empty, so dropping it touches nothing the closure borrowed.
-        let (handle, job) = unsafe {
-            (
-                std::mem::transmute::<Arc<Cell<T, dyn Erased + 'scope>>, Arc<Cell<T, dyn Erased>>>(
-                    handle,
-                ),
-                std::mem::transmute::<Arc<dyn Run + 'scope>, Arc<dyn Run>>(job),
+        // SAFETY: only the trait object's lifetime bound changes; the layout is identical.
+        // What may outlive the scope is this handle, bounded by `T: 'scope`, and the cell's
+        // allocation, whose work slot is empty by then (the job below consumes the closure
+        // before the scope can end), so dropping it touches nothing the closure borrowed.
+        let handle = unsafe {
+            std::mem::transmute::<Arc<Cell<T, dyn Erased + 'scope>>, Arc<Cell<T, dyn Erased>>>(
+                handle,
             )
         };
+        // SAFETY: `scope` does not return before the latch is done, and the job releases the
+        // latch as its very last act, after letting go of the cell.
+        let job = unsafe { Job::scoped(cell) };
         let task = Task::from_cell(handle);
         let refused = if worker::is_worker_of(&self.registry) {
             None
@@ -139,8 +139,6 @@ impl<'scope> Scope<'scope, '_> {
         } else {
             self.registry.ensure_worker().err()
         };
-        self.latch.pending.fetch_add(1, Ordering::Relaxed);
-        let job = Job::scoped(job, LatchRef(&self.latch));
         match refused {
             None => self.registry.push(job),
             Some(reason) => job.abandon(reason),

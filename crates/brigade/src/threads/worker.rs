@@ -171,7 +171,7 @@ where
     }
     let waker = current_waker();
     let job = StackJob::new(f, &waker);
-    registry.push(Job::stack(job.queue_ref()));
+    registry.push(Job::stack(&job));
     block_until(|| job.finished(), |_| {}, None);
     match job.into_result() {
         Ok(value) => Ok(value),
@@ -300,8 +300,7 @@ impl WorkerThread {
         RB: Send,
     {
         let job_b = StackJob::new(b, &self.waker);
-        let b_ref = job_b.queue_ref();
-        self.local.push(Job::stack(b_ref));
+        self.local.push(Job::stack(&job_b));
         // Measured: the fence-free hint beats the full protocol here; a missed wake-up only
         // means the owner runs `b` itself.
         self.registry.hint_one();
@@ -310,7 +309,7 @@ impl WorkerThread {
         // `a` panicked: `b` may borrow this frame.
         while !job_b.finished() {
             match self.local.pop() {
-                Some(job) if job.is_stack(&b_ref) => {
+                Some(job) if job.is(&job_b) => {
                     job.reclaim();
                     break;
                 }
