@@ -110,10 +110,12 @@ impl Registry {
         self.max
     }
 
+    #[inline]
     pub(crate) fn started_workers(&self) -> usize {
         self.started.load(Ordering::Acquire)
     }
 
+    #[inline]
     pub(crate) fn is_terminating(&self) -> bool {
         self.terminating.load(Ordering::SeqCst)
     }
@@ -166,10 +168,16 @@ impl Registry {
 
     /// Makes sure a worker exists, starting the first one if need be. Used before queuing, so a
     /// pool that cannot start any thread refuses work instead of queuing it forever.
+    #[inline]
     pub(crate) fn ensure_worker(self: &Arc<Self>) -> Result<(), Error> {
         if self.started_workers() > 0 {
             return Ok(());
         }
+        self.start_first_worker()
+    }
+
+    #[cold]
+    fn start_first_worker(self: &Arc<Self>) -> Result<(), Error> {
         match self.spawn_worker() {
             Ok(_) => Ok(()),
             Err(e) if self.started_workers() > 0 => {
