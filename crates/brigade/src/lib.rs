@@ -17,7 +17,7 @@
 //! A pool's [`submit`](ThreadPool::submit) returns a [`Task<T>`]: block on it with
 //! [`result`](Task::result), give up after a while with [`result_timeout`](Task::result_timeout),
 //! [`cancel`](Task::cancel) it while it is pending, attach
-//! [done callbacks](Task::add_done_callback), or `.await` it from async code. [`wait`] and
+//! [done callbacks](Task::add_done_callback), or `.await` it from async code. [`wait`](wait()) and
 //! [`as_completed`] work over any set of tasks, as Python's `concurrent.futures` functions do.
 //!
 //! ```

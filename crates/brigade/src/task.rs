@@ -239,7 +239,7 @@ impl<T> Task<T> {
     /// the handle already took the outcome.
     ///
     /// Callbacks are part of finishing: they see the outcome *before* the task counts as done,
-    /// and waiters ([`result`](Self::result), [`wait`](crate::wait), `.await`) wake once every
+    /// and waiters ([`result`](Self::result), [`wait`](crate::wait()), `.await`) wake once every
     /// callback has run. So a callback's side effect (a message it sends, say) does not yet
     /// mean that [`is_done`](Self::is_done) holds; wait on the task for that. (This is what
     /// lets a callback read the value by reference while no one can take it away.)
@@ -296,7 +296,7 @@ impl<T> fmt::Debug for Task<T> {
     }
 }
 
-/// The type-erased view of a task that [`wait`](crate::wait) and
+/// The type-erased view of a task that [`wait`](crate::wait()) and
 /// [`as_completed`](crate::as_completed) work with.
 #[allow(unreachable_pub)] // public in a private module, for the sealed `Waitable`
 pub trait Status: Send + Sync {

@@ -277,7 +277,7 @@ impl<F: Send, X: Send + Sync> Erased for Work<F, X> {
 }
 
 /// One task: its header and its work, in one allocation. Handles see it as
-/// `Cell<T, dyn Erased>`; queues hold it as a [`Job`](crate::threads) with both types erased.
+/// `Cell<T, dyn Erased>`; queues hold it as a `threads::job::Job`, with both types erased.
 pub(crate) struct Cell<T, W: ?Sized> {
     pub(crate) header: Header<T>,
     pub(crate) work: W,

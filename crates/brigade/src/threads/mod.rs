@@ -22,7 +22,7 @@
 //! deque. Workers start on demand, up to the pool's size; an idle worker spins briefly, then
 //! sleeps until work arrives.
 //!
-//! A worker that waits (on a [`Task`], a scope, a join, [`wait`](crate::wait) or
+//! A worker that waits (on a [`Task`], a scope, a join, [`wait`](crate::wait()) or
 //! [`as_completed`](crate::as_completed)) runs other queued work of its pool meanwhile, so
 //! tasks that wait on tasks of the same pool do not deadlock it, whatever its size.
 //!
