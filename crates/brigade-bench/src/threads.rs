@@ -82,6 +82,33 @@ fn calibrate_ms() -> u64 {
     ((probe as f64) * 1e-3 / best).round().max(1.0) as u64
 }
 
+/// What every workload gets: the pools under test, side by side, and the run's settings.
+struct Bench<'a> {
+    reps: usize,
+    workers: usize,
+    /// Fields every line of the run carries.
+    base: Value,
+    brigade: &'a ThreadPool,
+    rayon: &'a rayon::ThreadPool,
+}
+
+impl Bench<'_> {
+    /// Measures `impls` of `workload` side by side (see `measure::compare`), adding `extra`
+    /// fields to the run's own.
+    fn compare(
+        &self,
+        workload: &str,
+        tasks: u64,
+        anchor: &str,
+        extra: Value,
+        impls: Vec<crate::measure::Impl<'_>>,
+    ) -> anyhow::Result<()> {
+        let mut fields = self.base.clone();
+        crate::measure::merge(&mut fields, &extra);
+        compare(SUITE, workload, tasks, anchor, self.reps, &fields, impls)
+    }
+}
+
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
     let workers = args
@@ -93,46 +120,47 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let rayon = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
         .build()?;
-    let base = json!({ "workers": workers, "quick": args.quick });
+    let bench = Bench {
+        reps: args.reps,
+        workers,
+        base: json!({ "workers": workers, "quick": args.quick }),
+        brigade: &brigade,
+        rayon: &rayon,
+    };
     if wants("cpu-fanout") {
-        cpu_fanout(args, &base, &brigade, &rayon, workers, 2_000 / scale)?;
+        cpu_fanout(&bench, 2_000 / scale)?;
     }
     if wants("tiny-tasks") {
-        tiny_tasks(args, &base, &brigade, &rayon, workers, 200_000 / scale)?;
+        tiny_tasks(&bench, 200_000 / scale)?;
     }
     if wants("sum-huge-list") {
-        sum_huge_list(args, &base, &brigade, &rayon, 100_000_000 / scale)?;
+        sum_huge_list(&bench, 100_000_000 / scale)?;
     }
     if wants("nested") {
         let depth = if args.quick { 10 } else { 16 };
-        nested(args, &base, &brigade, &rayon, depth)?;
+        nested(&bench, depth)?;
     }
     if wants("memory") {
-        memory(&base, workers, 1_000_000 / scale as usize)?;
+        memory(&bench.base, workers, 1_000_000 / scale as usize)?;
     }
     Ok(())
 }
 
-fn cpu_fanout(
-    args: &Args,
-    base: &Value,
-    brigade: &ThreadPool,
-    rayon: &rayon::ThreadPool,
-    workers: usize,
-    tasks: u64,
-) -> anyhow::Result<()> {
+fn cpu_fanout(bench: &Bench<'_>, tasks: u64) -> anyhow::Result<()> {
     use rayon::prelude::*;
+    let Bench {
+        brigade,
+        rayon,
+        workers,
+        ..
+    } = *bench;
     let iters = calibrate_ms();
-    let mut extra = base.clone();
-    crate::measure::merge(&mut extra, &json!({ "kernel_iters": iters }));
     let fold = |acc: u64, x: u64| acc.wrapping_add(x);
-    compare(
-        SUITE,
+    bench.compare(
         "cpu-fanout",
         tasks,
         "rayon",
-        args.reps,
-        &extra,
+        json!({ "kernel_iters": iters }),
         vec![
             imp("serial", || {
                 (0..tasks).map(|i| kernel(i, iters)).fold(0, fold)
@@ -178,24 +206,16 @@ fn cpu_fanout(
     )
 }
 
-fn tiny_tasks(
-    args: &Args,
-    base: &Value,
-    brigade: &ThreadPool,
-    rayon: &rayon::ThreadPool,
-    workers: usize,
-    tasks: u64,
-) -> anyhow::Result<()> {
+fn tiny_tasks(bench: &Bench<'_>, tasks: u64) -> anyhow::Result<()> {
+    let Bench { brigade, rayon, .. } = *bench;
     let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+        .worker_threads(bench.workers)
         .build()?;
-    compare(
-        SUITE,
+    bench.compare(
         "tiny-tasks",
         tasks,
         "rayon-scope",
-        args.reps,
-        base,
+        json!({}),
         vec![
             imp("brigade", || {
                 let handles: Vec<_> = (0..tasks)
@@ -254,14 +274,9 @@ fn tiny_tasks(
     )
 }
 
-fn sum_huge_list(
-    args: &Args,
-    base: &Value,
-    brigade: &ThreadPool,
-    rayon: &rayon::ThreadPool,
-    len: u64,
-) -> anyhow::Result<()> {
+fn sum_huge_list(bench: &Bench<'_>, len: u64) -> anyhow::Result<()> {
     use rayon::prelude::*;
+    let Bench { brigade, rayon, .. } = *bench;
     let data: Vec<u64> = (0..len).collect();
     let fold = |acc: u64, x: u64| acc.wrapping_add(x);
     let chunk = (data.len() / (brigade.workers() * 16)).max(1 << 14);
@@ -278,15 +293,11 @@ fn sum_huge_list(
         ("sum-huge-list", (|x| x) as fn(u64) -> u64),
         ("sum-huge-list-hash", mix as fn(u64) -> u64),
     ] {
-        let mut extra = base.clone();
-        crate::measure::merge(&mut extra, &json!({ "elements": len, "chunk": chunk }));
-        compare(
-            SUITE,
+        bench.compare(
             workload,
             len,
             "rayon",
-            args.reps,
-            &extra,
+            json!({ "elements": len, "chunk": chunk }),
             vec![
                 imp("serial", || data.iter().map(|&x| f(x)).fold(0, fold)),
                 imp("brigade", || brigade_sum(f)),
@@ -302,13 +313,8 @@ fn sum_huge_list(
 const LEAF_ITERS: u64 = 16;
 const NESTED_ROUNDS: u64 = 8;
 
-fn nested(
-    args: &Args,
-    base: &Value,
-    brigade: &ThreadPool,
-    rayon: &rayon::ThreadPool,
-    depth: u32,
-) -> anyhow::Result<()> {
+fn nested(bench: &Bench<'_>, depth: u32) -> anyhow::Result<()> {
+    let Bench { brigade, rayon, .. } = *bench;
     fn join_brigade(pool: &ThreadPool, depth: u32, seed: u64) -> u64 {
         if depth == 0 {
             return kernel(seed, LEAF_ITERS);
@@ -365,11 +371,6 @@ fn nested(
         drop(s.spawn(move || scope_brigade(s, total, depth - 1, seed * 2 + 1)));
     }
     let leaves = 1u64 << depth;
-    let mut extra = base.clone();
-    crate::measure::merge(
-        &mut extra,
-        &json!({ "leaves": leaves, "rounds": NESTED_ROUNDS, "leaf_kernel_iters": LEAF_ITERS }),
-    );
     // Each timed run does several fan-outs back to back: one fan-out takes about as long as
     // waking a sleeping thread on a virtual machine, which would otherwise be what we time.
     fn rounds<'a>(mut once: impl FnMut() -> u64 + 'a) -> impl FnMut() -> u64 + 'a {
@@ -379,13 +380,11 @@ fn nested(
                 .fold(0u64, u64::wrapping_add)
         }
     }
-    compare(
-        SUITE,
+    bench.compare(
         "nested",
         leaves * NESTED_ROUNDS,
         "rayon",
-        args.reps,
-        &extra,
+        json!({ "leaves": leaves, "rounds": NESTED_ROUNDS, "leaf_kernel_iters": LEAF_ITERS }),
         vec![
             imp("brigade", rounds(|| join_brigade(brigade, depth, 1))),
             imp(

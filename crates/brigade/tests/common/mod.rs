@@ -1,9 +1,8 @@
-//! Shared helpers: a watchdog so that a bug fails a test instead of hanging it, and gates to
-//! hold workers at a known point.
+//! Shared helpers: a watchdog so that a bug fails a test instead of hanging it, and blockers
+//! to hold workers at a known point.
 #![allow(dead_code, unreachable_pub)] // each test file uses its own subset
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 /// Generous, because CI machines are slow and shared; a correct test takes milliseconds.
@@ -41,12 +40,6 @@ impl Drop for Watchdog {
     }
 }
 
-/// A one-shot gate: tasks `wait()` on it until the test `open()`s it.
-#[derive(Clone)]
-pub struct Gate {
-    barrier: Arc<Barrier>,
-}
-
 /// Something that holds a worker until released, and says when it has started.
 pub struct Blocker {
     pub started: Receiver<()>,
@@ -77,18 +70,6 @@ impl Blocker {
 
     pub fn release(&self) {
         self.release.send(()).unwrap();
-    }
-}
-
-impl Gate {
-    pub fn new(parties: usize) -> Self {
-        Self {
-            barrier: Arc::new(Barrier::new(parties)),
-        }
-    }
-
-    pub fn wait(&self) {
-        self.barrier.wait();
     }
 }
 
