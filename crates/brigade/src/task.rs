@@ -50,9 +50,8 @@ use cell::{CANCELLED, COMPLETE, Cell, Erased, FAILED, Header, Outcome, RUNNING};
 /// ```
 #[must_use = "dropping a task detaches it; call `result` to get its outcome"]
 pub struct Task<T> {
+    /// Once the outcome is taken, the slot stays empty: later takes see [`Error::Consumed`].
     cell: Arc<Cell<T, dyn Erased>>,
-    /// Whether this handle already handed the outcome out.
-    taken: bool,
     /// `Task<T>` may be shared between threads only when `T` may: callbacks added through
     /// `&Task` read the value.
     _value: PhantomData<T>,
@@ -62,7 +61,6 @@ impl<T> Task<T> {
     pub(crate) fn from_cell(cell: Arc<Cell<T, dyn Erased>>) -> Self {
         Self {
             cell,
-            taken: false,
             _value: PhantomData,
         }
     }
@@ -73,9 +71,6 @@ impl<T> Task<T> {
 
     /// Takes the outcome; the task must be complete.
     fn take(&mut self) -> Outcome<T> {
-        if std::mem::replace(&mut self.taken, true) {
-            return Err(Error::Consumed);
-        }
         // SAFETY: callers observed COMPLETE (acquire) and we hold `&mut self`, the only handle.
         unsafe { self.header().take_outcome() }.unwrap_or(Err(Error::Consumed))
     }
@@ -136,7 +131,7 @@ impl<T> Task<T> {
     /// ```
     pub fn result_timeout(&mut self, timeout: Duration) -> Result<T, Error> {
         let deadline = Instant::now().checked_add(timeout);
-        if self.taken || self.wait_until(deadline) {
+        if self.wait_until(deadline) {
             self.take()
         } else {
             Err(Error::TimedOut)
@@ -157,7 +152,7 @@ impl<T> Task<T> {
     /// assert_eq!(value, Ok(5));
     /// ```
     pub fn try_result(&mut self) -> Option<Result<T, Error>> {
-        (self.taken || self.is_complete()).then(|| self.take())
+        self.is_complete().then(|| self.take())
     }
 
     /// Cancels the task if it has not started.
@@ -271,7 +266,7 @@ impl<T> Future for Task<T> {
     /// [`Error::Consumed`].
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.taken || this.is_complete() || !this.header().watch(cx.waker()) {
+        if this.is_complete() || !this.header().watch(cx.waker()) {
             return Poll::Ready(this.take());
         }
         Poll::Pending
