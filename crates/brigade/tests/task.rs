@@ -361,3 +361,36 @@ fn handles_are_send_and_sync_when_the_value_is() {
     send::<ThreadPool>();
     sync::<ThreadPool>();
 }
+
+#[test]
+fn a_value_whose_drop_panics_does_not_kill_the_worker() {
+    let _w = Watchdog::new("a_value_whose_drop_panics_does_not_kill_the_worker");
+    struct Grenade;
+    impl Drop for Grenade {
+        fn drop(&mut self) {
+            panic!("the value's drop panicked");
+        }
+    }
+    let pool = one_worker();
+    let (b, work) = blocker();
+    let detached = pool
+        .submit(move || {
+            work();
+            Grenade
+        })
+        .unwrap();
+    b.wait_started();
+    drop(detached); // the worker will hold the last reference, and drop the value
+    b.release();
+    let worker = std::thread::current().id();
+    let after = pool
+        .submit(|| std::thread::current().id())
+        .unwrap()
+        .result();
+    assert!(
+        after.is_ok_and(|id| id != worker),
+        "the one worker still runs tasks"
+    );
+    assert_eq!(pool.started_workers(), 1);
+    pool.shutdown(brigade::Shutdown::default()); // would hang if the worker had died
+}

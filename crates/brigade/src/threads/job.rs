@@ -17,6 +17,7 @@
 //! would leak its task (never hang a waiter on freed memory, but never complete it either).
 
 use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -134,7 +135,7 @@ where
         let latch = cell.work.extra;
         // Our reference goes before the scope learns the job is over: a scoped task's value
         // may borrow from the scope's caller, so nothing of it may outlive the latch release.
-        drop(cell);
+        drop_guarded(cell);
         latch.finish(panicked);
     }
 
@@ -148,6 +149,14 @@ where
         let latch = cell.work.extra;
         drop(cell);
         latch.finish(None);
+    }
+}
+
+/// Drops the worker's reference to a task. If the handle is already gone this drops the
+/// task's value, whose `Drop` is user code: a panic there is reported, and the worker lives.
+fn drop_guarded<C>(cell: Arc<C>) {
+    if catch_unwind(AssertUnwindSafe(|| drop(cell))).is_err() {
+        tracing::error!("dropping a finished task's value panicked; the worker goes on");
     }
 }
 
