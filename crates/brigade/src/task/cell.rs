@@ -173,7 +173,7 @@ impl<T> Header<T> {
             // waker is in `wakers`) or follows it (and sees COMPLETE). See the module docs.
             self.state.fetch_or(done, Ordering::AcqRel);
             drop(guard);
-            wakers.into_iter().for_each(Waker::wake);
+            wakers.into_iter().for_each(wake_guarded);
             return;
         }
     }
@@ -232,6 +232,14 @@ impl<T> Header<T> {
         debug_assert!(self.state() & COMPLETE != 0);
         // SAFETY: guaranteed by the caller, see above.
         self.outcome.with_mut(|slot| unsafe { (*slot).take() })
+    }
+}
+
+/// Wakers come from whatever executor awaits the task; one that panics must not take the
+/// completing worker down with it.
+fn wake_guarded(waker: Waker) {
+    if catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
+        tracing::error!("a waker panicked while a task completed; the others were still woken");
     }
 }
 
