@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -392,5 +393,27 @@ fn a_value_whose_drop_panics_does_not_kill_the_worker() {
         "the one worker still runs tasks"
     );
     assert_eq!(pool.started_workers(), 1);
+    pool.shutdown(brigade::Shutdown::default()); // would hang if the worker had died
+}
+
+#[test]
+fn a_panicking_waker_does_not_kill_the_worker() {
+    let _w = Watchdog::new("a_panicking_waker_does_not_kill_the_worker");
+    struct Boom;
+    impl std::task::Wake for Boom {
+        fn wake(self: Arc<Self>) {
+            panic!("a broken executor's waker");
+        }
+    }
+    let pool = one_worker();
+    let (b, work) = blocker();
+    let mut task = pool.submit(work).unwrap();
+    b.wait_started();
+    let waker = std::task::Waker::from(Arc::new(Boom));
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(std::pin::Pin::new(&mut task).poll(&mut cx).is_pending());
+    b.release();
+    assert_eq!(task.result(), Ok(()));
+    assert_eq!(pool.submit(|| 7).unwrap().result(), Ok(7));
     pool.shutdown(brigade::Shutdown::default()); // would hang if the worker had died
 }
