@@ -91,3 +91,8 @@ pub use error::{BuildError, Error, SubmitError};
 pub use task::Task;
 pub use threads::{Shutdown, ThreadPool};
 pub use wait::{AsCompleted, Until, Waitable, Waited, as_completed, wait};
+
+/// The README's examples, compiled and run as doc tests so that they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
