@@ -125,12 +125,20 @@ where
         abandon: Self::abandon,
     };
 
+    /// Takes back the reference the job owned.
+    ///
     /// # Safety
     /// `data` came from `Job::from_arc` for this `Cell<T, Work<F, X>>`, and is used once.
+    unsafe fn reclaim(data: NonNull<()>) -> Arc<Cell<T, Work<F, X>>> {
+        // SAFETY: as required of the caller: the pointer is `Arc::into_raw` of this very type.
+        unsafe { Arc::from_raw(data.as_ptr().cast_const().cast()) }
+    }
+
+    /// # Safety
+    /// As for [`Self::reclaim`].
     unsafe fn execute(data: NonNull<()>, before_publish: &dyn Fn()) {
-        // SAFETY: takes back the reference the job owned (see above).
-        let cell =
-            unsafe { Arc::from_raw(data.as_ptr().cast_const().cast::<Cell<T, Work<F, X>>>()) };
+        // SAFETY: as required of the caller.
+        let cell = unsafe { Self::reclaim(data) };
         let panicked = cell.run(before_publish);
         let latch = cell.work.extra;
         // Our reference goes before the scope learns the job is over: a scoped task's value
@@ -140,11 +148,10 @@ where
     }
 
     /// # Safety
-    /// As for `execute`.
+    /// As for [`Self::reclaim`].
     unsafe fn abandon(data: NonNull<()>, reason: Error) {
-        // SAFETY: as in `execute`.
-        let cell =
-            unsafe { Arc::from_raw(data.as_ptr().cast_const().cast::<Cell<T, Work<F, X>>>()) };
+        // SAFETY: as required of the caller.
+        let cell = unsafe { Self::reclaim(data) };
         cell.abandon(reason);
         let latch = cell.work.extra;
         drop(cell);

@@ -216,10 +216,7 @@ impl ThreadPool {
         T: Send + 'static,
     {
         let registry = self.registry();
-        if registry.is_terminating() {
-            return Err(SubmitError::new(work, Error::ShutDown));
-        }
-        if let Err(reason) = registry.ensure_worker() {
+        if let Err(reason) = registry.admit() {
             return Err(SubmitError::new(work, reason));
         }
         let cell = Arc::new(Cell::new(work));

@@ -166,10 +166,21 @@ impl Registry {
         }
     }
 
+    /// Whether the pool takes new work from outside its workers: not once it is shutting
+    /// down ([`Error::ShutDown`]), nor if it cannot start its first thread
+    /// ([`Error::Spawn`]).
+    #[inline]
+    pub(crate) fn admit(self: &Arc<Self>) -> Result<(), Error> {
+        if self.is_terminating() {
+            return Err(Error::ShutDown);
+        }
+        self.ensure_worker()
+    }
+
     /// Makes sure a worker exists, starting the first one if need be. Used before queuing, so a
     /// pool that cannot start any thread refuses work instead of queuing it forever.
     #[inline]
-    pub(crate) fn ensure_worker(self: &Arc<Self>) -> Result<(), Error> {
+    fn ensure_worker(self: &Arc<Self>) -> Result<(), Error> {
         if self.started_workers() > 0 {
             return Ok(());
         }

@@ -8,7 +8,6 @@ use std::task::Waker;
 use super::job::Job;
 use super::registry::Registry;
 use super::worker::{self, block_until};
-use crate::error::Error;
 use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::task::Task;
@@ -100,7 +99,8 @@ impl<'scope> Scope<'scope, '_> {
     ///
     /// The returned [`Task`] can be waited on inside the scope (`scope` waits for every task
     /// anyway). Tasks may spawn more tasks into the same scope. If the pool is shut down and
-    /// the caller is not one of its workers, the task ends at once with [`Error::ShutDown`].
+    /// the caller is not one of its workers, the task ends at once with
+    /// [`Error::ShutDown`](crate::Error::ShutDown).
     ///
     /// ```
     /// let pool = brigade::ThreadPool::new();
@@ -132,16 +132,16 @@ impl<'scope> Scope<'scope, '_> {
         // latch as its very last act, after letting go of the cell.
         let job = unsafe { Job::scoped(cell) };
         let task = Task::from_cell(handle);
-        let refused = if worker::is_worker_of(&self.registry) {
-            None
-        } else if self.registry.is_terminating() {
-            Some(Error::ShutDown)
+        // A worker of this pool is always admitted: its own scope's work is part of the
+        // task it is running, even during a shutdown.
+        let admitted = if worker::is_worker_of(&self.registry) {
+            Ok(())
         } else {
-            self.registry.ensure_worker().err()
+            self.registry.admit()
         };
-        match refused {
-            None => self.registry.push(job),
-            Some(reason) => job.abandon(reason),
+        match admitted {
+            Ok(()) => self.registry.push(job),
+            Err(reason) => job.abandon(reason),
         }
         task
     }

@@ -66,20 +66,26 @@ impl Drop for CurrentGuard {
     }
 }
 
-/// Runs `f` with this thread's worker if it is one of `registry`'s (`None` matches any).
-fn with_current<R>(
+/// Runs `f(worker, arg)` if this thread is one of `registry`'s workers (`None`: of any pool);
+/// hands `arg` back otherwise.
+#[inline]
+fn with_worker<A, R>(
     registry: Option<&Arc<Registry>>,
-    f: impl FnOnce(&WorkerThread) -> R,
-) -> Option<R> {
+    arg: A,
+    f: impl FnOnce(&WorkerThread, A) -> R,
+) -> Result<R, A> {
     let (id, worker) = CURRENT.get();
     let ours = match registry {
         Some(registry) => id == registry_id(registry),
         None => id != 0,
     };
+    if !ours {
+        return Err(arg);
+    }
     // SAFETY: `main_loop` points CURRENT at its own `WorkerThread` through a guard that
     // lives no longer than that value and resets it on every exit; only this thread reads it,
     // and the reference does not escape `f`.
-    ours.then(|| f(unsafe { &*worker }))
+    Ok(f(unsafe { &*worker }, arg))
 }
 
 fn registry_id(registry: &Arc<Registry>) -> usize {
@@ -125,12 +131,7 @@ where
     RA: Send,
     RB: Send,
 {
-    let (id, worker) = CURRENT.get();
-    if id != registry_id(registry) {
-        return Err((a, b));
-    }
-    // SAFETY: as in `with_current`.
-    Ok(unsafe { &*worker }.join(a, b))
+    with_worker(Some(registry), (a, b), |worker, (a, b)| worker.join(a, b))
 }
 
 /// Whether the calling thread is one of `registry`'s workers.
@@ -141,17 +142,13 @@ pub(super) fn is_worker_of(registry: &Arc<Registry>) -> bool {
 /// Pushes onto the calling worker's own deque if it belongs to `registry`; hands the job back
 /// otherwise.
 pub(super) fn push_local(registry: &Arc<Registry>, job: Job) -> Result<(), Job> {
-    if !is_worker_of(registry) {
-        return Err(job);
-    }
-    with_current(Some(registry), |w| w.local.push(job));
-    Ok(())
+    with_worker(Some(registry), job, |worker, job| worker.local.push(job))
 }
 
 /// A waker for the calling thread, whatever it is: the one [`block_until`] parks on.
 pub(super) fn current_waker() -> Waker {
-    with_current(None, |w| w.waker.clone())
-        .unwrap_or_else(|| THREAD_PARKER.with(|(_, waker)| waker.clone()))
+    with_worker(None, (), |worker, ()| worker.waker.clone())
+        .unwrap_or_else(|()| THREAD_PARKER.with(|(_, waker)| waker.clone()))
 }
 
 /// Runs `f` on one of `registry`'s workers and returns its result: right here if the caller
@@ -166,7 +163,7 @@ where
     if is_worker_of(registry) {
         return Ok(f());
     }
-    if registry.is_terminating() || registry.ensure_worker().is_err() {
+    if registry.admit().is_err() {
         return Err(f);
     }
     let waker = current_waker();
@@ -192,16 +189,13 @@ pub(crate) fn block_until(
     if done() {
         return true;
     }
-    let mut done = Some(done);
-    let mut register = Some(register);
-    let helped = with_current(None, |worker| {
-        let (done, register) = (done.take(), register.take());
-        worker.wait_until(done.expect("once"), register.expect("once"), deadline)
+    let helped = with_worker(None, (done, register), |worker, (done, register)| {
+        worker.wait_until(done, register, deadline)
     });
-    if let Some(outcome) = helped {
-        return outcome;
-    }
-    let (mut done, register) = (done.expect("unused"), register.expect("unused"));
+    let (mut done, register) = match helped {
+        Ok(outcome) => return outcome,
+        Err(not_a_worker) => not_a_worker,
+    };
     // A short task is often about to finish: a few rounds of looking again are far cheaper
     // than a park and the wake-up it then costs the finishing worker.
     for round in 0..SPIN_PAUSES {
@@ -292,6 +286,7 @@ impl WorkerThread {
 
     /// Runs `a` here and `b` wherever an idle worker takes it (or here too, if none does);
     /// see the `join` module for the protocol that keeps `b` on this frame.
+    #[inline]
     pub(super) fn join<A, B, RA, RB>(&self, a: A, b: B) -> (RA, RB)
     where
         A: FnOnce() -> RA + Send,
