@@ -1,6 +1,7 @@
 //! [`Task<T>`]: the one handle every lane returns.
 
 pub(crate) mod cell;
+pub(crate) mod promise;
 
 use std::fmt;
 use std::future::Future;
@@ -159,7 +160,8 @@ impl<T> Task<T> {
     ///
     /// Returns `true` when the task is cancelled (by this call or an earlier one): it will never
     /// run, its closure is dropped now, and its outcome is [`Error::Cancelled`]. Returns `false`
-    /// when it is running or done: a running task is never interrupted.
+    /// when it is done, or running on a lane that cannot interrupt it: a thread cannot be
+    /// stopped from outside, so a running thread-pool task is never interrupted.
     ///
     /// ```
     /// use std::sync::mpsc;

@@ -132,7 +132,12 @@ impl<T> Header<T> {
     ///
     /// Only the owner (the winner of [`claim`](Self::claim)) may call this, once.
     pub(crate) fn complete(&self, outcome: Outcome<T>) {
-        let done = COMPLETE | if outcome.is_err() { FAILED } else { 0 };
+        // A running task that a lane interrupted (an aborted async task) ends cancelled too.
+        let done = match &outcome {
+            Ok(_) => COMPLETE,
+            Err(Error::Cancelled) => COMPLETE | FAILED | CANCELLED,
+            Err(_) => COMPLETE | FAILED,
+        };
         // SAFETY: we are the owner; nobody else reads or writes the slot before COMPLETE.
         self.outcome
             .with_mut(|slot| unsafe { *slot = Some(outcome) });
@@ -266,21 +271,44 @@ unsafe impl<F: Send, X: Sync> Sync for Work<F, X> {}
 
 impl<F, X> Work<F, X> {
     /// Takes the work out. Only the owner may call this, once.
-    fn take(&self) -> Option<F> {
+    pub(super) fn take(&self) -> Option<F> {
         // SAFETY: only the owner calls this, see `Sync` above.
         self.f.with_mut(|slot| unsafe { (*slot).take() })
     }
 }
 
+/// What a lane keeps beside a task's work, and how it reacts to the handle.
+pub(crate) trait Hooks: Send + Sync {
+    /// Asked by [`Task::cancel`](super::Task::cancel) once the task has started: a lane that can
+    /// stop running work (an async task at its next await) starts doing so and returns true.
+    fn interrupt(&self) -> bool {
+        false
+    }
+
+    /// The outcome of a task whose [`Promise`](super::promise::Promise) was dropped unfulfilled.
+    fn abandoned(&self) -> Error {
+        Error::ShutDown
+    }
+}
+
+impl Hooks for () {}
+
 /// The work slot with its type erased, so that handles need not know the closure's type.
 pub(crate) trait Erased: Send + Sync {
     /// Drops the work unrun. Only the owner may call this.
     fn discard(&self);
+
+    /// See [`Hooks::interrupt`].
+    fn interrupt(&self) -> bool;
 }
 
-impl<F: Send, X: Send + Sync> Erased for Work<F, X> {
+impl<F: Send, X: Hooks> Erased for Work<F, X> {
     fn discard(&self) {
         drop(self.take());
+    }
+
+    fn interrupt(&self) -> bool {
+        self.extra.interrupt()
     }
 }
 
@@ -311,7 +339,8 @@ impl<T, F, X> Cell<T, Work<F, X>> {
 }
 
 impl<T, W: Erased + ?Sized> Cell<T, W> {
-    /// Cancels the task if it has not started. True when it is (now or already) cancelled.
+    /// Cancels the task if it has not started, or interrupts it if its lane can. True when it
+    /// is (now or already) cancelled, or an interruption is under way.
     pub(crate) fn cancel(&self) -> bool {
         match self.header.try_cancel() {
             Claim::Won => {
@@ -320,7 +349,7 @@ impl<T, W: Erased + ?Sized> Cell<T, W> {
                 true
             }
             Claim::Cancelled => true,
-            Claim::Started => false,
+            Claim::Started => self.header.state() & COMPLETE == 0 && self.work.interrupt(),
         }
     }
 

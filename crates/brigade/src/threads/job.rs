@@ -168,7 +168,7 @@ fn drop_guarded<C>(cell: Arc<C>) {
 }
 
 /// What a task job tells its scope when it is over: nothing for a plain task.
-trait Latch: Copy + Send + Sync {
+trait Latch: Copy + crate::task::cell::Hooks {
     fn finish(self, panicked: Option<String>);
 }
 

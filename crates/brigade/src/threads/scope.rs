@@ -71,6 +71,8 @@ unsafe impl Send for LatchRef {}
 // SAFETY: as above; sharing the pointer gives no more access than sending it.
 unsafe impl Sync for LatchRef {}
 
+impl crate::task::cell::Hooks for LatchRef {}
+
 impl LatchRef {
     pub(crate) fn record_panic(&self, message: String) {
         // SAFETY: not yet released, so the scope is still waiting (see the type's docs).

@@ -1,0 +1,178 @@
+//! [`Promise`]: the producing side of a [`Task`] whose work is not a closure run by a
+//! thread-pool worker: a call sent to a worker process, a future on the event loop.
+//!
+//! The lane keeps the promise, hands the [`Task`] to the user, and drives the same state
+//! machine as a thread-pool task: [`start`](Promise::start) is the worker's claim (it loses to
+//! an earlier cancel), [`complete`](Promise::complete) publishes the outcome. A promise dropped
+//! unfulfilled still ends its task, with [`Hooks::abandoned`], so no waiter can hang on a lane
+//! that lost track of its work.
+
+use std::sync::Arc;
+
+use super::Task;
+use super::cell::{CANCELLED, Cell, Claim, Hooks, Outcome, Work};
+
+/// The producing side of a task. `P` is the payload the lane needs to start the work (handed
+/// out by [`start`](Self::start), dropped if the task is cancelled first); `X` is what the lane
+/// keeps beside it for the handle's sake (see [`Hooks`]).
+pub(crate) struct Promise<T, P, X: Hooks = ()> {
+    cell: Arc<Cell<T, Work<P, X>>>,
+    /// Whether this promise owns the task: it won the start claim and has not completed it.
+    owns: bool,
+    /// Completed (or found cancelled): nothing is left to do, `Drop` included.
+    settled: bool,
+}
+
+impl<T, P, X> Promise<T, P, X>
+where
+    T: Send + 'static,
+    P: Send + 'static,
+    X: Hooks + 'static,
+{
+    /// A pending task and its promise.
+    pub(crate) fn new(payload: P, extra: X) -> (Self, Task<T>) {
+        let cell = Arc::new(Cell::with(payload, extra));
+        let task = Task::from_cell(cell.clone());
+        let promise = Self {
+            cell,
+            owns: false,
+            settled: false,
+        };
+        (promise, task)
+    }
+}
+
+impl<T, P, X: Hooks> Promise<T, P, X> {
+    /// What the lane keeps beside the task.
+    pub(crate) fn extra(&self) -> &X {
+        &self.cell.work.extra
+    }
+
+    /// Claims the task to run it and hands out its payload; `None` when it was cancelled
+    /// first (or was already started): the promise then has nothing more to do.
+    pub(crate) fn start(&mut self) -> Option<P> {
+        if self.owns || self.settled {
+            return None;
+        }
+        match self.cell.header.try_start() {
+            Claim::Won => {
+                self.owns = true;
+                self.cell.work.take()
+            }
+            Claim::Cancelled | Claim::Started => {
+                self.settled = true;
+                None
+            }
+        }
+    }
+
+    /// Whether the handle cancelled the task before it started (then it is done already).
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cell.header.state() & CANCELLED != 0
+    }
+
+    /// Ends the task with `outcome`, claiming it first when it was never started. A task that
+    /// was cancelled before that keeps its cancellation, and `outcome` is dropped.
+    pub(crate) fn complete(mut self, outcome: Outcome<T>) {
+        self.settle(outcome);
+    }
+
+    fn settle(&mut self, outcome: Outcome<T>) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        if !self.owns {
+            if self.cell.header.try_start() != Claim::Won {
+                return;
+            }
+            drop(self.cell.work.take());
+        }
+        self.owns = false;
+        self.cell.header.complete(outcome);
+    }
+}
+
+impl<T, P, X: Hooks> Drop for Promise<T, P, X> {
+    fn drop(&mut self) {
+        if !self.settled {
+            let reason = self.extra().abandoned();
+            self.settle(Err(reason));
+        }
+    }
+}
+
+#[cfg(all(test, not(brigade_loom)))]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn start_hands_out_the_payload_once_and_complete_publishes() {
+        let (mut promise, task) = Promise::<u32, &str>::new("payload", ());
+        assert!(!task.is_running());
+        assert_eq!(promise.start(), Some("payload"));
+        assert!(task.is_running());
+        assert_eq!(promise.start(), None);
+        promise.complete(Ok(7));
+        assert_eq!(task.result(), Ok(7));
+    }
+
+    #[test]
+    fn a_cancelled_task_is_not_started_and_keeps_its_cancellation() {
+        let (mut promise, task) = Promise::<u32, String>::new("payload".into(), ());
+        assert!(task.cancel());
+        assert!(promise.is_cancelled());
+        assert_eq!(promise.start(), None);
+        promise.complete(Ok(1));
+        assert_eq!(task.result(), Err(Error::Cancelled));
+    }
+
+    #[test]
+    fn completing_without_starting_claims_the_task() {
+        let (promise, task) = Promise::<u32, ()>::new((), ());
+        promise.complete(Err(Error::ShutDown));
+        assert!(!task.cancel());
+        assert_eq!(task.result(), Err(Error::ShutDown));
+    }
+
+    #[test]
+    fn dropping_an_unfulfilled_promise_ends_the_task() {
+        let (promise, task) = Promise::<u32, ()>::new((), ());
+        drop(promise);
+        assert_eq!(task.result(), Err(Error::ShutDown));
+
+        let (mut promise, task) = Promise::<u32, ()>::new((), ());
+        promise.start();
+        drop(promise);
+        assert_eq!(task.result(), Err(Error::ShutDown));
+    }
+
+    struct Interruptible(std::sync::atomic::AtomicBool);
+
+    impl Hooks for Interruptible {
+        fn interrupt(&self) -> bool {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            true
+        }
+        fn abandoned(&self) -> Error {
+            Error::Cancelled
+        }
+    }
+
+    #[test]
+    fn cancel_on_a_started_task_asks_the_lane_to_interrupt_it() {
+        let (mut promise, task) =
+            Promise::<u32, (), Interruptible>::new((), Interruptible(Default::default()));
+        promise.start();
+        assert!(task.cancel());
+        assert!(promise.extra().0.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(
+            !task.is_cancelled(),
+            "still running until the lane stops it"
+        );
+        drop(promise); // the lane drops the interrupted work
+        assert!(task.is_cancelled());
+        assert_eq!(task.result(), Err(Error::Cancelled));
+    }
+}
