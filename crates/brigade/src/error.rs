@@ -55,6 +55,67 @@ pub enum Error {
     /// The task's outcome was already taken out of this handle by an earlier call.
     #[error("the task's outcome was already taken")]
     Consumed,
+    /// The worker process running the task died: killed by a signal (`signal`), or exited
+    /// (`code`) in the middle of the task. Only the task(s) it was running fail; the pool
+    /// starts a replacement.
+    #[error("worker process {pid} {}", describe_exit(*.signal, *.code))]
+    WorkerCrashed {
+        /// The worker's process id.
+        pid: u32,
+        /// The signal that killed it, if one did.
+        signal: Option<i32>,
+        /// Its exit code, if it exited.
+        code: Option<i32>,
+    },
+    /// The task's argument or result could not be encoded or decoded for the trip to or from
+    /// a worker process.
+    #[error("could not encode or decode the task's data: {message}")]
+    Codec {
+        /// What the codec reported.
+        message: String,
+    },
+    /// The process pool can run nothing more, for the reason given (a worker's initializer
+    /// failed, or no worker process could be started).
+    #[error("the process pool is broken: {reason}")]
+    Broken {
+        /// Why the pool broke.
+        reason: String,
+    },
+}
+
+/// "was killed by signal 9 (SIGKILL)", "exited with code 3" or "vanished".
+fn describe_exit(signal: Option<i32>, code: Option<i32>) -> String {
+    match (signal, code) {
+        (Some(signal), _) => match signal_name(signal) {
+            Some(name) => format!("was killed by signal {signal} ({name})"),
+            None => format!("was killed by signal {signal}"),
+        },
+        (None, Some(code)) => format!("exited with code {code}"),
+        (None, None) => "vanished".to_owned(),
+    }
+}
+
+/// The usual names of the signals that end processes (Linux numbering).
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        _ => return None,
+    })
 }
 
 impl Error {
@@ -154,5 +215,17 @@ pub enum BuildError {
         asked: usize,
         /// The largest count allowed.
         max: usize,
+    },
+    /// A worker process could not be started, or did not answer brigade's start-up handshake.
+    #[error("could not start a worker process: {message}")]
+    WorkerStart {
+        /// What went wrong.
+        message: String,
+    },
+    /// A worker process's initializer failed (panicked), so the pool was not built.
+    #[error("the worker initializer failed: {message}")]
+    Initializer {
+        /// The initializer's panic message.
+        message: String,
     },
 }

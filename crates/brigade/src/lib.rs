@@ -82,12 +82,17 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod error;
+mod map;
+#[cfg(all(unix, not(brigade_loom)))]
+pub mod processes;
 mod sync;
 mod task;
 pub mod threads;
 mod wait;
 
 pub use error::{BuildError, Error, SubmitError};
+#[cfg(all(unix, not(brigade_loom)))]
+pub use processes::ProcessPool;
 pub use task::Task;
 pub use threads::{Shutdown, ThreadPool};
 pub use wait::{AsCompleted, Until, Waitable, Waited, as_completed, wait};

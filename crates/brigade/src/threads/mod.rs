@@ -32,7 +32,6 @@
 
 mod job;
 mod join;
-mod map;
 mod registry;
 mod scope;
 mod worker;
@@ -41,7 +40,7 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-pub use map::{Map, Unordered};
+pub use crate::map::{Map, Unordered};
 pub use scope::Scope;
 pub(crate) use worker::block_until;
 
@@ -425,22 +424,25 @@ impl Builder {
 
     /// Builds the pool. No thread starts until work arrives.
     pub fn build(self) -> Result<ThreadPool, BuildError> {
-        let workers = match self.workers {
-            Some(0) => return Err(BuildError::NoWorkers(0)),
-            Some(asked) if asked > MAX_WORKERS => {
-                return Err(BuildError::TooManyWorkers {
-                    asked,
-                    max: MAX_WORKERS,
-                });
-            }
-            Some(asked) => asked,
-            None => default_workers(std::env::var(WORKERS_ENV).ok().as_deref()),
-        };
+        let workers = worker_count(self.workers)?;
         let name = self.thread_name.unwrap_or_else(|| "brigade".to_owned());
         let registry = Arc::new(Registry::new(workers, name, self.stack_size));
         Ok(ThreadPool {
             owner: Arc::new(Owner { registry }),
         })
+    }
+}
+
+/// The worker count a builder asked for, checked, or the default (every pool's rule).
+pub(crate) fn worker_count(asked: Option<usize>) -> Result<usize, BuildError> {
+    match asked {
+        Some(0) => Err(BuildError::NoWorkers(0)),
+        Some(asked) if asked > MAX_WORKERS => Err(BuildError::TooManyWorkers {
+            asked,
+            max: MAX_WORKERS,
+        }),
+        Some(asked) => Ok(asked),
+        None => Ok(default_workers(std::env::var(WORKERS_ENV).ok().as_deref())),
     }
 }
 
@@ -456,6 +458,37 @@ fn default_workers(from_env: Option<&str>) -> usize {
         }
     }
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+impl<A, F, R> crate::map::Lane<A, F, R> for ThreadPool
+where
+    A: Send + 'static,
+    F: Fn(A) -> R + Send + Sync + 'static,
+    R: Send + 'static,
+{
+    fn workers(&self) -> usize {
+        ThreadPool::workers(self)
+    }
+
+    fn submit_chunk(
+        &self,
+        f: &Arc<F>,
+        items: Vec<A>,
+    ) -> Result<Task<crate::map::ChunkResults<R>>, Error> {
+        let f = Arc::clone(f);
+        // Each item has its own catch_unwind, so a panic fails only its own slot, chunked or not.
+        let work = move || {
+            items
+                .into_iter()
+                .map(|item| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item)))
+                        .map_err(|p| Error::from_panic(&*p))
+                })
+                .collect()
+        };
+        self.submit(work)
+            .map_err(|refused| refused.reason().clone())
+    }
 }
 
 #[cfg(test)]

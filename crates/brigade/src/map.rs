@@ -1,17 +1,27 @@
-//! `map` over a pool: lazy over its input, bounded in flight, ordered or as completed.
+//! `map` over a pool: lazy over its input, bounded in flight, ordered or as completed. One
+//! implementation for every lane: a lane only says how to run a chunk of items as one task.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use super::ThreadPool;
 use crate::error::Error;
 use crate::task::Task;
+use crate::threads::ThreadPool;
 use crate::wait::Watcher;
 
 /// Results of one chunk, one slot per input item.
-type ChunkResults<R> = Vec<Result<R, Error>>;
+pub(crate) type ChunkResults<R> = Vec<Result<R, Error>>;
+
+/// A pool that [`Map`] can feed: it runs `f` over a chunk of items as one task, each item's
+/// outcome in its own slot. Sealed: implemented by brigade's pools only.
+#[allow(unreachable_pub)] // public in a private module: nameable in `Map`'s bounds only
+pub trait Lane<A, F, R>: Clone {
+    /// How many workers the pool has (sizes the default read-ahead).
+    fn workers(&self) -> usize;
+    /// Submits one chunk.
+    fn submit_chunk(&self, f: &Arc<F>, items: Vec<A>) -> Result<Task<ChunkResults<R>>, Error>;
+}
 
 /// The results of a chunk that failed as a whole: every item gets the error, so the slots
 /// still line up with the input.
@@ -26,8 +36,8 @@ enum Chunk<R> {
 }
 
 /// The shared part of both iterators: the input, the function, and how to submit a chunk.
-struct Feeder<I: Iterator, F> {
-    pool: ThreadPool,
+struct Feeder<I: Iterator, F, P> {
+    pool: P,
     inputs: I,
     f: Arc<F>,
     chunk_size: usize,
@@ -37,17 +47,14 @@ struct Feeder<I: Iterator, F> {
     next_index: usize,
 }
 
-impl<I, F, R> Feeder<I, F>
-where
-    I: Iterator,
-    I::Item: Send + 'static,
-    F: Fn(I::Item) -> R + Send + Sync + 'static,
-    R: Send + 'static,
-{
+impl<I: Iterator, F, P> Feeder<I, F, P> {
     /// Takes the next chunk from the input and submits it: `(first index, length, chunk)`.
     /// `None` once the input is over or the pool refused a chunk (after which the input is
     /// left alone).
-    fn next_chunk(&mut self) -> Option<(usize, usize, Chunk<R>)> {
+    fn next_chunk<R>(&mut self) -> Option<(usize, usize, Chunk<R>)>
+    where
+        P: Lane<I::Item, F, R>,
+    {
         if self.exhausted {
             return None;
         }
@@ -58,27 +65,18 @@ where
         }
         let (first, len) = (self.next_index, items.len());
         self.next_index += len;
-        let f = Arc::clone(&self.f);
-        // Each item has its own catch_unwind, so a panic fails only its own slot, chunked or not.
-        let work = move || {
-            items
-                .into_iter()
-                .map(|item| {
-                    catch_unwind(AssertUnwindSafe(|| f(item))).map_err(|p| Error::from_panic(&*p))
-                })
-                .collect::<ChunkResults<R>>()
-        };
-        match self.pool.submit(work) {
+        match self.pool.submit_chunk(&self.f, items) {
             Ok(task) => Some((first, len, Chunk::Submitted(task))),
             Err(refused) => {
                 self.exhausted = true;
-                Some((first, len, Chunk::Refused(refused.reason().clone())))
+                Some((first, len, Chunk::Refused(refused)))
             }
         }
     }
 }
 
-/// The iterator [`ThreadPool::map`] returns: results in input order.
+/// The iterator `map` returns ([`ThreadPool::map`],
+/// [`ProcessPool::map`](crate::ProcessPool::map)): results in input order.
 ///
 /// It submits work only as it is iterated, keeping at most
 /// [`in_flight`](Self::in_flight) chunks submitted but not yet yielded, so it never reads the
@@ -89,8 +87,8 @@ where
 /// If the pool is shut down mid-way, the items of the refused chunk yield
 /// [`Error::ShutDown`] and the iteration ends, leaving the rest of the input unread.
 #[must_use = "map is lazy: iterate it to run the work"]
-pub struct Map<I: Iterator, F, R> {
-    feeder: Feeder<I, F>,
+pub struct Map<I: Iterator, F, R, P = ThreadPool> {
+    feeder: Feeder<I, F, P>,
     queue: InFlight<R>,
     ready: std::vec::IntoIter<Result<R, Error>>,
 }
@@ -109,14 +107,13 @@ impl<R> Drop for InFlight<R> {
     }
 }
 
-impl<I, F, R> Map<I, F, R>
+impl<I, F, R, P> Map<I, F, R, P>
 where
     I: Iterator,
-    I::Item: Send + 'static,
-    F: Fn(I::Item) -> R + Send + Sync + 'static,
-    R: Send + 'static,
+    R: Send,
+    P: Lane<I::Item, F, R>,
 {
-    pub(super) fn new(pool: ThreadPool, inputs: I, f: F) -> Self {
+    pub(crate) fn new(pool: P, inputs: I, f: F) -> Self {
         let in_flight = 2 * pool.workers();
         Self {
             feeder: Feeder {
@@ -178,7 +175,7 @@ where
     /// results.sort();
     /// assert_eq!(results, [(0, 30), (1, 10), (2, 20)]);
     /// ```
-    pub fn unordered(mut self) -> Unordered<I, F, R> {
+    pub fn unordered(mut self) -> Unordered<I, F, R, P> {
         let first = self.feeder.next_index
             - self.ready.len()
             - self.queue.0.iter().map(|(_, len, _)| len).sum::<usize>();
@@ -197,12 +194,10 @@ where
     }
 }
 
-impl<I, F, R> Iterator for Map<I, F, R>
+impl<I, F, R, P> Iterator for Map<I, F, R, P>
 where
     I: Iterator,
-    I::Item: Send + 'static,
-    F: Fn(I::Item) -> R + Send + Sync + 'static,
-    R: Send + 'static,
+    P: Lane<I::Item, F, R>,
 {
     type Item = Result<R, Error>;
 
@@ -231,7 +226,7 @@ where
     }
 }
 
-impl<I: Iterator, F, R> fmt::Debug for Map<I, F, R> {
+impl<I: Iterator, F, R, P> fmt::Debug for Map<I, F, R, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Map")
             .field("in_flight", &self.queue.0.len())
@@ -242,8 +237,8 @@ impl<I: Iterator, F, R> fmt::Debug for Map<I, F, R> {
 /// The iterator [`Map::unordered`] returns: `(input index, result)` in completion order; see
 /// there for an example.
 #[must_use = "map is lazy: iterate it to run the work"]
-pub struct Unordered<I: Iterator, F, R> {
-    feeder: Feeder<I, F>,
+pub struct Unordered<I: Iterator, F, R, P = ThreadPool> {
+    feeder: Feeder<I, F, P>,
     /// Submitted chunks not yet yielded, by chunk number, with their first input index and
     /// their length.
     tasks: HashMap<usize, (usize, usize, Task<ChunkResults<R>>)>,
@@ -253,7 +248,7 @@ pub struct Unordered<I: Iterator, F, R> {
     next_chunk: usize,
 }
 
-impl<I: Iterator, F, R: Send> Unordered<I, F, R> {
+impl<I: Iterator, F, R: Send, P> Unordered<I, F, R, P> {
     /// Starts watching a chunk for completion.
     fn track(&mut self, first: usize, len: usize, chunk: Chunk<R>) {
         match chunk {
@@ -270,12 +265,11 @@ impl<I: Iterator, F, R: Send> Unordered<I, F, R> {
     }
 }
 
-impl<I, F, R> Iterator for Unordered<I, F, R>
+impl<I, F, R, P> Iterator for Unordered<I, F, R, P>
 where
     I: Iterator,
-    I::Item: Send + 'static,
-    F: Fn(I::Item) -> R + Send + Sync + 'static,
-    R: Send + 'static,
+    R: Send,
+    P: Lane<I::Item, F, R>,
 {
     type Item = (usize, Result<R, Error>);
 
@@ -308,7 +302,7 @@ where
     }
 }
 
-impl<I: Iterator, F, R> Drop for Unordered<I, F, R> {
+impl<I: Iterator, F, R, P> Drop for Unordered<I, F, R, P> {
     fn drop(&mut self) {
         for (_, _, task) in self.tasks.values() {
             task.cancel();
@@ -316,7 +310,7 @@ impl<I: Iterator, F, R> Drop for Unordered<I, F, R> {
     }
 }
 
-impl<I: Iterator, F, R> fmt::Debug for Unordered<I, F, R> {
+impl<I: Iterator, F, R, P> fmt::Debug for Unordered<I, F, R, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Unordered")
             .field("in_flight", &self.tasks.len())

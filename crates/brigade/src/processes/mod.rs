@@ -1,0 +1,601 @@
+//! The process lane: a pool of worker processes, for **isolation**.
+//!
+//! In Rust, threads already run CPU-bound work in parallel (there is no GIL), so processes
+//! are not for speed. They are for work that must not be able to take the program down: a
+//! task that crashes, aborts, leaks, hangs, or calls a native library that is not thread-safe.
+//! Here such a task costs one worker process, never the pool:
+//!
+//! * a worker killed by a signal (`SIGKILL`, `SIGSEGV`, `abort`) or exiting mid-task fails only
+//!   the task it was running, with [`Error::WorkerCrashed`] naming the pid and the signal or
+//!   exit code; the pool starts a replacement and every other task completes (Python's
+//!   `ProcessPoolExecutor` instead breaks the whole pool);
+//! * a per-task timeout ([`ProcessPool::submit_timeout`], [`Builder::task_timeout`]) **kills**
+//!   the worker running the task and fails it with [`Error::TimedOut`]. A thread cannot be
+//!   stopped from outside, so a thread-pool task can only be waited on with a timeout, never
+//!   stopped; a process can;
+//! * workers can be recycled after a number of tasks, or when they pass a memory ceiling
+//!   (checked between tasks), so a leaking library is contained;
+//! * a panic in a task comes back as [`Error::Panicked`] with its message, and the worker goes on.
+//!
+//! # Setup: none
+//!
+//! Workers are this same executable, started again (never a `fork` of the running,
+//! multi-threaded program) in *worker mode*: a constructor that brigade links into every
+//! program runs before `main`, sees that the process was started as a worker, and serves the
+//! pool instead of running `main`. So there is no line to add to `main`, and a pool works the
+//! same from a binary, an example, an integration test (`cargo test`) or a doc test, from any
+//! working directory. If the worker mode cannot start (the program was not built with this
+//! brigade, say), building the pool fails with [`BuildError::WorkerStart`] after
+//! [`Builder::start_timeout`] at most, instead of hanging.
+//!
+//! # Tasks
+//!
+//! A task is a plain function `fn(A) -> R` (a function item, or a closure that captures
+//! nothing) with a serde-serializable argument and result. It is named on the wire by its
+//! place in the executable, so the name is the same in every process running the same build.
+//! Arguments and results travel as [postcard](https://docs.rs/postcard) over a Unix socket, in
+//! length-prefixed frames; for large byte payloads, wrap them in `serde_bytes::ByteBuf` (a
+//! plain `Vec<u8>` is encoded byte by byte).
+//!
+//! ```
+//! use brigade::{Error, ProcessPool};
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn crash(_: ()) {
+//!     std::process::abort();
+//! }
+//!
+//! let pool = ProcessPool::builder().workers(2).build()?;
+//! let squared = pool.submit(square, 12).unwrap();
+//! let crashed = pool.submit(crash, ()).unwrap();
+//! assert_eq!(squared.result(), Ok(144));
+//! assert!(matches!(crashed.result(), Err(Error::WorkerCrashed { signal: Some(6), .. })));
+//! // The pool lives on, with a fresh worker in place of the one that crashed.
+//! assert_eq!(pool.submit(square, 3).unwrap().result(), Ok(9));
+//! # Ok::<(), brigade::BuildError>(())
+//! ```
+//!
+//! # Output, orphans and shutdown
+//!
+//! A worker's stdout and stderr are forwarded to the pool's, a whole line at a time, so lines
+//! from several workers never interleave mid-line; what a task printed is flushed when it
+//! finishes, so it is not lost if a later task crashes the worker. A worker exits as soon as the
+//! pool's process goes away (its socket closes), however that happens: exit, panic, or
+//! `SIGKILL`. [`ProcessPool::shutdown`] with `wait` (and dropping the last handle) waits for
+//! the accepted tasks, then for every worker to exit, and reaps it.
+//!
+//! Unix only. The process that builds the pool must be the program's own executable (not a
+//! library loaded into another program's process, such as a Python extension).
+
+mod call;
+mod supervisor;
+mod wire;
+mod worker;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::{JoinHandle, ThreadId};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{BuildError, Error, SubmitError};
+use crate::map::{ChunkResults, Lane, Map};
+use crate::sync::Mutex;
+use crate::task::Task;
+use crate::task::promise::Promise;
+use crate::threads::Shutdown;
+use call::Trampoline;
+use supervisor::{Config, Job, Pending, Shared, StartError};
+use wire::{FrameWriter, Status};
+
+/// A pool of worker processes that fails one task, never the pool; see the
+/// [module docs](self).
+///
+/// Cloning gives another handle to the same pool. The pool shuts down (waiting for accepted
+/// tasks) when the last handle is dropped.
+#[derive(Clone)]
+pub struct ProcessPool {
+    owner: Arc<Owner>,
+}
+
+struct Owner {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    thread_ids: Vec<ThreadId>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shutdown(Shutdown::default());
+    }
+}
+
+impl Owner {
+    fn shutdown(&self, how: Shutdown) {
+        self.shared.close(how.cancel_pending);
+        // A done callback runs on a slot thread: it must not wait for itself.
+        let on_own_thread = self.thread_ids.contains(&std::thread::current().id());
+        if how.wait && !on_own_thread {
+            self.shared.wait_drained();
+            let threads = std::mem::take(&mut *self.threads.lock());
+            for thread in threads {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Settings for a [`ProcessPool`]; start from [`ProcessPool::builder`].
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let pool = brigade::ProcessPool::builder()
+///     .workers(2)
+///     .max_tasks_per_worker(1_000)
+///     .memory_limit(512 << 20)
+///     .task_timeout(Duration::from_secs(60))
+///     .build()?;
+/// assert_eq!(pool.workers(), 2);
+/// # Ok::<(), brigade::BuildError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    workers: Option<usize>,
+    max_tasks: Option<usize>,
+    memory_limit: Option<u64>,
+    initializer: Option<fn()>,
+    task_timeout: Option<Duration>,
+    start_timeout: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            max_tasks: None,
+            memory_limit: None,
+            initializer: None,
+            task_timeout: None,
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Builder {
+    /// Number of worker processes (default: the number of CPUs, or
+    /// [`BRIGADE_WORKERS`](crate::threads::WORKERS_ENV) when set).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// Replaces each worker with a fresh process after it has run `tasks` tasks (a chunk of
+    /// [`map`](ProcessPool::map) counts as one). Contains slow leaks in native code.
+    ///
+    /// # Panics
+    /// If `tasks` is 0.
+    pub fn max_tasks_per_worker(mut self, tasks: usize) -> Self {
+        assert!(tasks > 0, "max_tasks_per_worker must be at least 1");
+        self.max_tasks = Some(tasks);
+        self
+    }
+
+    /// Replaces a worker whose resident memory is above `bytes` after a task. Checked between
+    /// tasks, so a task is never interrupted for it.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes.max(1));
+        self
+    }
+
+    /// Runs `init` once in each worker before its first task (replacements included).
+    ///
+    /// If it panics while the pool is being built, [`build`](Self::build) fails with
+    /// [`BuildError::Initializer`]. If it panics later, in a replacement worker, the pool is
+    /// **broken**: queued and later tasks fail with [`Error::Broken`]. An initializer that
+    /// failed once is not retried, since running it again usually fails again.
+    ///
+    /// ```
+    /// fn init() {
+    ///     // e.g. open a per-process connection, seed a per-process cache ...
+    /// }
+    /// let pool = brigade::ProcessPool::builder().workers(1).initializer(init).build()?;
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn initializer(mut self, init: fn()) -> Self {
+        self.initializer = Some(init);
+        self
+    }
+
+    /// Default timeout for every task (see [`ProcessPool::submit_timeout`]): a task running
+    /// longer is killed with its worker and fails with [`Error::TimedOut`].
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a new worker may take to start and answer (default 10 s).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Starts the workers and waits until each has answered (and run its initializer).
+    pub fn build(self) -> Result<ProcessPool, BuildError> {
+        worker::keep_linked();
+        let workers = crate::threads::worker_count(self.workers)?;
+        let program = if cfg!(target_os = "linux") {
+            // The running image itself, even if its file was replaced since we started.
+            PathBuf::from("/proc/self/exe")
+        } else {
+            std::env::current_exe().map_err(|e| BuildError::WorkerStart {
+                message: format!("cannot find this program's executable: {e}"),
+            })?
+        };
+        let shared = Shared::new(Config {
+            workers,
+            max_tasks: self.max_tasks,
+            memory_limit: self.memory_limit,
+            initializer: self.initializer.map(|f| call::offset_of(f as usize)),
+            task_timeout: self.task_timeout,
+            start_timeout: self.start_timeout,
+            program,
+        });
+        let (started, reports) = mpsc::channel();
+        let mut threads = Vec::with_capacity(workers);
+        let mut failure = None;
+        for index in 0..workers {
+            let shared = Arc::clone(&shared);
+            let started = started.clone();
+            match std::thread::Builder::new()
+                .name(format!("brigade-proc-{index}"))
+                .spawn(move || supervisor::run_slot(shared, index, started))
+            {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    failure = Some(BuildError::WorkerStart {
+                        message: format!("cannot start a supervising thread: {e}"),
+                    });
+                    break;
+                }
+            }
+        }
+        drop(started);
+        for _ in 0..threads.len() {
+            match reports.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failure.get_or_insert(match e {
+                        StartError::Start(message) => BuildError::WorkerStart { message },
+                        StartError::Init(message) => BuildError::Initializer { message },
+                    });
+                }
+                Err(_) => break,
+            }
+        }
+        let owner = Owner {
+            shared,
+            thread_ids: threads.iter().map(|t| t.thread().id()).collect(),
+            threads: Mutex::new(threads),
+        };
+        match failure {
+            // Dropping the owner shuts the started workers down and reaps them.
+            Some(e) => Err(e),
+            None => Ok(ProcessPool {
+                owner: Arc::new(owner),
+            }),
+        }
+    }
+}
+
+/// The producing side of a process task: its promise, and how to decode its result.
+struct Call<R> {
+    promise: Option<Promise<R, ()>>,
+    started: bool,
+    decode: fn(Status, &[u8]) -> Result<R, Error>,
+}
+
+impl<R: Send + 'static> Pending for Call<R> {
+    fn start(&mut self) -> bool {
+        if !self.started {
+            let promise = self.promise.as_mut().expect("present until settled");
+            self.started = promise.start().is_some();
+        }
+        self.started
+    }
+
+    fn finish(mut self: Box<Self>, status: Status, payload: &[u8]) {
+        let outcome = (self.decode)(status, payload);
+        if let Some(promise) = self.promise.take() {
+            promise.complete(outcome);
+        }
+    }
+
+    fn fail(mut self: Box<Self>, error: Error) {
+        if let Some(promise) = self.promise.take() {
+            promise.complete(Err(error));
+        }
+    }
+}
+
+impl ProcessPool {
+    /// A pool with the default settings (one worker per CPU); see [`Builder`] for the others.
+    ///
+    /// ```
+    /// fn double(x: i32) -> i32 { 2 * x }
+    ///
+    /// let pool = brigade::ProcessPool::new()?;
+    /// assert_eq!(pool.submit(double, 21).unwrap().result(), Ok(42));
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn new() -> Result<Self, BuildError> {
+        Builder::default().build()
+    }
+
+    /// Settings for a new pool.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// How many worker processes the pool keeps.
+    ///
+    /// ```
+    /// let pool = brigade::ProcessPool::builder().workers(1).build()?;
+    /// assert_eq!(pool.workers(), 1);
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn workers(&self) -> usize {
+        self.owner.shared.config.workers
+    }
+
+    /// The process ids of the workers alive right now (for monitoring, or for tests that
+    /// kill one).
+    ///
+    /// ```
+    /// let pool = brigade::ProcessPool::builder().workers(2).build()?;
+    /// assert_eq!(pool.worker_pids().len(), 2);
+    /// assert!(!pool.worker_pids().contains(&std::process::id()));
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.owner.shared.pids()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called, or the pool broke.
+    ///
+    /// ```
+    /// let pool = brigade::ProcessPool::builder().workers(1).build()?;
+    /// assert!(!pool.is_shut_down());
+    /// pool.shutdown(brigade::Shutdown::default());
+    /// assert!(pool.is_shut_down());
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn is_shut_down(&self) -> bool {
+        self.owner.shared.is_closed()
+    }
+
+    /// Runs `f(arg)` in a worker process.
+    ///
+    /// The argument is encoded right here, in the caller's thread; one that cannot be encoded
+    /// is refused with [`Error::Codec`] and handed back, as is any argument submitted after
+    /// [`shutdown`](Self::shutdown) ([`Error::ShutDown`]) or to a broken pool.
+    ///
+    /// ```
+    /// use brigade::{Error, ProcessPool};
+    ///
+    /// fn checked_div((a, b): (i64, i64)) -> i64 {
+    ///     a.checked_div(b).expect("division by zero")
+    /// }
+    ///
+    /// let pool = ProcessPool::builder().workers(1).build()?;
+    /// assert_eq!(pool.submit(checked_div, (84, 2)).unwrap().result(), Ok(42));
+    /// let failed = pool.submit(checked_div, (1, 0)).unwrap().result();
+    /// assert_eq!(failed, Err(Error::Panicked { message: "division by zero".into() }));
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Task<R>, SubmitError<A>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.submit_with(f, arg, None)
+    }
+
+    /// Runs `f(arg)` in a worker process, killing the worker if the task runs longer than
+    /// `timeout` (from when the worker starts it); the task then fails with
+    /// [`Error::TimedOut`] and a fresh worker takes the killed one's place.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use brigade::{Error, ProcessPool};
+    ///
+    /// fn spin_forever(_: ()) {
+    ///     loop { std::hint::spin_loop(); }
+    /// }
+    ///
+    /// let pool = ProcessPool::builder().workers(1).build()?;
+    /// let task = pool.submit_timeout(spin_forever, (), Duration::from_millis(50)).unwrap();
+    /// assert_eq!(task.result(), Err(Error::TimedOut));
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn submit_timeout<A, R>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        timeout: Duration,
+    ) -> Result<Task<R>, SubmitError<A>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.submit_with(f, arg, Some(timeout))
+    }
+
+    fn submit_with<A, R>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        timeout: Option<Duration>,
+    ) -> Result<Task<R>, SubmitError<A>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let trampoline: Trampoline = call::call_one::<A, R>;
+        let frame = match self.frame(trampoline, f as usize, &arg) {
+            Ok(frame) => frame,
+            Err(e) => return Err(SubmitError::new(arg, e)),
+        };
+        let (task, job) = self.job(frame, timeout, call::decode_one::<R>);
+        match self.owner.shared.enqueue(job) {
+            Ok(()) => Ok(task),
+            Err((job, reason)) => {
+                // Nothing ran: the handle is dropped unseen, and the argument goes back.
+                drop(job);
+                Err(SubmitError::new(arg, reason))
+            }
+        }
+    }
+
+    /// Encodes a call frame.
+    fn frame<A: Serialize + ?Sized>(
+        &self,
+        trampoline: Trampoline,
+        func: usize,
+        arg: &A,
+    ) -> Result<Vec<u8>, Error> {
+        let id = self.owner.shared.next_id();
+        let mut frame = FrameWriter::call(
+            id,
+            call::offset_of(trampoline as usize),
+            call::offset_of(func),
+        );
+        let buf = std::mem::take(frame.payload());
+        *frame.payload() = postcard::to_extend(arg, buf).map_err(|e| Error::Codec {
+            message: format!("argument: {e}"),
+        })?;
+        frame.seal().map_err(|e| Error::Codec {
+            message: e.to_string(),
+        })
+    }
+
+    fn job<R: Send + 'static>(
+        &self,
+        frame: Vec<u8>,
+        timeout: Option<Duration>,
+        decode: fn(Status, &[u8]) -> Result<R, Error>,
+    ) -> (Task<R>, Job) {
+        let id = wire::frame_call_id(&frame);
+        let (promise, task) = Promise::new((), ());
+        let pending = Box::new(Call {
+            promise: Some(promise),
+            started: false,
+            decode,
+        });
+        let job = Job {
+            id,
+            frame,
+            timeout,
+            pending,
+        };
+        (task, job)
+    }
+
+    /// Applies `f` to every item of `inputs` in the worker processes: ordered, lazy, bounded
+    /// in flight, one `Result` per item (see [`Map`] for the knobs).
+    ///
+    /// Use [`chunk_size`](Map::chunk_size) for tiny items: a chunk travels as one message and
+    /// runs as one task (each item still under its own `catch_unwind`). If a worker dies in
+    /// the middle of a chunk, every item of that chunk gets the crash error.
+    ///
+    /// ```
+    /// fn cube(x: u64) -> u64 { x * x * x }
+    ///
+    /// let pool = brigade::ProcessPool::builder().workers(2).build()?;
+    /// let cubes: Vec<u64> = pool.map(1..=1_000u64, cube).chunk_size(100).map(Result::unwrap).collect();
+    /// assert_eq!(cubes[9], 1_000);
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn map<I, A, R>(&self, inputs: I, f: fn(A) -> R) -> Map<I::IntoIter, fn(A) -> R, R, Self>
+    where
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Map::new(self.clone(), inputs.into_iter(), f)
+    }
+
+    /// Stops accepting tasks; see [`Shutdown`] for the choices. With `wait`, returns once
+    /// every accepted task has finished and every worker process has exited and been reaped.
+    /// Calling it again is harmless.
+    ///
+    /// ```
+    /// use brigade::{Error, ProcessPool, Shutdown};
+    ///
+    /// fn id(x: u8) -> u8 { x }
+    ///
+    /// let pool = ProcessPool::builder().workers(1).build()?;
+    /// let task = pool.submit(id, 7).unwrap();
+    /// pool.shutdown(Shutdown::default());
+    /// assert_eq!(task.result(), Ok(7));
+    /// assert!(pool.worker_pids().is_empty());
+    /// let refused = pool.submit(id, 8).unwrap_err();
+    /// assert_eq!(refused.reason(), &Error::ShutDown);
+    /// assert_eq!(refused.into_inner(), 8);
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn shutdown(&self, how: Shutdown) {
+        self.owner.shutdown(how);
+    }
+}
+
+impl<A, R> Lane<A, fn(A) -> R, R> for ProcessPool
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn workers(&self) -> usize {
+        ProcessPool::workers(self)
+    }
+
+    fn submit_chunk(
+        &self,
+        f: &Arc<fn(A) -> R>,
+        items: Vec<A>,
+    ) -> Result<Task<ChunkResults<R>>, Error> {
+        let trampoline: Trampoline = call::call_chunk::<A, R>;
+        let len = items.len();
+        let frame = match self.frame(trampoline, **f as usize, &items) {
+            Ok(frame) => frame,
+            Err(e) => {
+                // Not the pool's fault: the items fail, the map goes on.
+                let (promise, task) = Promise::<ChunkResults<R>, ()>::new((), ());
+                promise.complete(Ok((0..len).map(|_| Err(e.clone())).collect()));
+                return Ok(task);
+            }
+        };
+        let (task, job) = self.job(frame, None, call::decode_chunk::<R>);
+        self.owner
+            .shared
+            .enqueue(job)
+            .map(|()| task)
+            .map_err(|(_, reason)| reason)
+    }
+}
+
+impl fmt::Debug for ProcessPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessPool")
+            .field("workers", &self.workers())
+            .field("pids", &self.worker_pids())
+            .field("shut_down", &self.is_shut_down())
+            .finish()
+    }
+}
