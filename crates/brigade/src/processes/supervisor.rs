@@ -95,8 +95,6 @@ struct SlotIo {
     /// Our end of the live, ready worker's socket; `None` between workers.
     socket: Option<UnixStream>,
     in_flight: VecDeque<Job>,
-    /// When the head of `in_flight` started (as far as the pool can see).
-    head_since: Instant,
     /// Calls sent to the current worker, for recycling.
     sent: usize,
     /// Calls this worker may hold at once (running plus waiting in its socket).
@@ -105,14 +103,20 @@ struct SlotIo {
     busy_nanos: f64,
     /// Told to exit, or retiring: send nothing more.
     exiting: bool,
+    /// The live worker's pid (0 between workers).
+    pid: u32,
+    /// The call whose timeout killed the worker.
+    timed_out: Option<u64>,
 }
 
 /// What the pool shares between its handle and its threads.
 pub(crate) struct Shared {
+    me: std::sync::Weak<Shared>,
     pub(crate) config: Config,
     queue: Mutex<Queue>,
     drained: Condvar,
     slots: Vec<Slot>,
+    timer: Timer,
     next_id: AtomicU64,
     pids: Vec<AtomicU64>,
 }
@@ -137,17 +141,20 @@ impl Shared {
                 io: Mutex::new(SlotIo {
                     socket: None,
                     in_flight: VecDeque::new(),
-                    head_since: Instant::now(),
                     sent: 0,
-                    depth: 2,
-                    busy_nanos: ROUND_TRIP_NANOS,
+                    depth: 1,
+                    // Unknown work counts as long until measured: sent one call at a time.
+                    busy_nanos: 2.0 * ROUND_TRIP_NANOS,
                     exiting: false,
+                    pid: 0,
+                    timed_out: None,
                 }),
                 room: AtomicUsize::new(0),
             })
             .collect();
         let pids = (0..config.workers).map(|_| AtomicU64::new(0)).collect();
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             config,
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
@@ -158,9 +165,14 @@ impl Shared {
             }),
             drained: Condvar::new(),
             slots,
+            timer: Timer::default(),
             next_id: AtomicU64::new(1),
             pids,
         })
+    }
+
+    fn myself(&self) -> std::sync::Weak<Shared> {
+        self.me.clone()
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -195,21 +207,49 @@ impl Shared {
     }
 
     /// The slot with the most room, if any has room.
-    fn pick_slot(&self) -> Option<&Slot> {
+    fn pick_slot(&self) -> Option<usize> {
         self.slots
             .iter()
-            .map(|slot| (slot.room.load(Ordering::Acquire), slot))
+            .enumerate()
+            .map(|(index, slot)| (slot.room.load(Ordering::Acquire), index))
             .filter(|(room, _)| *room > 0)
             .max_by_key(|(room, _)| *room)
-            .map(|(_, slot)| slot)
+            .map(|(_, index)| index)
+    }
+
+    /// The head of a slot's `in_flight` changed: the worker is starting it now. Arms the
+    /// timer when the call has a timeout.
+    fn new_head(&self, slot_index: usize, io: &mut SlotIo) {
+        let Some(head) = io.in_flight.front() else {
+            return;
+        };
+        if let Some(timeout) = head.timeout.or(self.config.task_timeout) {
+            self.timer
+                .arm(self, Instant::now() + timeout, slot_index, head.id);
+        }
+    }
+
+    /// Kills the worker in `slot_index` if it is still running call `id` (the timer's job).
+    fn expire(&self, slot_index: usize, id: u64) {
+        let mut io = self.slots[slot_index].io.lock();
+        let running = io.in_flight.front().is_some_and(|head| head.id == id);
+        if running && io.socket.is_some() && io.timed_out.is_none() && io.pid != 0 {
+            // Threads cannot be stopped from outside; processes can: this is the point. The
+            // pid is not reaped yet (the slot thread clears `socket` before it reaps).
+            io.timed_out = Some(id);
+            if let Some(pid) = rustix::process::Pid::from_raw(io.pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
     }
 
     /// Moves queued jobs to slots with room.
     pub(crate) fn pump(&self) {
         loop {
-            let Some(slot) = self.pick_slot() else {
+            let Some(slot_index) = self.pick_slot() else {
                 return;
             };
+            let slot = &self.slots[slot_index];
             let Some(mut job) = self.queue.lock().jobs.pop_front() else {
                 return;
             };
@@ -226,15 +266,15 @@ impl Shared {
                 self.finished(1);
                 continue;
             }
-            if io.in_flight.is_empty() {
-                io.head_since = Instant::now();
-            }
             io.sent += 1;
             let socket = io.socket.as_ref().expect("a slot with room has a worker");
             // A failed write means the worker died; its slot thread sees the socket close
             // and settles everything in flight, this job included.
             let _ = send_all(socket, &job.frame);
             io.in_flight.push_back(job);
+            if io.in_flight.len() == 1 {
+                self.new_head(slot_index, &mut io);
+            }
             slot.room.store(io.room(&self.config), Ordering::Release);
         }
     }
@@ -336,7 +376,9 @@ impl SlotIo {
     /// Learns from a finished call how many calls to keep ahead of this worker.
     fn record_busy(&mut self, busy_nanos: u64) {
         self.busy_nanos = 0.8 * self.busy_nanos + 0.2 * busy_nanos as f64;
-        let ahead = (ROUND_TRIP_NANOS / self.busy_nanos.max(1.0)).ceil() as usize;
+        // A call longer than a round trip gains nothing from company in the socket, and would
+        // wait there while another worker may be free: such calls go one at a time.
+        let ahead = (ROUND_TRIP_NANOS / self.busy_nanos.max(1.0)).floor() as usize;
         self.depth = (1 + ahead).clamp(1, MAX_DEPTH);
     }
 }
@@ -570,17 +612,20 @@ pub(crate) fn run_slot(
             }
         };
         failures = 0;
-        if let Some(started) = started.take() {
-            let _ = started.send(Ok(()));
-        }
         shared.pids[index].store(u64::from(worker.pid), Ordering::Release);
         let slot = &shared.slots[index];
         {
             let mut io = slot.io.lock();
             io.socket = worker.socket.try_clone().ok();
+            io.pid = worker.pid;
+            io.timed_out = None;
             io.sent = 0;
             io.exiting = false;
             slot.room.store(io.room(&shared.config), Ordering::Release);
+        }
+        // The builder returns once every worker is ready to take calls.
+        if let Some(started) = started.take() {
+            let _ = started.send(Ok(()));
         }
         // The pool may have been drained while this worker started: `tell_all_to_exit` then
         // found no socket here.
@@ -592,22 +637,25 @@ pub(crate) fn run_slot(
             let _ = send_all(&worker.socket, &exit);
         }
         shared.pump();
-        let end = shared.serve(slot, &mut worker);
-        let status = worker.child.wait();
-        shared.pids[index].store(0, Ordering::Release);
+        let end = shared.serve(index, &mut worker);
         let in_flight: Vec<Job> = {
             let mut io = slot.io.lock();
+            // Before reaping: the timer kills by pid only while the slot still has a socket.
             io.socket = None;
+            io.pid = 0;
             io.exiting = false;
             slot.room.store(0, Ordering::Release);
             io.in_flight.drain(..).collect()
         };
+        let status = worker.child.wait();
+        shared.pids[index].store(0, Ordering::Release);
         settle(&shared, worker.pid, end, status, in_flight);
         // Output written before the worker died is forwarded before anyone learns of it
         // (bounded: a grandchild holding the pipes must not stall the pool).
         join_forwarders(worker.forwarders);
         shared.pump();
         if shared.done_with_workers() {
+            shared.timer.stop();
             return;
         }
     }
@@ -686,11 +734,10 @@ fn settle(
 
 impl Shared {
     /// Reads a worker's answers until it goes away.
-    fn serve(&self, slot: &Slot, worker: &mut Worker) -> End {
-        let mut killed_for_timeout: Option<u64> = None;
+    fn serve(&self, slot_index: usize, worker: &mut Worker) -> End {
+        let slot = &self.slots[slot_index];
         let mut garbled = None;
         let mut retiring = false;
-        let mut timeout_set = None;
         loop {
             // Frames already read first.
             loop {
@@ -725,8 +772,8 @@ impl Shared {
                                 }
                             }
                             let job = io.in_flight.pop_front().expect("checked");
-                            io.head_since = Instant::now();
                             io.record_busy(busy_nanos);
+                            self.new_head(slot_index, &mut io);
                             if let Some(max) = self.config.max_tasks {
                                 if io.sent >= max && io.in_flight.is_empty() && !io.exiting {
                                     // Recycled: it leaves cleanly, and a fresh one takes its place.
@@ -763,36 +810,6 @@ impl Shared {
                     }
                 }
             }
-            // Wait for more, no longer than the running call's deadline.
-            let deadline = {
-                let io = slot.io.lock();
-                io.in_flight.front().and_then(|job| {
-                    job.timeout
-                        .or(self.config.task_timeout)
-                        .map(|t| (job.id, io.head_since + t))
-                })
-            };
-            let wait = deadline.map(|(_, d)| d.saturating_duration_since(Instant::now()));
-            if let (Some(Duration::ZERO), Some((id, _)), None) =
-                (wait, deadline, killed_for_timeout)
-            {
-                // Threads cannot be stopped from outside; processes can: this is the point.
-                killed_for_timeout = Some(id);
-                let _ = worker.child.kill();
-            }
-            let wait = if killed_for_timeout.is_some() {
-                None
-            } else {
-                wait
-            };
-            if wait != timeout_set {
-                // A zero read timeout means "none" to the OS; the deadline check above
-                // already handled an expired one.
-                let _ = worker
-                    .socket
-                    .set_read_timeout(wait.filter(|w| !w.is_zero()));
-                timeout_set = wait;
-            }
             match read_some(&mut worker.socket, &mut worker.frames) {
                 Ok(0) => break,
                 Ok(_) => {}
@@ -806,14 +823,82 @@ impl Shared {
                 Err(_) => break,
             }
         }
+        let timed_out = slot.io.lock().timed_out.take();
         if let Some(message) = garbled {
             End::Garbled(message)
-        } else if let Some(id) = killed_for_timeout {
+        } else if let Some(id) = timed_out {
             End::TimedOut { id }
         } else if retiring {
             End::Retired
         } else {
             End::Closed
         }
+    }
+}
+
+/// Deadlines of running calls, and the thread that kills workers past them. Started on the
+/// first timeout, so pools without timeouts never have it.
+#[derive(Default)]
+struct Timer {
+    state: Mutex<TimerState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct TimerState {
+    deadlines: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize, u64)>>,
+    started: bool,
+    stopped: bool,
+}
+
+impl Timer {
+    /// Kill the worker in `slot` at `at` if it still runs call `id` then.
+    fn arm(&self, shared: &Shared, at: Instant, slot: usize, id: u64) {
+        let mut state = self.state.lock();
+        state.deadlines.push(std::cmp::Reverse((at, slot, id)));
+        if !state.started && !state.stopped {
+            state.started = true;
+            let shared = shared.myself();
+            let spawned = std::thread::Builder::new()
+                .name("brigade-proc-timer".into())
+                .spawn(move || {
+                    if let Some(shared) = shared.upgrade() {
+                        shared.timer.run(&shared);
+                    }
+                });
+            if spawned.is_err() {
+                state.started = false;
+                tracing::error!("could not start the process pool's timer thread");
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn run(&self, shared: &Shared) {
+        let mut state = self.state.lock();
+        loop {
+            if state.stopped {
+                return;
+            }
+            let now = Instant::now();
+            match state.deadlines.peek() {
+                None => state = self.wake.wait(state),
+                Some(std::cmp::Reverse((at, _, _))) if *at > now => {
+                    let left = *at - now;
+                    state = self.wake.wait_timeout(state, left);
+                }
+                Some(_) => {
+                    let std::cmp::Reverse((_, slot, id)) = state.deadlines.pop().expect("peeked");
+                    drop(state);
+                    shared.expire(slot, id);
+                    state = self.state.lock();
+                }
+            }
+        }
+    }
+
+    fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.wake.notify_all();
     }
 }
