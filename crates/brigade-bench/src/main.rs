@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p brigade-bench -- threads [--reps N] [--only WORKLOAD]... [--quick]
+//! cargo run --release -p brigade-bench -- processes [--reps N] [--only WORKLOAD]... [--quick]
 //! ```
 //!
 //! Every workload measures brigade and its anchors in the same run, interleaving the
@@ -10,6 +11,7 @@
 //! wall time divided by this impl's (above 1 means faster than the anchor).
 
 mod measure;
+mod processes;
 mod threads;
 
 use std::process::ExitCode;
@@ -27,15 +29,21 @@ struct Cli {
 enum Suite {
     /// The compute lane against rayon, tokio and std threads.
     Threads(threads::Args),
+    /// The process lane against procspawn and Python's ProcessPoolExecutor.
+    Processes(processes::Args),
     /// Internal: the memory probe, run as a child process so its peak RSS is its own.
     #[command(hide = true)]
     MemoryProbe(threads::MemoryProbeArgs),
 }
 
 fn main() -> ExitCode {
+    // procspawn's workers are this binary too; they take over here. (brigade's own workers
+    // never get this far: they start before `main`.)
+    procspawn::init();
     let cli = Cli::parse();
     let outcome = match cli.suite {
         Suite::Threads(args) => threads::run(&args),
+        Suite::Processes(args) => processes::run(&args),
         Suite::MemoryProbe(args) => threads::memory_probe(&args),
     };
     match outcome {

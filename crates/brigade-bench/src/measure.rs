@@ -12,13 +12,27 @@ const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 /// is checked to compute the same thing, and the optimizer cannot drop the work).
 pub(crate) struct Impl<'a> {
     pub(crate) name: &'static str,
-    pub(crate) run: Box<dyn FnMut() -> u64 + 'a>,
+    /// Returns the checksum, and the run's own time in ms when it times itself (an external
+    /// program whose start-up is not part of the workload); otherwise the wall time counts.
+    pub(crate) run: Box<dyn FnMut() -> (u64, Option<f64>) + 'a>,
 }
 
-pub(crate) fn imp<'a>(name: &'static str, run: impl FnMut() -> u64 + 'a) -> Impl<'a> {
+pub(crate) fn imp<'a>(name: &'static str, mut run: impl FnMut() -> u64 + 'a) -> Impl<'a> {
     Impl {
         name,
-        run: Box::new(run),
+        run: Box::new(move || (run(), None)),
+    }
+}
+
+/// An impl that reports its own time (see [`Impl::run`]).
+pub(crate) fn self_timed<'a>(name: &'static str, run: impl FnMut() -> (u64, f64) + 'a) -> Impl<'a> {
+    let mut run = run;
+    Impl {
+        name,
+        run: Box::new(move || {
+            let (checksum, ms) = run();
+            (checksum, Some(ms))
+        }),
     }
 }
 
@@ -48,8 +62,8 @@ pub(crate) fn compare(
             // impl runs on a quiet machine rather than against its predecessor's idle loop.
             std::thread::sleep(SETTLE);
             let start = Instant::now();
-            let checksum = (imp.run)();
-            times[i].push(start.elapsed().as_secs_f64() * 1e3);
+            let (checksum, own_ms) = (imp.run)();
+            times[i].push(own_ms.unwrap_or_else(|| start.elapsed().as_secs_f64() * 1e3));
             match checksums[i] {
                 Some(c) if c != checksum => {
                     anyhow::bail!("{workload}/{}: checksum changed between runs", imp.name)
@@ -68,6 +82,7 @@ pub(crate) fn compare(
         );
     }
     let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+    let rate = extra.get("bytes_per_task").and_then(Value::as_f64);
     let anchor_ms = impls
         .iter()
         .position(|i| i.name == anchor)
@@ -86,6 +101,10 @@ pub(crate) fn compare(
             "vs_anchor": anchor_ms.map(|a| round3(a / medians[i])),
         });
         merge(&mut line, extra);
+        if let Some(bytes) = rate {
+            let mb_per_s = bytes * tasks as f64 / (medians[i] / 1e3) / 1e6;
+            merge(&mut line, &json!({ "mb_per_s": round3(mb_per_s) }));
+        }
         emit(&line);
     }
     Ok(())

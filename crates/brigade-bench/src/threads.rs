@@ -48,7 +48,7 @@ pub(crate) struct MemoryProbeArgs {
 
 /// A deterministic integer kernel: a xorshift-multiply chain the optimizer cannot shorten.
 #[inline(never)]
-fn kernel(seed: u64, iters: u64) -> u64 {
+pub(crate) fn kernel(seed: u64, iters: u64) -> u64 {
     let mut x = seed | 1;
     for _ in 0..black_box(iters) {
         x ^= x << 13;
@@ -70,7 +70,7 @@ fn mix(x: u64) -> u64 {
 
 /// Kernel iterations that take about a millisecond on this machine (the fastest of a few
 /// tries, the one least disturbed by neighbours).
-fn calibrate_ms() -> u64 {
+pub(crate) fn calibrate_ms() -> u64 {
     let probe = 1 << 18;
     let best = (0..5)
         .map(|_| {
