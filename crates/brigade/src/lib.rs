@@ -82,12 +82,14 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod error;
+pub mod event_loop;
 mod sync;
 mod task;
 pub mod threads;
 mod wait;
 
 pub use error::{BuildError, Error, SubmitError};
+pub use event_loop::EventLoop;
 pub use task::Task;
 pub use threads::{Shutdown, ThreadPool};
 pub use wait::{AsCompleted, Until, Waitable, Waited, as_completed, wait};
