@@ -77,16 +77,16 @@ fn a_site_that_sleeps_is_flagged_and_one_that_awaits_is_not() {
     assert!(awaiter.worst <= awaiter.total);
 }
 
+/// What a blocker does after its first block: say it started, block until released, log.
+type Then = (
+    mpsc::Sender<()>,
+    mpsc::Receiver<()>,
+    Arc<Mutex<Vec<String>>>,
+);
+
 /// Spawns, from one site, a task that blocks for `BLOCK` and then waits on `rx` blocking
 /// (logging when done) if given one.
-fn spawn_blocker(
-    lp: &EventLoop,
-    then: Option<(
-        mpsc::Sender<()>,
-        mpsc::Receiver<()>,
-        Arc<Mutex<Vec<String>>>,
-    )>,
-) -> Task<()> {
+fn spawn_blocker(lp: &EventLoop, then: Option<Then>) -> Task<()> {
     lp.spawn(async move {
         match then {
             None => std::thread::sleep(BLOCK),
