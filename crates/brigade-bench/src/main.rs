@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p brigade-bench -- threads [--reps N] [--only WORKLOAD]... [--quick]
+//! cargo run --release -p brigade-bench -- event-loop [--reps N] [--only WORKLOAD]... [--quick]
 //! ```
 //!
 //! Every workload measures brigade and its anchors in the same run, interleaving the
@@ -9,6 +10,7 @@
 //! of them alike, and reports the median. Each line carries `vs_anchor`: the anchor's median
 //! wall time divided by this impl's (above 1 means faster than the anchor).
 
+mod event_loop;
 mod measure;
 mod threads;
 
@@ -27,6 +29,8 @@ struct Cli {
 enum Suite {
     /// The compute lane against rayon, tokio and std threads.
     Threads(threads::Args),
+    /// The event loop against tokio, threads and Python's asyncio, over real HTTP.
+    EventLoop(event_loop::Args),
     /// Internal: the memory probe, run as a child process so its peak RSS is its own.
     #[command(hide = true)]
     MemoryProbe(threads::MemoryProbeArgs),
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.suite {
         Suite::Threads(args) => threads::run(&args),
+        Suite::EventLoop(args) => event_loop::run(&args),
         Suite::MemoryProbe(args) => threads::memory_probe(&args),
     };
     match outcome {

@@ -1,0 +1,650 @@
+//! The `event-loop` suite: brigade's event loop against raw tokio, threads and Python's
+//! asyncio, on a real HTTP/1.1 server (hyper, on 127.0.0.1, in this process on its own
+//! threads); blocking inside async code; and the cost of a spawn.
+//!
+//! The I/O workloads report requests per second; `blocking-in-async` reports how late 1 ms
+//! async sleeps wake up while other tasks block their worker. As in the threads suite, impls
+//! run side by side with their repetitions interleaved and medians reported, and `vs_anchor`
+//! is above 1 when an impl beats its anchor.
+
+mod http;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use brigade::event_loop::gather;
+use brigade::{EventLoop, ThreadPool};
+use serde_json::{Value, json};
+
+use crate::measure::{emit, median, merge, round3};
+use http::{Server, blocking_connection, hyper_connection, path, share};
+
+const SUITE: &str = "event-loop";
+const WORKLOADS: [&str; 4] = [
+    "io-slow-many",
+    "io-fast-few",
+    "blocking-in-async",
+    "tiny-async",
+];
+const PYTHON_CLIENT: &str = include_str!("event_loop/asyncio_client.py");
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Repetitions per impl (the median is reported); at least 3 for a reported figure.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Run only these workloads (repeatable).
+    #[arg(long = "only", value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS))]
+    only: Vec<String>,
+    /// Shrink every workload: a smoke test of the harness, not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// Worker threads of every client-side loop and runtime (default: available parallelism).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Worker threads of the HTTP server's own runtime.
+    #[arg(long, default_value_t = 1)]
+    server_threads: usize,
+}
+
+/// One impl's run: what it measured, and a checksum every impl must agree on.
+struct Sample {
+    checksum: u64,
+    /// Seconds the measured part took.
+    secs: f64,
+    /// Lateness samples in microseconds (`blocking-in-async` only).
+    lateness_us: Vec<f64>,
+}
+
+impl Sample {
+    fn timed(start: Instant, checksum: u64) -> Self {
+        Self {
+            checksum,
+            secs: start.elapsed().as_secs_f64(),
+            lateness_us: Vec::new(),
+        }
+    }
+}
+
+type Run<'a> = Box<dyn FnMut() -> anyhow::Result<Option<Sample>> + 'a>;
+
+/// An impl; a run that returns `None` is skipped (its line says why).
+struct Impl<'a> {
+    name: &'static str,
+    run: Run<'a>,
+    skipped: Option<String>,
+}
+
+fn imp<'a>(name: &'static str, run: impl FnMut() -> anyhow::Result<Sample> + 'a) -> Impl<'a> {
+    let mut run = run;
+    Impl {
+        name,
+        run: Box::new(move || run().map(Some)),
+        skipped: None,
+    }
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let wants = |w: &str| args.only.is_empty() || args.only.iter().any(|o| o == w);
+    let base = json!({ "workers": workers, "quick": args.quick });
+    let server = Server::start(args.server_threads)?;
+    let suite = Suite {
+        reps: args.reps,
+        workers,
+        base,
+        server: &server,
+    };
+    if wants("io-slow-many") {
+        let (requests, connections, delay) = if args.quick {
+            (200, 50, 5)
+        } else {
+            (5_000, 1_000, 50)
+        };
+        suite.io_slow_many(requests, connections, delay)?;
+    }
+    if wants("io-fast-few") {
+        let requests = if args.quick { 400 } else { 20_000 };
+        suite.io_fast_few(requests, 8)?;
+    }
+    if wants("blocking-in-async") {
+        let shape = if args.quick {
+            Blocking {
+                blockers: 4,
+                block_ms: 30,
+                sleepers: 100,
+                sleeps: 5,
+            }
+        } else {
+            Blocking {
+                blockers: 20,
+                block_ms: 50,
+                sleepers: 2_000,
+                sleeps: 10,
+            }
+        };
+        suite.blocking_in_async(&shape)?;
+    }
+    if wants("tiny-async") {
+        suite.tiny_async(if args.quick { 2_000 } else { 200_000 })?;
+    }
+    Ok(())
+}
+
+struct Suite<'a> {
+    reps: usize,
+    workers: usize,
+    base: Value,
+    server: &'a Server,
+}
+
+impl Suite<'_> {
+    fn tokio(&self) -> anyhow::Result<tokio::runtime::Runtime> {
+        Ok(tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.workers)
+            .enable_all()
+            .build()?)
+    }
+
+    fn brigade(&self) -> anyhow::Result<EventLoop> {
+        Ok(EventLoop::builder().workers(self.workers).build()?)
+    }
+
+    /// Many slow requests over many connections: what an event loop is for.
+    fn io_slow_many(
+        &self,
+        requests: usize,
+        connections: usize,
+        delay_ms: u64,
+    ) -> anyhow::Result<()> {
+        let addr = self.server.addr;
+        let lp = self.brigade()?;
+        let tokio = self.tokio()?;
+        let threads = ThreadPool::builder().workers(64).build()?;
+        let path = path(delay_ms);
+        let extra =
+            json!({ "requests": requests, "connections": connections, "delay_ms": delay_ms });
+        let python = python_impl(addr, path.clone(), requests, connections);
+        let impls = vec![
+            imp("brigade", || {
+                brigade_http(&lp, addr, &path, requests, connections)
+            }),
+            imp("tokio-hyper", || {
+                tokio_http(&tokio, addr, &path, requests, connections)
+            }),
+            imp("brigade-threads-64", || {
+                threads_http(&threads, addr, &path, requests, 64.min(connections))
+            }),
+            python,
+        ];
+        self.compare_rate("io-slow-many", requests, "tokio-hyper", &extra, impls)
+    }
+
+    /// Many fast requests over a few keep-alive connections: threads are fine here too.
+    fn io_fast_few(&self, requests: usize, connections: usize) -> anyhow::Result<()> {
+        let addr = self.server.addr;
+        let lp = self.brigade()?;
+        let tokio = self.tokio()?;
+        let threads = ThreadPool::builder().workers(connections).build()?;
+        let path = path(0);
+        let extra = json!({ "requests": requests, "connections": connections, "delay_ms": 0 });
+        let impls = vec![
+            imp("brigade", || {
+                brigade_http(&lp, addr, &path, requests, connections)
+            }),
+            imp("tokio-hyper", || {
+                tokio_http(&tokio, addr, &path, requests, connections)
+            }),
+            imp("brigade-threads-8", || {
+                threads_http(&threads, addr, &path, requests, connections)
+            }),
+        ];
+        self.compare_rate("io-fast-few", requests, "tokio-hyper", &extra, impls)
+    }
+
+    /// Interleaved repetitions, medians, one line per impl with `req_per_s`.
+    fn compare_rate(
+        &self,
+        workload: &str,
+        requests: usize,
+        anchor: &str,
+        extra: &Value,
+        impls: Vec<Impl<'_>>,
+    ) -> anyhow::Result<()> {
+        let results = self.interleave(workload, impls)?;
+        let rate = |secs: &[f64]| requests as f64 / median(&mut secs.to_vec());
+        let anchor_rate = results
+            .iter()
+            .find(|(name, _, runs)| *name == anchor && !runs.is_empty())
+            .map(|(_, _, runs)| rate(&secs(runs)));
+        for (name, skipped, runs) in &results {
+            let mut line = self.line(workload, name, requests);
+            if let Some(why) = skipped {
+                merge(&mut line, &json!({ "skipped": why }));
+            } else {
+                let secs = secs(runs);
+                let req_per_s = rate(&secs);
+                merge(
+                    &mut line,
+                    &json!({
+                        "wall_ms": round3(median(&mut secs.clone()) * 1e3),
+                        "min_ms": round3(secs.iter().copied().fold(f64::INFINITY, f64::min) * 1e3),
+                        "req_per_s": req_per_s.round(),
+                        "anchor": anchor,
+                        "vs_anchor": anchor_rate.map(|a| round3(req_per_s / a)),
+                    }),
+                );
+            }
+            merge(&mut line, extra);
+            emit(&line);
+        }
+        Ok(())
+    }
+
+    fn line(&self, workload: &str, name: &str, tasks: usize) -> Value {
+        let mut line = json!({
+            "suite": SUITE,
+            "workload": workload,
+            "impl": name,
+            "tasks": tasks,
+            "reps": self.reps,
+        });
+        merge(&mut line, &self.base);
+        line
+    }
+
+    /// Runs every impl `reps` times, interleaved; checks the checksums agree. Gives each impl's
+    /// samples (none for a skipped impl, with the reason).
+    fn interleave(
+        &self,
+        workload: &str,
+        mut impls: Vec<Impl<'_>>,
+    ) -> anyhow::Result<Vec<(&'static str, Option<String>, Vec<Sample>)>> {
+        if let Ok(keep) = std::env::var("BRIGADE_BENCH_IMPL") {
+            impls.retain(|i| keep.split(',').any(|k| k == i.name));
+        }
+        let mut samples: Vec<Vec<Sample>> = impls.iter().map(|_| Vec::new()).collect();
+        for _ in 0..self.reps {
+            for (i, imp) in impls.iter_mut().enumerate() {
+                if imp.skipped.is_some() {
+                    continue;
+                }
+                // Let the previous impl's threads and sockets settle.
+                std::thread::sleep(Duration::from_millis(50));
+                match (imp.run)().with_context(|| format!("{workload}/{}", imp.name))? {
+                    Some(sample) => samples[i].push(sample),
+                    None => imp.skipped = Some("skipped".into()),
+                }
+            }
+        }
+        let reference = samples.iter().find_map(|s| s.first()).map(|s| s.checksum);
+        for (imp, runs) in impls.iter().zip(&samples) {
+            for run in runs {
+                anyhow::ensure!(
+                    Some(run.checksum) == reference,
+                    "{workload}: {} computed {}, expected {reference:?}",
+                    imp.name,
+                    run.checksum
+                );
+            }
+        }
+        Ok(impls
+            .into_iter()
+            .zip(samples)
+            .map(|(imp, runs)| (imp.name, imp.skipped, runs))
+            .collect())
+    }
+}
+
+fn secs(runs: &[Sample]) -> Vec<f64> {
+    runs.iter().map(|r| r.secs).collect()
+}
+
+fn brigade_http(
+    lp: &EventLoop,
+    addr: std::net::SocketAddr,
+    path: &str,
+    requests: usize,
+    connections: usize,
+) -> anyhow::Result<Sample> {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| {
+            lp.spawn(hyper_connection(
+                addr,
+                path.to_owned(),
+                share(requests, connections, i),
+            ))
+        })
+        .collect();
+    let bytes = lp.block_on(gather(tasks))??;
+    Ok(Sample::timed(
+        start,
+        bytes
+            .into_iter()
+            .collect::<anyhow::Result<Vec<u64>>>()?
+            .iter()
+            .sum(),
+    ))
+}
+
+fn tokio_http(
+    rt: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    path: &str,
+    requests: usize,
+    connections: usize,
+) -> anyhow::Result<Sample> {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..connections)
+        .map(|i| {
+            rt.spawn(hyper_connection(
+                addr,
+                path.to_owned(),
+                share(requests, connections, i),
+            ))
+        })
+        .collect();
+    let bytes = rt.block_on(async {
+        let mut bytes = 0;
+        for handle in handles {
+            bytes += handle.await??;
+        }
+        anyhow::Ok(bytes)
+    })?;
+    Ok(Sample::timed(start, bytes))
+}
+
+fn threads_http(
+    pool: &ThreadPool,
+    addr: std::net::SocketAddr,
+    path: &str,
+    requests: usize,
+    connections: usize,
+) -> anyhow::Result<Sample> {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| {
+            let path = path.to_owned();
+            let n = share(requests, connections, i);
+            pool.submit(move || blocking_connection(addr, &path, n))
+                .unwrap()
+        })
+        .collect();
+    let mut bytes = 0;
+    for task in tasks {
+        bytes += task.result()??;
+    }
+    Ok(Sample::timed(start, bytes))
+}
+
+/// Python's asyncio with standard-library streams, as a child process; its own clock, so that
+/// the interpreter's start-up is not counted. Skipped when `python3` is missing.
+fn python_impl<'a>(
+    addr: std::net::SocketAddr,
+    path: String,
+    requests: usize,
+    connections: usize,
+) -> Impl<'a> {
+    let available = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut python = Impl {
+        name: "python-asyncio",
+        run: Box::new(move || {
+            let out = Command::new("python3")
+                .arg("-c")
+                .arg(PYTHON_CLIENT)
+                .arg(addr.ip().to_string())
+                .arg(addr.port().to_string())
+                .arg(&path)
+                .arg(requests.to_string())
+                .arg(connections.to_string())
+                .output()
+                .context("running python3")?;
+            anyhow::ensure!(
+                out.status.success(),
+                "python3 failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let result: Value = serde_json::from_slice(&out.stdout)?;
+            Ok(Some(Sample {
+                checksum: result["bytes"].as_u64().context("bytes")?,
+                secs: result["elapsed_s"].as_f64().context("elapsed_s")?,
+                lateness_us: Vec::new(),
+            }))
+        }),
+        skipped: None,
+    };
+    if !available {
+        python.skipped = Some("python3 not found".into());
+    }
+    python
+}
+
+/// The shape of `blocking-in-async`.
+struct Blocking {
+    /// Tasks that call `std::thread::sleep(block_ms)` inside async code.
+    blockers: usize,
+    block_ms: u64,
+    /// Tasks that each do `sleeps` async sleeps of 1 ms, measuring how late each wakes.
+    sleepers: usize,
+    sleeps: usize,
+}
+
+/// One sleeper: how late each of its 1 ms sleeps woke up, in microseconds.
+async fn sleeper(sleeps: usize) -> Vec<f64> {
+    let mut late = Vec::with_capacity(sleeps);
+    for _ in 0..sleeps {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1);
+        tokio::time::sleep_until(deadline).await;
+        late.push((tokio::time::Instant::now() - deadline).as_secs_f64() * 1e6);
+    }
+    late
+}
+
+/// The naive blocker: blocking code inside async code, as people write it.
+async fn naive_blocker(block_ms: u64) -> Vec<f64> {
+    std::thread::sleep(Duration::from_millis(block_ms));
+    Vec::new()
+}
+
+impl Suite<'_> {
+    /// Blockers are spawned spread evenly among the sleepers, so that some land while
+    /// sleepers are waiting, as in a real service.
+    fn blocking_in_async(&self, shape: &Blocking) -> anyhow::Result<()> {
+        let &Blocking {
+            blockers,
+            block_ms,
+            sleepers,
+            sleeps,
+        } = shape;
+        let every = (sleepers / blockers.max(1)).max(1);
+        let is_blocker_after = move |i: usize| i % every == 0 && i / every < blockers;
+        let checksum = (sleepers * sleeps) as u64;
+        let flatten = |start: Instant, lists: Vec<Vec<f64>>| {
+            let lateness_us: Vec<f64> = lists.into_iter().flatten().collect();
+            Sample {
+                checksum: lateness_us.len() as u64,
+                secs: start.elapsed().as_secs_f64(),
+                lateness_us,
+            }
+        };
+        // brigade: one loop for every repetition, so that from the second on its detector
+        // knows the blocking site from the start (what it learns is the point); and a fresh loop
+        // per repetition, to show the first encounter too.
+        let learned = EventLoop::builder().workers(2).build()?;
+        let brigade = |lp: &EventLoop| -> anyhow::Result<Sample> {
+            let start = Instant::now();
+            let mut tasks = Vec::with_capacity(sleepers + blockers);
+            for i in 0..sleepers {
+                tasks.push(lp.spawn(sleeper(sleeps)));
+                if is_blocker_after(i) {
+                    tasks.push(lp.spawn(naive_blocker(block_ms)));
+                }
+            }
+            Ok(flatten(start, lp.block_on(gather(tasks))??))
+        };
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let tokio_run = |spawn_blocking: bool| -> anyhow::Result<Sample> {
+            let start = Instant::now();
+            let mut handles = Vec::with_capacity(sleepers + blockers);
+            for i in 0..sleepers {
+                handles.push(tokio.spawn(sleeper(sleeps)));
+                if is_blocker_after(i) {
+                    handles.push(if spawn_blocking {
+                        tokio.spawn(async move {
+                            tokio::task::spawn_blocking(move || {
+                                std::thread::sleep(Duration::from_millis(block_ms))
+                            })
+                            .await
+                            .unwrap();
+                            Vec::new()
+                        })
+                    } else {
+                        tokio.spawn(naive_blocker(block_ms))
+                    });
+                }
+            }
+            let lists = tokio.block_on(async {
+                let mut lists = Vec::new();
+                for h in handles {
+                    lists.push(h.await?);
+                }
+                anyhow::Ok(lists)
+            })?;
+            Ok(flatten(start, lists))
+        };
+        let impls = vec![
+            imp("brigade", || brigade(&learned)),
+            imp("brigade-first-encounter", || {
+                brigade(&EventLoop::builder().workers(2).build()?)
+            }),
+            imp("tokio-naive", || tokio_run(false)),
+            imp("tokio-spawn_blocking", || tokio_run(true)),
+        ];
+        let results = self.interleave("blocking-in-async", impls)?;
+        let anchor = "tokio-spawn_blocking";
+        let p99 = |runs: &[Sample]| {
+            let mut p99s: Vec<f64> = runs
+                .iter()
+                .map(|r| percentile(&r.lateness_us, 0.99))
+                .collect();
+            median(&mut p99s)
+        };
+        let anchor_p99 = results.iter().find(|r| r.0 == anchor).map(|r| p99(&r.2));
+        for (name, _, runs) in &results {
+            let mut p50s: Vec<f64> = runs
+                .iter()
+                .map(|r| percentile(&r.lateness_us, 0.50))
+                .collect();
+            let mut maxes: Vec<f64> = runs
+                .iter()
+                .map(|r| percentile(&r.lateness_us, 1.0))
+                .collect();
+            let impl_p99 = p99(runs);
+            let mut line = self.line("blocking-in-async", name, sleepers * sleeps);
+            merge(
+                &mut line,
+                &json!({
+                    "wall_ms": round3(median(&mut secs(runs)) * 1e3),
+                    "lateness_p50_ms": round3(median(&mut p50s) / 1e3),
+                    "lateness_p99_ms": round3(impl_p99 / 1e3),
+                    "lateness_max_ms": round3(median(&mut maxes) / 1e3),
+                    "first_rep_p99_ms": runs.first().map(|r| round3(percentile(&r.lateness_us, 0.99) / 1e3)),
+                    "anchor": anchor,
+                    "vs_anchor": anchor_p99.map(|a| round3(a / impl_p99)),
+                    "blockers": blockers,
+                    "block_ms": block_ms,
+                    "sleepers": sleepers,
+                    "sleeps_each": sleeps,
+                    "loop_workers": 2,
+                    "checksum_samples": checksum,
+                }),
+            );
+            emit(&line);
+        }
+        Ok(())
+    }
+
+    /// The cost of one spawn and one await, with blocking detection on: 200,000 trivial
+    /// tasks spawned from inside a task, then awaited in order.
+    fn tiny_async(&self, tasks: u64) -> anyhow::Result<()> {
+        let lp = self.brigade()?;
+        let tokio = self.tokio()?;
+        let brigade_run = || -> anyhow::Result<Sample> {
+            let start = Instant::now();
+            let inner = lp.clone();
+            let sum = lp
+                .spawn(async move {
+                    let handles: Vec<_> =
+                        (0..tasks).map(|i| inner.spawn(async move { i })).collect();
+                    let mut sum = 0u64;
+                    for h in handles {
+                        sum += h.await.unwrap();
+                    }
+                    sum
+                })
+                .result()?;
+            Ok(Sample::timed(start, sum))
+        };
+        let tokio_run = || -> anyhow::Result<Sample> {
+            let start = Instant::now();
+            let outer = tokio.spawn(async move {
+                let handles: Vec<_> = (0..tasks).map(|i| tokio::spawn(async move { i })).collect();
+                let mut sum = 0u64;
+                for h in handles {
+                    sum += h.await.unwrap();
+                }
+                sum
+            });
+            let sum = tokio.block_on(outer)?;
+            Ok(Sample::timed(start, sum))
+        };
+        let results = self.interleave(
+            "tiny-async",
+            vec![imp("brigade", brigade_run), imp("tokio", tokio_run)],
+        )?;
+        let anchor = "tokio";
+        let anchor_ms = results
+            .iter()
+            .find(|r| r.0 == anchor)
+            .map(|r| median(&mut secs(&r.2)) * 1e3);
+        for (name, _, runs) in &results {
+            let mut all = secs(runs);
+            let ms = median(&mut all) * 1e3;
+            let mut line = self.line("tiny-async", name, tasks as usize);
+            merge(
+                &mut line,
+                &json!({
+                    "wall_ms": round3(ms),
+                    "min_ms": round3(all.iter().copied().fold(f64::INFINITY, f64::min) * 1e3),
+                    "per_task_ns": round3(ms * 1e6 / tasks as f64),
+                    "anchor": anchor,
+                    "vs_anchor": anchor_ms.map(|a| round3(a / ms)),
+                }),
+            );
+            emit(&line);
+        }
+        Ok(())
+    }
+}
+
+/// The `q` quantile (0..=1) of `samples`, nearest rank.
+fn percentile(samples: &[f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
