@@ -67,6 +67,9 @@ impl Sample {
     }
 }
 
+/// An impl's name, why it was skipped (if it was), and its samples.
+type Outcome = (&'static str, Option<String>, Vec<Sample>);
+
 type Run<'a> = Box<dyn FnMut() -> anyhow::Result<Option<Sample>> + 'a>;
 
 /// An impl; a run that returns `None` is skipped (its line says why).
@@ -263,7 +266,7 @@ impl Suite<'_> {
         &self,
         workload: &str,
         mut impls: Vec<Impl<'_>>,
-    ) -> anyhow::Result<Vec<(&'static str, Option<String>, Vec<Sample>)>> {
+    ) -> anyhow::Result<Vec<Outcome>> {
         if let Ok(keep) = std::env::var("BRIGADE_BENCH_IMPL") {
             impls.retain(|i| keep.split(',').any(|k| k == i.name));
         }
