@@ -262,11 +262,7 @@ impl Suite<'_> {
 
     /// Runs every impl `reps` times, interleaved; checks the checksums agree. Gives each impl's
     /// samples (none for a skipped impl, with the reason).
-    fn interleave(
-        &self,
-        workload: &str,
-        mut impls: Vec<Impl<'_>>,
-    ) -> anyhow::Result<Vec<Outcome>> {
+    fn interleave(&self, workload: &str, mut impls: Vec<Impl<'_>>) -> anyhow::Result<Vec<Outcome>> {
         if let Ok(keep) = std::env::var("BRIGADE_BENCH_IMPL") {
             impls.retain(|i| keep.split(',').any(|k| k == i.name));
         }
@@ -579,29 +575,27 @@ impl Suite<'_> {
     }
 
     /// The cost of one spawn and one await, with blocking detection on: 200,000 trivial
-    /// tasks spawned from inside a task, then awaited in order.
+    /// tasks spawned from a `block_on`, then awaited in order.
     fn tiny_async(&self, tasks: u64) -> anyhow::Result<()> {
         let lp = self.brigade()?;
         let tokio = self.tokio()?;
+        // Both spawn from `block_on` on this thread and await in order: the same code, and
+        // no single poll long enough for brigade's detector to move anything.
         let brigade_run = || -> anyhow::Result<Sample> {
             let start = Instant::now();
-            let inner = lp.clone();
-            let sum = lp
-                .spawn(async move {
-                    let handles: Vec<_> =
-                        (0..tasks).map(|i| inner.spawn(async move { i })).collect();
-                    let mut sum = 0u64;
-                    for h in handles {
-                        sum += h.await.unwrap();
-                    }
-                    sum
-                })
-                .result()?;
+            let sum = lp.block_on(async {
+                let handles: Vec<_> = (0..tasks).map(|i| lp.spawn(async move { i })).collect();
+                let mut sum = 0u64;
+                for h in handles {
+                    sum += h.await.unwrap();
+                }
+                sum
+            })?;
             Ok(Sample::timed(start, sum))
         };
         let tokio_run = || -> anyhow::Result<Sample> {
             let start = Instant::now();
-            let outer = tokio.spawn(async move {
+            let sum = tokio.block_on(async {
                 let handles: Vec<_> = (0..tasks).map(|i| tokio::spawn(async move { i })).collect();
                 let mut sum = 0u64;
                 for h in handles {
@@ -609,7 +603,6 @@ impl Suite<'_> {
                 }
                 sum
             });
-            let sum = tokio.block_on(outer)?;
             Ok(Sample::timed(start, sum))
         };
         let results = self.interleave(

@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::sync::Mutex;
@@ -20,25 +19,49 @@ use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// A task adds its local counts to its site after this many polls (and when it ends).
 const FLUSH_EVERY: u32 = 64;
 
-/// One spawn site's record.
-pub(super) struct Site {
-    location: &'static Location<'static>,
-    flagged: AtomicBool,
+/// How many stripes a site's counters are spread over, so that workers flushing their tasks'
+/// statistics do not fight over one cache line.
+const SHARDS: usize = 8;
+
+/// A site's counters, as one thread adds to them.
+#[derive(Default)]
+#[repr(align(128))] // a stripe per cache-line pair: no false sharing between stripes
+struct Shard {
     polls: AtomicU64,
     total_ns: AtomicU64,
     worst_ns: AtomicU64,
+}
+
+thread_local! {
+    /// This thread's stripe.
+    static SHARD: usize = {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS
+    };
+}
+
+/// One spawn site's record.
+///
+/// Records live as long as the process (see [`Sites::get`]): a few hundred bytes per spawn site
+/// per loop, in exchange for tasks that reach theirs with no reference count to bounce
+/// between the spawning thread and the workers.
+pub(super) struct Site {
+    location: &'static Location<'static>,
+    /// The loop's threshold, kept here so that a task's statistics need not carry it.
+    threshold_ns: u64,
+    flagged: AtomicBool,
     slow_polls: AtomicU64,
+    shards: [Shard; SHARDS],
 }
 
 impl Site {
-    fn new(location: &'static Location<'static>) -> Self {
+    fn new(location: &'static Location<'static>, threshold_ns: u64) -> Self {
         Self {
             location,
+            threshold_ns,
             flagged: AtomicBool::new(false),
-            polls: AtomicU64::new(0),
-            total_ns: AtomicU64::new(0),
-            worst_ns: AtomicU64::new(0),
             slow_polls: AtomicU64::new(0),
+            shards: Default::default(),
         }
     }
 
@@ -50,16 +73,36 @@ impl Site {
     }
 
     fn add(&self, stats: &Stats) {
-        self.polls
+        let shard = &self.shards[SHARD.with(|s| *s)];
+        shard
+            .polls
             .fetch_add(u64::from(stats.polls), Ordering::Relaxed);
-        self.total_ns.fetch_add(stats.total_ns, Ordering::Relaxed);
-        self.worst_ns.fetch_max(stats.worst_ns, Ordering::Relaxed);
+        shard.total_ns.fetch_add(stats.total_ns, Ordering::Relaxed);
+        shard.worst_ns.fetch_max(stats.worst_ns, Ordering::Relaxed);
+    }
+
+    fn sum(&self, field: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| field(s).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn worst(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.worst_ns.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 
     /// A poll took `ns`, more than the loop's threshold: flag the site, and warn the first time.
     fn slow(&self, ns: u64, on_lane: bool) {
         self.slow_polls.fetch_add(1, Ordering::Relaxed);
-        self.worst_ns.fetch_max(ns, Ordering::Relaxed);
+        // Now, not at the next flush: a report taken while the task still blocks shows it.
+        self.shards[SHARD.with(|s| *s)]
+            .worst_ns
+            .fetch_max(ns, Ordering::Relaxed);
         if !on_lane && !self.flagged.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 site = %self.location,
@@ -75,33 +118,55 @@ impl Site {
 
 /// The sites of one event loop, and its threshold.
 pub(super) struct Sites {
-    map: Mutex<HashMap<usize, Arc<Site>>>,
+    /// Which loop this is, for the per-thread cache (never reused, unlike an address).
+    id: u64,
+    map: Mutex<HashMap<usize, &'static Site>>,
     threshold_ns: u64,
+}
+
+thread_local! {
+    /// The last site this thread looked up: spawning many tasks from one line in a row is the
+    /// common case, and then a spawn takes no lock.
+    static LAST: std::cell::Cell<Option<(u64, usize, &'static Site)>> =
+        const { std::cell::Cell::new(None) };
 }
 
 impl Sites {
     pub(super) fn new(threshold: Duration) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             map: Mutex::new(HashMap::new()),
             threshold_ns: u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX),
         }
     }
 
     /// The record for `location`, created on first use.
-    pub(super) fn get(&self, location: &'static Location<'static>) -> Arc<Site> {
+    ///
+    /// Records are leaked on purpose: a task may still be dropped on a worker after its loop's
+    /// last handle is gone (shutdown does not wait), and it must still be able to flush its
+    /// counts. Their number is bounded by the program's spawn sites times its loops.
+    pub(super) fn get(&self, location: &'static Location<'static>) -> &'static Site {
         // Keyed by address: a call site's `Location` is one static. (A generic function
         // instantiated in several codegen units may have one per unit; those get one record
         // each, and the report merges them.)
         let key = std::ptr::from_ref(location) as usize;
-        let mut map = self.map.lock();
-        Arc::clone(
-            map.entry(key)
-                .or_insert_with(|| Arc::new(Site::new(location))),
-        )
+        if let Some((id, at, site)) = LAST.with(std::cell::Cell::get) {
+            if id == self.id && at == key {
+                return site;
+            }
+        }
+        let site = *self
+            .map
+            .lock()
+            .entry(key)
+            .or_insert_with(|| Box::leak(Box::new(Site::new(location, self.threshold_ns))));
+        LAST.with(|last| last.set(Some((self.id, key, site))));
+        site
     }
 
     pub(super) fn report(&self) -> Vec<SiteReport> {
-        let sites: Vec<Arc<Site>> = self.map.lock().values().cloned().collect();
+        let sites: Vec<&'static Site> = self.map.lock().values().copied().collect();
         let mut merged: HashMap<Location<'static>, SiteReport> = HashMap::new();
         for site in sites {
             let entry = merged.entry(*site.location).or_insert(SiteReport {
@@ -112,11 +177,9 @@ impl Sites {
                 slow_polls: 0,
                 flagged: false,
             });
-            entry.polls += site.polls.load(Ordering::Relaxed);
-            entry.total += Duration::from_nanos(site.total_ns.load(Ordering::Relaxed));
-            entry.worst = entry
-                .worst
-                .max(Duration::from_nanos(site.worst_ns.load(Ordering::Relaxed)));
+            entry.polls += site.sum(|s| &s.polls);
+            entry.total += Duration::from_nanos(site.sum(|s| &s.total_ns));
+            entry.worst = entry.worst.max(Duration::from_nanos(site.worst()));
             entry.slow_polls += site.slow_polls.load(Ordering::Relaxed);
             entry.flagged |= site.is_flagged();
         }
@@ -128,18 +191,16 @@ impl Sites {
 
 /// One task's poll statistics, kept locally until flushed to its site.
 pub(super) struct Stats {
-    site: Arc<Site>,
-    threshold_ns: u64,
+    site: &'static Site,
     polls: u32,
     total_ns: u64,
     worst_ns: u64,
 }
 
 impl Stats {
-    pub(super) fn new(site: Arc<Site>, sites: &Sites) -> Self {
+    pub(super) fn new(site: &'static Site) -> Self {
         Self {
             site,
-            threshold_ns: sites.threshold_ns,
             polls: 0,
             total_ns: 0,
             worst_ns: 0,
@@ -147,7 +208,7 @@ impl Stats {
     }
 
     pub(super) fn site(&self) -> &Site {
-        &self.site
+        self.site
     }
 
     /// Records one poll that took `elapsed`.
@@ -156,7 +217,7 @@ impl Stats {
         self.polls += 1;
         self.total_ns = self.total_ns.saturating_add(ns);
         self.worst_ns = self.worst_ns.max(ns);
-        if ns > self.threshold_ns {
+        if ns > self.site.threshold_ns {
             self.site.slow(ns, on_lane);
         }
         if self.polls >= FLUSH_EVERY {
@@ -164,7 +225,8 @@ impl Stats {
         }
     }
 
-    fn flush(&mut self) {
+    /// Adds the counts so far to the site (also done on drop).
+    pub(super) fn flush(&mut self) {
         if self.polls > 0 {
             self.site.add(self);
             self.polls = 0;

@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::task::cell::Hooks;
+use crate::task::promise::Promise;
 
 thread_local! {
     /// Set while this thread polls a task of any brigade loop: `block_on` here would block
@@ -61,8 +62,9 @@ impl Drop for PollGuard {
 ///
 /// Cancelling sets the flag and wakes the task; its next poll sees the flag and ends it with
 /// [`Error::Cancelled`] without polling the user's future again. A future is only ever left
-/// at an await point, so this is "aborts at the next await". The waker is recorded on the
-/// first poll: a tokio task's waker, like `block_on`'s, stays the same for its whole life.
+/// at an await point, so this is "aborts at the next await". The waker is recorded the first
+/// time the future is pending (a task that finishes in one poll never pays for it): a tokio
+/// task's waker, like `block_on`'s, stays the same for its whole life.
 pub(super) struct Control {
     interrupted: AtomicBool,
     waker: Mutex<Option<Waker>>,
@@ -102,48 +104,107 @@ impl Hooks for Control {
     }
 }
 
-/// The user's future, polled with a stopwatch.
-pub(super) struct Timed<'a, F> {
-    pub(super) fut: Pin<&'a mut F>,
-    pub(super) control: &'a Control,
-    pub(super) stats: Stats,
-    /// Running on the blocking lane already: blocking here stalls no worker.
-    pub(super) on_lane: bool,
-    pub(super) polled: bool,
+pin_project_lite::pin_project! {
+    /// What a loop task runs: the user's future, polled with a stopwatch, and the promise
+    /// that publishes its outcome.
+    pub(super) struct Driver<F: Future> {
+        // `Some` until the outcome is known; dropped before the outcome is published, so that
+        // once a waiter sees it, the loop holds nothing of the task.
+        #[pin]
+        future: Option<F>,
+        promise: Option<Promise<F::Output, (), Control>>,
+        stats: Stats,
+        // Running on the blocking lane already: blocking here stalls no worker.
+        on_lane: bool,
+        started: bool,
+        // Whether the control knows this task's waker yet.
+        waker_known: bool,
+    }
 }
 
-impl<F: Future> Future for Timed<'_, F> {
-    type Output = Result<F::Output, Error>;
+impl<F: Future> Driver<F>
+where
+    F::Output: Send + 'static,
+{
+    pub(super) fn new(
+        future: F,
+        promise: Promise<F::Output, (), Control>,
+        stats: Stats,
+        on_lane: bool,
+    ) -> Self {
+        Self {
+            future: Some(future),
+            promise: Some(promise),
+            stats,
+            on_lane,
+            started: false,
+            waker_known: false,
+        }
+    }
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        if !this.polled {
-            this.polled = true;
-            *this.control.waker.lock() = Some(cx.waker().clone());
+impl<F: Future> Future for Driver<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(promise) = this.promise.as_mut() else {
+            return Poll::Ready(());
+        };
+        if !*this.started {
+            *this.started = true;
+            if promise.start().is_none() {
+                // Cancelled before it ran: the handle already has its outcome.
+                this.future.set(None);
+                *this.promise = None;
+                return Poll::Ready(());
+            }
         }
-        if this.control.interrupted() {
-            return Poll::Ready(Err(Error::Cancelled));
-        }
-        // A flagged site's task that is already on a worker (spawned before the flag went up)
-        // hands its worker to another thread for the poll, so the loop keeps turning.
-        let hand_off = !this.on_lane && this.stats.site().is_flagged();
-        let fut = &mut this.fut;
-        let start = Instant::now();
-        let polled = {
-            let _guard = PollGuard::enter();
-            if hand_off {
-                tokio::task::block_in_place(|| {
-                    catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx)))
-                })
-            } else {
-                catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx)))
+        let outcome = if promise.extra().interrupted() {
+            Err(Error::Cancelled)
+        } else {
+            let Some(future) = this.future.as_mut().as_pin_mut() else {
+                return Poll::Ready(());
+            };
+            // A flagged site's task that is already on a worker (spawned before the flag
+            // went up) hands its worker to another thread for the poll, so the loop keeps
+            // turning.
+            let hand_off = !*this.on_lane && this.stats.site().is_flagged();
+            let start = Instant::now();
+            let polled = {
+                let _guard = PollGuard::enter();
+                if hand_off {
+                    tokio::task::block_in_place(|| {
+                        catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
+                    })
+                } else {
+                    catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
+                }
+            };
+            this.stats
+                .record(start.elapsed(), *this.on_lane || hand_off);
+            match polled {
+                Ok(Poll::Ready(value)) => Ok(value),
+                Ok(Poll::Pending) => {
+                    if !*this.waker_known {
+                        *this.waker_known = true;
+                        *promise.extra().waker.lock() = Some(cx.waker().clone());
+                        // The waker is recorded under the lock before the flag is read again:
+                        // a cancel either finds the waker or is seen here (see `interrupt`).
+                        if promise.extra().interrupted() {
+                            cx.waker().wake_by_ref();
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                Err(payload) => Err(Error::from_panic(&*payload)),
             }
         };
-        this.stats.record(start.elapsed(), this.on_lane || hand_off);
-        match polled {
-            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(Error::from_panic(&*payload))),
+        this.future.set(None);
+        this.stats.flush();
+        if let Some(promise) = this.promise.take() {
+            promise.complete(outcome);
         }
+        Poll::Ready(())
     }
 }

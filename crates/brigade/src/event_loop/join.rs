@@ -97,13 +97,18 @@ impl<T> Joiner<T> {
                 })
                 .collect();
         }
+        // The woken indices are taken at most once per call: a task that is pending only
+        // because tokio's budget ran out wakes its slot at once, and taking them again here
+        // would spin. Every index pushed later also wakes the parent, so none is lost.
+        let mut drained = false;
         loop {
             if self.to_poll.is_empty() {
                 let mut woken = self.ready.indices.lock();
-                if woken.is_empty() {
+                if woken.is_empty() || drained {
                     return Poll::Pending;
                 }
                 std::mem::swap(&mut self.to_poll, &mut woken);
+                drained = true;
             }
             while let Some(index) = self.to_poll.pop() {
                 let Some(task) = self.tasks[index].as_mut() else {

@@ -61,7 +61,7 @@ use crate::task::Task;
 use crate::task::promise::Promise;
 use crate::threads::MAX_WORKERS;
 use detect::{Sites, Stats};
-use driver::{Control, Timed};
+use driver::{Control, Driver};
 
 /// The blocking threshold unless configured: a poll longer than this flags its spawn site.
 ///
@@ -299,27 +299,9 @@ impl EventLoop {
     {
         let site = self.inner.sites.get(site);
         let on_lane = site.is_flagged();
-        let stats = Stats::new(site, &self.inner.sites);
-        let (mut promise, task) = Promise::<F::Output, (), Control>::new((), Control::new());
-        let driver = async move {
-            if promise.start().is_none() {
-                return; // cancelled before it ran
-            }
-            let outcome = {
-                // Pinned in this block so that the future is dropped before the outcome is
-                // published: once a waiter sees it, the loop holds nothing of the task.
-                let future = std::pin::pin!(future);
-                Timed {
-                    fut: future,
-                    control: promise.extra(),
-                    stats,
-                    on_lane,
-                    polled: false,
-                }
-                .await
-            };
-            promise.complete(outcome);
-        };
+        let stats = Stats::new(site);
+        let (promise, task) = Promise::<F::Output, (), Control>::new((), Control::new());
+        let driver = Driver::new(future, promise, stats, on_lane);
         if on_lane {
             let handle = self.inner.handle.clone();
             drop(
