@@ -398,3 +398,36 @@ fn the_last_handle_may_be_dropped_inside_a_task() {
     // point is that nothing panicked or hung.
     assert!(matches!(task.result(), Ok(1) | Err(Error::ShutDown)));
 }
+
+#[test]
+fn awaiting_many_finished_tasks_still_lets_other_tasks_run() {
+    let _w = Watchdog::new("awaiting_many_finished_tasks_still_lets_other_tasks_run");
+    let lp = quiet_loop(1);
+    let finished: Vec<_> = (0..5_000u32).map(|i| lp.spawn(async move { i })).collect();
+    brigade::wait(&finished, brigade::Until::AllCompleted, None);
+    let (started_tx, started) = mpsc::channel();
+    let (go, wait_for_go) = mpsc::channel::<()>();
+    // Holds the only worker until both tasks below are queued.
+    let gate = lp.spawn(async move {
+        started_tx.send(()).unwrap();
+        wait_for_go.recv_timeout(PATIENCE).unwrap();
+    });
+    recv(&started);
+    let other_ran = Arc::new(AtomicBool::new(false));
+    let seen = other_ran.clone();
+    let awaiter = lp.spawn(async move {
+        let mut sum = 0u64;
+        for task in finished {
+            sum += u64::from(task.await.unwrap());
+        }
+        (sum, seen.load(SeqCst))
+    });
+    let flag = other_ran.clone();
+    let other = lp.spawn(async move { flag.store(true, SeqCst) });
+    go.send(()).unwrap();
+    gate.result().unwrap();
+    // Like a JoinHandle, a task's await spends tokio's budget, so the awaiting loop yielded
+    // and the task queued behind it ran before the loop was through.
+    assert_eq!(awaiter.result(), Ok((12_497_500, true)));
+    other.result().unwrap();
+}
