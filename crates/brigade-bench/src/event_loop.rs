@@ -184,7 +184,9 @@ impl Suite<'_> {
             }),
             python,
         ];
-        self.compare_rate("io-slow-many", requests, "tokio-hyper", &extra, impls)
+        self.compare_rate("io-slow-many", requests, "tokio-hyper", &extra, impls)?;
+        eprintln!("{:?}", lp.blocking_report());
+        Ok(())
     }
 
     /// Many fast requests over a few keep-alive connections: threads are fine here too.

@@ -91,7 +91,7 @@ fn spawn_blocker(lp: &EventLoop, then: Option<Then>) -> Task<()> {
         match then {
             None => std::thread::sleep(BLOCK),
             Some((started, release, log)) => {
-                // The lane still has the loop's timers and reactor.
+                // Handed-off polls still have the loop's timers and reactor.
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 started.send(()).unwrap();
                 release.recv_timeout(PATIENCE).unwrap();
@@ -139,8 +139,8 @@ fn after_a_site_is_flagged_its_new_tasks_block_no_worker() {
 }
 
 #[test]
-fn a_flagged_sites_task_on_the_blocking_lane_can_still_be_cancelled() {
-    let _w = Watchdog::new("a_flagged_sites_task_on_the_blocking_lane_can_still_be_cancelled");
+fn a_flagged_sites_task_can_still_be_cancelled() {
+    let _w = Watchdog::new("a_flagged_sites_task_can_still_be_cancelled");
     let lp = EventLoop::builder()
         .workers(1)
         .blocking_threshold(THRESHOLD)
@@ -155,18 +155,18 @@ fn a_flagged_sites_task_on_the_blocking_lane_can_still_be_cancelled() {
         lp.spawn(async move {
             std::thread::sleep(if first { BLOCK } else { Duration::ZERO });
             if let Some((dropped, started)) = signal {
-                let _signal = DropSignal(Some(dropped), "lane task dropped");
+                let _signal = DropSignal(Some(dropped), "flagged task dropped");
                 started.send(()).unwrap();
                 std::future::pending::<()>().await;
             }
         })
     };
     spawn(true).result().unwrap();
-    let on_lane = spawn(false);
+    let flagged = spawn(false);
     recv(&started);
-    assert!(on_lane.cancel());
-    assert_eq!(recv(&dropped), "lane task dropped");
-    assert_eq!(on_lane.result(), Err(Error::Cancelled));
+    assert!(flagged.cancel());
+    assert_eq!(recv(&dropped), "flagged task dropped");
+    assert_eq!(flagged.result(), Err(Error::Cancelled));
 }
 
 #[test]

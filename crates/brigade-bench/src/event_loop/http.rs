@@ -33,7 +33,14 @@ impl Server {
             .thread_name("bench-server")
             .enable_all()
             .build()?;
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        // A deep accept queue: a thousand clients connecting at once must not overflow it,
+        // or dropped SYNs cost each a one-second retransmit and the run measures the kernel.
+        let listener = runtime.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.bind("127.0.0.1:0".parse().expect("a valid address"))?;
+            socket.listen(4096)
+        })?;
         let addr = listener.local_addr()?;
         runtime.spawn(async move {
             loop {

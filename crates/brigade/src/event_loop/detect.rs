@@ -97,13 +97,13 @@ impl Site {
     }
 
     /// A poll took `ns`, more than the loop's threshold: flag the site, and warn the first time.
-    fn slow(&self, ns: u64, on_lane: bool) {
+    fn slow(&self, ns: u64, handed_off: bool) {
         self.slow_polls.fetch_add(1, Ordering::Relaxed);
         // Now, not at the next flush: a report taken while the task still blocks shows it.
         self.shards[SHARD.with(|s| *s)]
             .worst_ns
             .fetch_max(ns, Ordering::Relaxed);
-        if !on_lane && !self.flagged.swap(true, Ordering::Relaxed) {
+        if !handed_off && !self.flagged.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 site = %self.location,
                 poll_ms = ns as f64 / 1e6,
@@ -189,6 +189,10 @@ impl Sites {
     }
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// One task's poll statistics, kept locally until flushed to its site.
 pub(super) struct Stats {
     site: &'static Site,
@@ -211,14 +215,18 @@ impl Stats {
         self.site
     }
 
-    /// Records one poll that took `elapsed`.
-    pub(super) fn record(&mut self, elapsed: Duration, on_lane: bool) {
-        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+    /// Records one poll that took `elapsed`; `handed_off` when it ran off the worker already.
+    pub(super) fn record(&mut self, elapsed: Duration, handed_off: bool) {
+        let ns = nanos(elapsed);
         self.polls += 1;
         self.total_ns = self.total_ns.saturating_add(ns);
         self.worst_ns = self.worst_ns.max(ns);
         if ns > self.site.threshold_ns {
-            self.site.slow(ns, on_lane);
+            // Rare, so the extra system call is affordable: was it the task, or a busy CPU?
+            let own = nanos(super::sched::own_time(elapsed));
+            if own > self.site.threshold_ns {
+                self.site.slow(ns, handed_off);
+            }
         }
         if self.polls >= FLUSH_EVERY {
             self.flush();
@@ -270,9 +278,10 @@ pub struct SiteReport {
     pub total: Duration,
     /// The longest single poll.
     pub worst: Duration,
-    /// How many polls took longer than the loop's blocking threshold.
+    /// How many polls took longer than the loop's blocking threshold, not counting time the
+    /// thread spent waiting for a CPU (on Linux; see the module docs).
     pub slow_polls: u64,
-    /// Whether the site was caught blocking: its new tasks run off the loop's workers.
+    /// Whether the site was caught blocking: its tasks' polls now hand their worker over.
     pub flagged: bool,
 }
 

@@ -10,6 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use super::detect::Stats;
+use super::sched;
 use crate::error::Error;
 use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, Ordering};
@@ -114,8 +115,6 @@ pin_project_lite::pin_project! {
         future: Option<F>,
         promise: Option<Promise<F::Output, (), Control>>,
         stats: Stats,
-        // Running on the blocking lane already: blocking here stalls no worker.
-        on_lane: bool,
         started: bool,
         // Whether the control knows this task's waker yet.
         waker_known: bool,
@@ -126,17 +125,11 @@ impl<F: Future> Driver<F>
 where
     F::Output: Send + 'static,
 {
-    pub(super) fn new(
-        future: F,
-        promise: Promise<F::Output, (), Control>,
-        stats: Stats,
-        on_lane: bool,
-    ) -> Self {
+    pub(super) fn new(future: F, promise: Promise<F::Output, (), Control>, stats: Stats) -> Self {
         Self {
             future: Some(future),
             promise: Some(promise),
             stats,
-            on_lane,
             started: false,
             waker_known: false,
         }
@@ -166,11 +159,13 @@ impl<F: Future> Future for Driver<F> {
             let Some(future) = this.future.as_mut().as_pin_mut() else {
                 return Poll::Ready(());
             };
-            // A flagged site's task that is already on a worker (spawned before the flag
-            // went up) hands its worker to another thread for the poll, so the loop keeps
-            // turning.
-            let hand_off = !*this.on_lane && this.stats.site().is_flagged();
+            // A flagged site's task hands its worker to another thread for the poll
+            // (`block_in_place`), so that if it blocks, only its own thread waits and the
+            // loop keeps turning. The flag is read at every poll: a task that was already
+            // running when its site was caught is handed off from its next poll on.
+            let hand_off = this.stats.site().is_flagged();
             let start = Instant::now();
+            sched::poll_starts(start);
             let polled = {
                 let _guard = PollGuard::enter();
                 if hand_off {
@@ -181,8 +176,7 @@ impl<F: Future> Future for Driver<F> {
                     catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
                 }
             };
-            this.stats
-                .record(start.elapsed(), *this.on_lane || hand_off);
+            this.stats.record(start.elapsed(), hand_off);
             match polled {
                 Ok(Poll::Ready(value)) => Ok(value),
                 Ok(Poll::Pending) => {

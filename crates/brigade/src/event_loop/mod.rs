@@ -28,23 +28,27 @@
 //! async code freezes every task that shares its worker. brigade times every poll of every
 //! task. A poll longer than the loop's threshold (10 ms unless
 //! [configured](Builder::blocking_threshold)) flags the task's *spawn site*, the line of code
-//! that called `spawn`, and logs one `tracing` warning naming it. From then on:
+//! that called `spawn`, and logs one `tracing` warning naming it. From then on, every poll of
+//! a task from that site (new tasks, and running ones from their next poll on) first hands its
+//! worker to another thread (`tokio::task::block_in_place`): if the poll blocks, only its own
+//! thread waits, and the loop keeps turning. The user's code does not change. Only the polls
+//! of flagged sites pay for the hand-off (a thread wake-up); no thread is held while such a
+//! task waits at an `.await`, so a flagged site may have any number of tasks.
 //!
-//! * tasks spawned from a flagged site run on the *blocking lane* (tokio's elastic pool of
-//!   blocking threads, each task driven there by its own `block_on`), where blocking stalls
-//!   nothing else;
-//! * tasks from that site that were already on a worker hand the worker over to a fresh
-//!   thread for each of their polls (`tokio::task::block_in_place`), so the loop keeps turning.
+//! On Linux, time the thread spent waiting for a CPU (a busy machine preempting an innocent
+//! poll) is not held against the task: a poll is slow only if its own time passes the
+//! threshold.
 //!
-//! The user's code does not change. [`EventLoop::blocking_report`] lists every site with its
-//! poll counts, longest and total poll time. Timing costs two clock reads per poll (see the
-//! `tiny-async` benchmark). The first slow poll of a site still stalls its worker: detection
-//! learns from it, it cannot undo it.
+//! [`EventLoop::blocking_report`] lists every site with its poll counts, longest and total
+//! poll time. Timing costs two clock reads per poll (see the `tiny-async` benchmark). The
+//! first slow poll of a site still stalls its worker: detection learns from it, it cannot undo
+//! it.
 
 mod detect;
 mod driver;
 mod helpers;
 mod join;
+mod sched;
 
 use std::fmt;
 use std::future::Future;
@@ -74,8 +78,9 @@ pub const DEFAULT_BLOCKING_THRESHOLD: Duration = Duration::from_millis(10);
 /// detection.
 ///
 /// Cloning gives another handle to the same loop. When the last handle goes, the loop shuts
-/// down without waiting: tasks that have not finished end with [`Error::ShutDown`], and code
-/// blocked on the blocking lane finishes in the background.
+/// down without waiting: tasks that have not finished end with [`Error::ShutDown`] (a task
+/// blocked inside a poll, or a [`to_thread`](Self::to_thread) closure, finishes in the
+/// background).
 ///
 /// ```
 /// use std::time::Duration;
@@ -268,9 +273,9 @@ impl EventLoop {
     /// `.await`. A panic inside the future becomes [`Error::Panicked`]. Dropping the handle
     /// detaches the task: it still runs.
     ///
-    /// The caller's location is the task's *spawn site* for blocking detection: where this is
-    /// called decides whether the task runs on a worker or on the blocking lane (see the
-    /// [module docs](self#blocking-detection)).
+    /// The caller's location is the task's *spawn site* for blocking detection: once a task
+    /// from this line of code has blocked a worker, tasks from it hand their worker over for
+    /// each poll (see the [module docs](self#blocking-detection)).
     ///
     /// ```
     /// use brigade::EventLoop;
@@ -298,20 +303,12 @@ impl EventLoop {
         F::Output: Send + 'static,
     {
         let site = self.inner.sites.get(site);
-        let on_lane = site.is_flagged();
-        let stats = Stats::new(site);
         let (promise, task) = Promise::<F::Output, (), Control>::new((), Control::new());
-        let driver = Driver::new(future, promise, stats, on_lane);
-        if on_lane {
-            let handle = self.inner.handle.clone();
-            drop(
-                self.inner
-                    .handle
-                    .spawn_blocking(move || handle.block_on(driver)),
-            );
-        } else {
-            drop(self.inner.handle.spawn(driver));
-        }
+        drop(
+            self.inner
+                .handle
+                .spawn(Driver::new(future, promise, Stats::new(site))),
+        );
         task
     }
 
