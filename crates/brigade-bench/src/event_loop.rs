@@ -185,8 +185,28 @@ impl Suite<'_> {
             python,
         ];
         self.compare_rate("io-slow-many", requests, "tokio-hyper", &extra, impls)?;
-        eprintln!("{:?}", lp.blocking_report());
+        self.detector_line("io-slow-many", &lp);
         Ok(())
+    }
+
+    /// What brigade's blocking detector made of a workload, over all its repetitions: a
+    /// flagged site here is a false alarm (nothing in these clients blocks), and its tasks
+    /// then ran on the blocking lane.
+    fn detector_line(&self, workload: &str, lp: &EventLoop) {
+        let report = lp.blocking_report();
+        let mut line = self.line(workload, "brigade", 0);
+        merge(
+            &mut line,
+            &json!({
+                "detector": true,
+                "sites": report.len(),
+                "flagged_sites": report.iter().filter(|s| s.flagged).count(),
+                "polls": report.iter().map(|s| s.polls).sum::<u64>(),
+                "slow_polls": report.iter().map(|s| s.slow_polls).sum::<u64>(),
+                "worst_poll_ms": report.iter().map(|s| s.worst.as_secs_f64() * 1e3).fold(0.0, f64::max),
+            }),
+        );
+        emit(&line);
     }
 
     /// Many fast requests over a few keep-alive connections: threads are fine here too.
@@ -208,7 +228,9 @@ impl Suite<'_> {
                 threads_http(&threads, addr, &path, requests, connections)
             }),
         ];
-        self.compare_rate("io-fast-few", requests, "tokio-hyper", &extra, impls)
+        self.compare_rate("io-fast-few", requests, "tokio-hyper", &extra, impls)?;
+        self.detector_line("io-fast-few", &lp);
+        Ok(())
     }
 
     /// Interleaved repetitions, medians, one line per impl with `req_per_s`.

@@ -222,3 +222,66 @@ fn the_report_counts_polls_per_site() {
     assert!(!report.flagged);
     assert_eq!(lp.blocking_report().len(), 1);
 }
+
+/// One spawn site for every task of the lane test, whatever future it runs (a generic
+/// function: its instantiations are still one line of code).
+fn spawn_from_one_site<F>(lp: &EventLoop, future: F) -> Task<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    lp.spawn(future)
+}
+
+fn thread_name() -> String {
+    std::thread::current().name().unwrap_or("").to_owned()
+}
+
+#[test]
+fn a_flagged_sites_new_tasks_run_on_lane_threads_that_grow_while_they_block() {
+    let _w =
+        Watchdog::new("a_flagged_sites_new_tasks_run_on_lane_threads_that_grow_while_they_block");
+    let lp = EventLoop::builder()
+        .workers(1)
+        .blocking_threshold(THRESHOLD)
+        .build()
+        .unwrap();
+    assert!(
+        spawn_from_one_site(&lp, async { thread_name() })
+            .result()
+            .unwrap()
+            .starts_with("brigade-loop")
+    );
+    spawn_from_one_site(&lp, async { std::thread::sleep(BLOCK) })
+        .result()
+        .unwrap();
+
+    let (started_tx, started) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let first = spawn_from_one_site(&lp, async move {
+        started_tx.send(thread_name()).unwrap();
+        released.recv_timeout(PATIENCE).unwrap(); // blocks its lane thread until released
+    });
+    let first_thread = recv(&started);
+    assert!(
+        first_thread.starts_with("brigade-loop-lane"),
+        "{first_thread}"
+    );
+    // That lane thread is inside a poll, so the next task gets a thread of its own, and it
+    // still has the lane's timers.
+    let second = spawn_from_one_site(&lp, async {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        thread_name()
+    });
+    let second_thread = second.result().unwrap();
+    assert!(
+        second_thread.starts_with("brigade-loop-lane"),
+        "{second_thread}"
+    );
+    assert_ne!(first_thread, second_thread);
+    // And the workers never blocked: an ordinary task runs meanwhile.
+    assert_eq!(lp.spawn(async { 1 }).result(), Ok(1));
+    release.send(()).unwrap();
+    first.result().unwrap();
+    assert_eq!(lp.blocking_report().iter().filter(|s| s.flagged).count(), 1);
+}

@@ -120,7 +120,7 @@ impl Site {
 pub(super) struct Sites {
     /// Which loop this is, for the per-thread cache (never reused, unlike an address).
     id: u64,
-    map: Mutex<HashMap<usize, &'static Site>>,
+    map: Mutex<HashMap<Location<'static>, &'static Site>>,
     threshold_ns: u64,
 }
 
@@ -147,43 +147,36 @@ impl Sites {
     /// last handle is gone (shutdown does not wait), and it must still be able to flush its
     /// counts. Their number is bounded by the program's spawn sites times its loops.
     pub(super) fn get(&self, location: &'static Location<'static>) -> &'static Site {
-        // Keyed by address: a call site's `Location` is one static. (A generic function
-        // instantiated in several codegen units may have one per unit; those get one record
-        // each, and the report merges them.)
-        let key = std::ptr::from_ref(location) as usize;
+        let address = std::ptr::from_ref(location) as usize;
         if let Some((id, at, site)) = LAST.with(std::cell::Cell::get) {
-            if id == self.id && at == key {
+            if id == self.id && at == address {
                 return site;
             }
         }
+        // Keyed by value, not address: a generic function instantiated in several codegen
+        // units may have a `Location` static in each, and it is still one line of code.
         let site = *self
             .map
             .lock()
-            .entry(key)
+            .entry(*location)
             .or_insert_with(|| Box::leak(Box::new(Site::new(location, self.threshold_ns))));
-        LAST.with(|last| last.set(Some((self.id, key, site))));
+        LAST.with(|last| last.set(Some((self.id, address, site))));
         site
     }
 
     pub(super) fn report(&self) -> Vec<SiteReport> {
         let sites: Vec<&'static Site> = self.map.lock().values().copied().collect();
-        let mut merged: HashMap<Location<'static>, SiteReport> = HashMap::new();
-        for site in sites {
-            let entry = merged.entry(*site.location).or_insert(SiteReport {
+        let mut report: Vec<SiteReport> = sites
+            .into_iter()
+            .map(|site| SiteReport {
                 location: site.location,
-                polls: 0,
-                total: Duration::ZERO,
-                worst: Duration::ZERO,
-                slow_polls: 0,
-                flagged: false,
-            });
-            entry.polls += site.sum(|s| &s.polls);
-            entry.total += Duration::from_nanos(site.sum(|s| &s.total_ns));
-            entry.worst = entry.worst.max(Duration::from_nanos(site.worst()));
-            entry.slow_polls += site.slow_polls.load(Ordering::Relaxed);
-            entry.flagged |= site.is_flagged();
-        }
-        let mut report: Vec<SiteReport> = merged.into_values().collect();
+                polls: site.sum(|s| &s.polls),
+                total: Duration::from_nanos(site.sum(|s| &s.total_ns)),
+                worst: Duration::from_nanos(site.worst()),
+                slow_polls: site.slow_polls.load(Ordering::Relaxed),
+                flagged: site.is_flagged(),
+            })
+            .collect();
         report.sort_by(|a, b| b.total.cmp(&a.total).then(a.location.cmp(b.location)));
         report
     }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use super::detect::Stats;
-use super::sched;
+use super::{lane, sched};
 use crate::error::Error;
 use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, Ordering};
@@ -115,6 +115,8 @@ pin_project_lite::pin_project! {
         future: Option<F>,
         promise: Option<Promise<F::Output, (), Control>>,
         stats: Stats,
+        // On a lane thread: blocking there stalls no worker, and there is no worker to hand over.
+        on_lane: bool,
         started: bool,
         // Whether the control knows this task's waker yet.
         waker_known: bool,
@@ -125,14 +127,28 @@ impl<F: Future> Driver<F>
 where
     F::Output: Send + 'static,
 {
-    pub(super) fn new(future: F, promise: Promise<F::Output, (), Control>, stats: Stats) -> Self {
+    pub(super) fn new(
+        future: F,
+        promise: Promise<F::Output, (), Control>,
+        stats: Stats,
+        on_lane: bool,
+    ) -> Self {
         Self {
             future: Some(future),
             promise: Some(promise),
             stats,
+            on_lane,
             started: false,
             waker_known: false,
         }
+    }
+}
+
+impl<F: Future> Driver<F> {
+    /// The same task, to run on a worker after all (the lane could not take it).
+    pub(super) fn for_worker(mut self) -> Self {
+        self.on_lane = false;
+        self
     }
 }
 
@@ -146,6 +162,9 @@ impl<F: Future> Future for Driver<F> {
         };
         if !*this.started {
             *this.started = true;
+            if *this.on_lane {
+                lane::first_poll();
+            }
             if promise.start().is_none() {
                 // Cancelled before it ran: the handle already has its outcome.
                 this.future.set(None);
@@ -159,15 +178,16 @@ impl<F: Future> Future for Driver<F> {
             let Some(future) = this.future.as_mut().as_pin_mut() else {
                 return Poll::Ready(());
             };
-            // A flagged site's task hands its worker to another thread for the poll
-            // (`block_in_place`), so that if it blocks, only its own thread waits and the
-            // loop keeps turning. The flag is read at every poll: a task that was already
-            // running when its site was caught is handed off from its next poll on.
-            let hand_off = this.stats.site().is_flagged();
+            // A task of a flagged site that is on a worker anyway (it was running when its
+            // site was caught, or the lane could not take it) hands its worker to another
+            // thread for each poll (`block_in_place`): if the poll blocks, only its own
+            // thread waits, and the loop keeps turning.
+            let hand_off = !*this.on_lane && this.stats.site().is_flagged();
             let start = Instant::now();
             sched::poll_starts(start);
             let polled = {
                 let _guard = PollGuard::enter();
+                let _mark = this.on_lane.then(lane::PollMark::enter);
                 if hand_off {
                     tokio::task::block_in_place(|| {
                         catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
@@ -176,7 +196,8 @@ impl<F: Future> Future for Driver<F> {
                     catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
                 }
             };
-            this.stats.record(start.elapsed(), hand_off);
+            this.stats
+                .record(start.elapsed(), *this.on_lane || hand_off);
             match polled {
                 Ok(Poll::Ready(value)) => Ok(value),
                 Ok(Poll::Pending) => {

@@ -28,12 +28,17 @@
 //! async code freezes every task that shares its worker. brigade times every poll of every
 //! task. A poll longer than the loop's threshold (10 ms unless
 //! [configured](Builder::blocking_threshold)) flags the task's *spawn site*, the line of code
-//! that called `spawn`, and logs one `tracing` warning naming it. From then on, every poll of
-//! a task from that site (new tasks, and running ones from their next poll on) first hands its
-//! worker to another thread (`tokio::task::block_in_place`): if the poll blocks, only its own
-//! thread waits, and the loop keeps turning. The user's code does not change. Only the polls
-//! of flagged sites pay for the hand-off (a thread wake-up); no thread is held while such a
-//! task waits at an `.await`, so a flagged site may have any number of tasks.
+//! that called `spawn`, and logs one `tracing` warning naming it. From then on:
+//!
+//! * tasks spawned from a flagged site run on the loop's *blocking lane*: threads that are
+//!   small event loops of their own (tokio current-thread runtimes, with timers and I/O). A new
+//!   task goes to a lane thread that is not inside a poll; when all are, the lane grows by a
+//!   thread (up to 64). Blocking there stalls no worker, and the task still awaits cheaply, so
+//!   a site flagged for a one-off hiccup loses little;
+//! * tasks from that site that were already on a worker hand the worker over to another
+//!   thread for each of their polls (`tokio::task::block_in_place`), so the loop keeps turning.
+//!
+//! The user's code does not change.
 //!
 //! On Linux, time the thread spent waiting for a CPU (a busy machine preempting an innocent
 //! poll) is not held against the task: a poll is slow only if its own time passes the
@@ -48,6 +53,7 @@ mod detect;
 mod driver;
 mod helpers;
 mod join;
+mod lane;
 mod sched;
 
 use std::fmt;
@@ -66,6 +72,7 @@ use crate::task::promise::Promise;
 use crate::threads::MAX_WORKERS;
 use detect::{Sites, Stats};
 use driver::{Control, Driver};
+use lane::Lane;
 
 /// The blocking threshold unless configured: a poll longer than this flags its spawn site.
 ///
@@ -79,8 +86,8 @@ pub const DEFAULT_BLOCKING_THRESHOLD: Duration = Duration::from_millis(10);
 ///
 /// Cloning gives another handle to the same loop. When the last handle goes, the loop shuts
 /// down without waiting: tasks that have not finished end with [`Error::ShutDown`] (a task
-/// blocked inside a poll, or a [`to_thread`](Self::to_thread) closure, finishes in the
-/// background).
+/// blocked inside a poll, or a [`to_thread`](Self::to_thread) closure, finishes that in the
+/// background first).
 ///
 /// ```
 /// use std::time::Duration;
@@ -103,6 +110,7 @@ struct Inner {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     sites: Sites,
+    lane: Lane,
     workers: usize,
 }
 
@@ -195,7 +203,7 @@ impl Builder {
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
-            .thread_name(self.thread_name)
+            .thread_name(self.thread_name.clone())
             .enable_all()
             .build()
             .map_err(|e| BuildError::Runtime {
@@ -206,6 +214,7 @@ impl Builder {
                 handle: runtime.handle().clone(),
                 runtime: Some(runtime),
                 sites: Sites::new(self.threshold),
+                lane: Lane::new(&self.thread_name),
                 workers,
             }),
         })
@@ -274,8 +283,8 @@ impl EventLoop {
     /// detaches the task: it still runs.
     ///
     /// The caller's location is the task's *spawn site* for blocking detection: once a task
-    /// from this line of code has blocked a worker, tasks from it hand their worker over for
-    /// each poll (see the [module docs](self#blocking-detection)).
+    /// from this line of code has blocked a worker, new tasks from it run on the blocking lane
+    /// (see the [module docs](self#blocking-detection)).
     ///
     /// ```
     /// use brigade::EventLoop;
@@ -303,12 +312,17 @@ impl EventLoop {
         F::Output: Send + 'static,
     {
         let site = self.inner.sites.get(site);
+        let flagged = site.is_flagged();
         let (promise, task) = Promise::<F::Output, (), Control>::new((), Control::new());
-        drop(
-            self.inner
-                .handle
-                .spawn(Driver::new(future, promise, Stats::new(site))),
-        );
+        let driver = Driver::new(future, promise, Stats::new(site), flagged);
+        let on_worker = if flagged {
+            self.inner.lane.spawn(driver).err().map(Driver::for_worker)
+        } else {
+            Some(driver)
+        };
+        if let Some(driver) = on_worker {
+            drop(self.inner.handle.spawn(driver));
+        }
         task
     }
 
