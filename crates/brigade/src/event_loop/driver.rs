@@ -86,7 +86,7 @@ impl Control {
 
 impl Hooks for Control {
     fn interrupt(&self) -> bool {
-        // The flag is set before the waker is looked at, and `Timed` records the waker before
+        // The flag is set before the waker is looked at, and `Driver` records the waker before
         // it reads the flag (both under the lock): either we find the waker, or it finds the
         // flag.
         self.interrupted.store(true, Ordering::Release);
