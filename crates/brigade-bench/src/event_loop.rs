@@ -166,6 +166,11 @@ impl Suite<'_> {
     ) -> anyhow::Result<()> {
         let addr = self.server.addr;
         let lp = self.brigade()?;
+        // The same loop with the detector unable to fire: what a false alarm costs, if any.
+        let undetected = EventLoop::builder()
+            .workers(self.workers)
+            .blocking_threshold(Duration::MAX)
+            .build()?;
         let tokio = self.tokio()?;
         let threads = ThreadPool::builder().workers(64).build()?;
         let path = path(delay_ms);
@@ -175,6 +180,9 @@ impl Suite<'_> {
         let impls = vec![
             imp("brigade", || {
                 brigade_http(&lp, addr, &path, requests, connections)
+            }),
+            imp("brigade-detection-off", || {
+                brigade_http(&undetected, addr, &path, requests, connections)
             }),
             imp("tokio-hyper", || {
                 tokio_http(&tokio, addr, &path, requests, connections)
