@@ -40,6 +40,17 @@ pub struct TaskGroup<T> {
 ///
 /// A task that returns `Err` counts as failing ([`GroupError::error`] is then `None`, and the
 /// value is in [`GroupError::value`]); so does one that panics or is cancelled from outside.
+///
+/// ```
+/// use brigade::Error;
+///
+/// let lp = brigade::EventLoop::new();
+/// let mut group = lp.group::<(), String>();
+/// group.spawn(async { panic!("the parser fell over") });
+/// let failure = lp.block_on(group.join()).unwrap().unwrap_err();
+/// assert_eq!((failure.index, failure.value, failure.cancelled), (0, None, 0));
+/// assert!(matches!(failure.error, Some(Error::Panicked { .. })));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GroupError<E> {
@@ -196,6 +207,18 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<Result<T, E>> {
 
     /// Waits for every task; their values in spawn order, or the first failure (see the
     /// [type's docs](Self)).
+    ///
+    /// ```
+    /// let lp = brigade::EventLoop::new();
+    /// let mut group = lp.group::<usize, std::io::Error>();
+    /// for n in [3, 1, 2] {
+    ///     group.spawn(async move {
+    ///         tokio::time::sleep(std::time::Duration::from_millis(n as u64)).await;
+    ///         Ok(n)
+    ///     });
+    /// }
+    /// assert_eq!(lp.block_on(group.join()).unwrap().unwrap(), [3, 1, 2]);
+    /// ```
     pub fn join(mut self) -> impl Future<Output = Result<Vec<T>, GroupError<E>>> + Send {
         let mut joiner = Joiner::new(std::mem::take(&mut self.tasks));
         async move {
