@@ -221,8 +221,8 @@ impl<T> Task<T> {
         self.header().state() & (RUNNING | COMPLETE) == RUNNING
     }
 
-    /// Whether the task was cancelled before it started (see [`cancel`](Self::cancel) for an
-    /// example).
+    /// Whether the task was cancelled before it started, or, on the event loop, stopped by a
+    /// cancel while it ran (see [`cancel`](Self::cancel) for an example).
     pub fn is_cancelled(&self) -> bool {
         self.header().state() & CANCELLED != 0
     }
