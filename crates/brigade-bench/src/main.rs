@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p brigade-bench -- threads [--reps N] [--only WORKLOAD]... [--quick]
 //! cargo run --release -p brigade-bench -- processes [--reps N] [--only WORKLOAD]... [--quick]
+//! cargo run --release -p brigade-bench -- event-loop [--reps N] [--only WORKLOAD]... [--quick]
 //! ```
 //!
 //! Every workload measures brigade and its anchors in the same run, interleaving the
@@ -10,6 +11,7 @@
 //! of them alike, and reports the median. Each line carries `vs_anchor`: the anchor's median
 //! wall time divided by this impl's (above 1 means faster than the anchor).
 
+mod event_loop;
 mod measure;
 mod processes;
 mod threads;
@@ -31,6 +33,8 @@ enum Suite {
     Threads(threads::Args),
     /// The process lane against procspawn and Python's ProcessPoolExecutor.
     Processes(processes::Args),
+    /// The event loop against tokio, threads and Python's asyncio, over real HTTP.
+    EventLoop(event_loop::Args),
     /// Internal: the memory probe, run as a child process so its peak RSS is its own.
     #[command(hide = true)]
     MemoryProbe(threads::MemoryProbeArgs),
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
     let outcome = match cli.suite {
         Suite::Threads(args) => threads::run(&args),
         Suite::Processes(args) => processes::run(&args),
+        Suite::EventLoop(args) => event_loop::run(&args),
         Suite::MemoryProbe(args) => threads::memory_probe(&args),
     };
     match outcome {

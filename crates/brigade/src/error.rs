@@ -28,8 +28,9 @@ pub enum Error {
         /// The panic message, or a placeholder when the payload was not a string.
         message: String,
     },
-    /// The task was cancelled before it started, so it never ran.
-    #[error("task was cancelled before it started")]
+    /// The task was cancelled before it started, so it never ran; or, on the event loop, it
+    /// was cancelled while running and stopped at an `.await`.
+    #[error("task was cancelled")]
     Cancelled,
     /// A bounded wait ran out before the task finished. The task itself is untouched: it keeps
     /// running, and a later wait can still get its value.
@@ -226,6 +227,12 @@ pub enum BuildError {
     #[error("the worker initializer failed: {message}")]
     Initializer {
         /// The initializer's panic message.
+        message: String,
+    },
+    /// The event loop's runtime could not start (the operating system refused a thread, say).
+    #[error("could not start the event loop: {message}")]
+    Runtime {
+        /// The underlying error's explanation.
         message: String,
     },
 }

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | thread pool ("many chefs, one kitchen") — [`ThreadPool`] | OS threads sharing memory | CPU-bound work (Rust has no GIL: threads run in parallel on all cores); blocking I/O with a few connections |
 //! | process pool ("separate stations") — *coming* | worker processes, own memory | isolation: a crash, abort, leak or runaway task takes down one worker, not the program |
-//! | event loop ("one chef, never idle") — *coming* | tasks on a reactor | I/O-bound work with many slow connections |
+//! | event loop ("one chef, never idle") — [`EventLoop`] | tasks on a reactor (tokio's) | I/O-bound work with many slow connections |
 //!
 //! Python's rule "CPU-bound → multiprocessing" exists because of the GIL. In Rust, CPU-bound
 //! work belongs on threads; processes are for isolation.
@@ -74,6 +74,32 @@
 //! assert_eq!(sum(&pool, &xs), 5_000_050_000);
 //! ```
 //!
+//! # Many slow connections: the event loop
+//!
+//! [`EventLoop::spawn`] runs a future and hands back the same [`Task`]; async code awaits
+//! tasks from any lane, and sync code waits with [`Task::result`]. Blocking calls inside async
+//! code are caught: a poll that runs past a threshold flags its spawn site, and later tasks
+//! from that site run where they cannot stall the loop (see [`event_loop`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use brigade::EventLoop;
+//! use brigade::event_loop::{gather, timeout};
+//!
+//! let lp = EventLoop::new();
+//! let replies: Vec<_> = (1..=3u64)
+//!     .map(|n| lp.spawn(async move {
+//!         tokio::time::sleep(Duration::from_millis(n)).await; // stands in for a slow server
+//!         n * 100
+//!     }))
+//!     .collect();
+//! let stuck = lp.spawn(std::future::pending::<u64>());
+//! lp.block_on(async {
+//!     assert_eq!(gather(replies).await, Ok(vec![100, 200, 300]));
+//!     assert_eq!(timeout(Duration::from_millis(5), stuck).await, Err(brigade::Error::TimedOut));
+//! }).unwrap();
+//! ```
+//!
 //! # Failures stay where they happen
 //!
 //! A panic inside a task becomes that task's [`Error::Panicked`]; the worker and the pool live
@@ -82,6 +108,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod error;
+pub mod event_loop;
 mod map;
 #[cfg(all(unix, not(brigade_loom)))]
 pub mod processes;
@@ -91,6 +118,7 @@ pub mod threads;
 mod wait;
 
 pub use error::{BuildError, Error, SubmitError};
+pub use event_loop::EventLoop;
 #[cfg(all(unix, not(brigade_loom)))]
 pub use processes::ProcessPool;
 pub use task::Task;

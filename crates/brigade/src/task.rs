@@ -221,8 +221,8 @@ impl<T> Task<T> {
         self.header().state() & (RUNNING | COMPLETE) == RUNNING
     }
 
-    /// Whether the task was cancelled before it started (see [`cancel`](Self::cancel) for an
-    /// example).
+    /// Whether the task was cancelled before it started, or, on the event loop, stopped by a
+    /// cancel while it ran (see [`cancel`](Self::cancel) for an example).
     pub fn is_cancelled(&self) -> bool {
         self.header().state() & CANCELLED != 0
     }
@@ -267,8 +267,13 @@ impl<T> Future for Task<T> {
     /// Ready with the outcome once the task is done. Polling again after that gives
     /// [`Error::Consumed`].
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // On tokio's scheduler, awaiting spends the task's budget as awaiting a `JoinHandle`
+        // does, so a loop over many finished tasks still yields now and then instead of holding
+        // its worker. Elsewhere this is free and always proceeds.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let this = self.get_mut();
         if this.is_complete() || !this.header().watch(cx.waker()) {
+            coop.made_progress();
             return Poll::Ready(this.take());
         }
         Poll::Pending

@@ -95,6 +95,11 @@ use call::Trampoline;
 use supervisor::{Config, Job, Pending, Shared, StartError};
 use wire::{FrameWriter, Status};
 
+/// The iterator [`ProcessPool::map`] returns: [`Map`] over a process pool, with the same
+/// knobs ([`chunk_size`](Map::chunk_size), [`in_flight`](Map::in_flight),
+/// [`unordered`](Map::unordered)) as the thread pool's.
+pub type ProcessMap<I, A, R> = Map<I, fn(A) -> R, R, ProcessPool>;
+
 /// A pool of worker processes that fails one task, never the pool; see the
 /// [module docs](self).
 ///
@@ -523,7 +528,7 @@ impl ProcessPool {
     /// assert_eq!(cubes[9], 1_000);
     /// # Ok::<(), brigade::BuildError>(())
     /// ```
-    pub fn map<I, A, R>(&self, inputs: I, f: fn(A) -> R) -> Map<I::IntoIter, fn(A) -> R, R, Self>
+    pub fn map<I, A, R>(&self, inputs: I, f: fn(A) -> R) -> ProcessMap<I::IntoIter, A, R>
     where
         I: IntoIterator<Item = A>,
         A: Serialize + DeserializeOwned,

@@ -1,0 +1,461 @@
+//! The `event-loop` suite: brigade's event loop against raw tokio, threads and Python's
+//! asyncio, on a real HTTP/1.1 server (hyper, on 127.0.0.1, in this process on its own
+//! threads); blocking inside async code; and the cost of a spawn.
+//!
+//! The I/O workloads report requests per second; `blocking-in-async` reports how late 1 ms
+//! async sleeps wake up while other tasks block their worker. As in the threads suite, impls
+//! run side by side with their repetitions interleaved and medians reported, and `vs_anchor`
+//! is above 1 when an impl beats its anchor.
+
+mod http;
+mod scheduling;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use brigade::event_loop::gather;
+use brigade::{EventLoop, ThreadPool};
+use serde_json::{Value, json};
+
+use crate::measure::{emit, median, merge, round3};
+use http::{Server, blocking_connection, hyper_connection, path, share};
+use scheduling::Blocking;
+
+const SUITE: &str = "event-loop";
+const WORKLOADS: [&str; 4] = [
+    "io-slow-many",
+    "io-fast-few",
+    "blocking-in-async",
+    "tiny-async",
+];
+const PYTHON_CLIENT: &str = include_str!("event_loop/asyncio_client.py");
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Repetitions per impl (the median is reported); at least 3 for a reported figure.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Run only these workloads (repeatable).
+    #[arg(long = "only", value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS))]
+    only: Vec<String>,
+    /// Shrink every workload: a smoke test of the harness, not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// Worker threads of every client-side loop and runtime (default: available parallelism).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Worker threads of the HTTP server's own runtime.
+    #[arg(long, default_value_t = 1)]
+    server_threads: usize,
+}
+
+/// One impl's run: what it measured, and a checksum every impl must agree on.
+struct Sample {
+    checksum: u64,
+    /// Seconds the measured part took.
+    secs: f64,
+    /// Lateness samples in microseconds (`blocking-in-async` only).
+    lateness_us: Vec<f64>,
+}
+
+impl Sample {
+    fn timed(start: Instant, checksum: u64) -> Self {
+        Self {
+            checksum,
+            secs: start.elapsed().as_secs_f64(),
+            lateness_us: Vec::new(),
+        }
+    }
+}
+
+/// An impl's name, why it was skipped (if it was), and its samples.
+type Outcome = (&'static str, Option<String>, Vec<Sample>);
+
+type Run<'a> = Box<dyn FnMut() -> anyhow::Result<Option<Sample>> + 'a>;
+
+/// An impl; a run that returns `None` is skipped (its line says why).
+struct Impl<'a> {
+    name: &'static str,
+    run: Run<'a>,
+    skipped: Option<String>,
+}
+
+fn imp<'a>(name: &'static str, run: impl FnMut() -> anyhow::Result<Sample> + 'a) -> Impl<'a> {
+    let mut run = run;
+    Impl {
+        name,
+        run: Box::new(move || run().map(Some)),
+        skipped: None,
+    }
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let wants = |w: &str| args.only.is_empty() || args.only.iter().any(|o| o == w);
+    let base = json!({ "workers": workers, "quick": args.quick });
+    let server = Server::start(args.server_threads)?;
+    let suite = Suite {
+        reps: args.reps,
+        workers,
+        base,
+        server: &server,
+    };
+    if wants("io-slow-many") {
+        let (requests, connections, delay) = if args.quick {
+            (200, 50, 5)
+        } else {
+            (5_000, 1_000, 50)
+        };
+        suite.io_slow_many(requests, connections, delay)?;
+    }
+    if wants("io-fast-few") {
+        let requests = if args.quick { 400 } else { 20_000 };
+        suite.io_fast_few(requests, 8)?;
+    }
+    if wants("blocking-in-async") {
+        let shape = if args.quick {
+            Blocking {
+                blockers: 4,
+                block_ms: 30,
+                sleepers: 100,
+                sleeps: 5,
+            }
+        } else {
+            Blocking {
+                blockers: 20,
+                block_ms: 50,
+                sleepers: 2_000,
+                sleeps: 10,
+            }
+        };
+        suite.blocking_in_async(&shape)?;
+    }
+    if wants("tiny-async") {
+        suite.tiny_async(if args.quick { 2_000 } else { 200_000 })?;
+    }
+    Ok(())
+}
+
+struct Suite<'a> {
+    reps: usize,
+    workers: usize,
+    base: Value,
+    server: &'a Server,
+}
+
+impl Suite<'_> {
+    fn tokio(&self) -> anyhow::Result<tokio::runtime::Runtime> {
+        Ok(tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.workers)
+            .enable_all()
+            .build()?)
+    }
+
+    fn brigade(&self) -> anyhow::Result<EventLoop> {
+        Ok(EventLoop::builder().workers(self.workers).build()?)
+    }
+
+    /// Many slow requests over many connections: what an event loop is for.
+    fn io_slow_many(
+        &self,
+        requests: usize,
+        connections: usize,
+        delay_ms: u64,
+    ) -> anyhow::Result<()> {
+        let addr = self.server.addr;
+        let lp = self.brigade()?;
+        // The same loop with the detector unable to fire: what a false alarm costs, if any.
+        let undetected = EventLoop::builder()
+            .workers(self.workers)
+            .blocking_threshold(Duration::MAX)
+            .build()?;
+        let tokio = self.tokio()?;
+        let threads = ThreadPool::builder().workers(64).build()?;
+        let path = path(delay_ms);
+        let extra =
+            json!({ "requests": requests, "connections": connections, "delay_ms": delay_ms });
+        let python = python_impl(addr, path.clone(), requests, connections);
+        let impls = vec![
+            imp("brigade", || {
+                brigade_http(&lp, addr, &path, requests, connections)
+            }),
+            imp("brigade-detection-off", || {
+                brigade_http(&undetected, addr, &path, requests, connections)
+            }),
+            imp("tokio-hyper", || {
+                tokio_http(&tokio, addr, &path, requests, connections)
+            }),
+            imp("brigade-threads-64", || {
+                threads_http(&threads, addr, &path, requests, 64.min(connections))
+            }),
+            python,
+        ];
+        self.compare_rate("io-slow-many", requests, "tokio-hyper", &extra, impls)?;
+        self.detector_line("io-slow-many", &lp);
+        Ok(())
+    }
+
+    /// What brigade's blocking detector made of a workload, over all its repetitions: a
+    /// flagged site here is a false alarm (nothing in these clients blocks), and its tasks
+    /// then ran on the blocking lane.
+    fn detector_line(&self, workload: &str, lp: &EventLoop) {
+        let report = lp.blocking_report();
+        let mut line = self.line(workload, "brigade", 0);
+        merge(
+            &mut line,
+            &json!({
+                "detector": true,
+                "sites": report.len(),
+                "flagged_sites": report.iter().filter(|s| s.flagged).count(),
+                "polls": report.iter().map(|s| s.polls).sum::<u64>(),
+                "slow_polls": report.iter().map(|s| s.slow_polls).sum::<u64>(),
+                "worst_poll_ms": report.iter().map(|s| s.worst.as_secs_f64() * 1e3).fold(0.0, f64::max),
+            }),
+        );
+        emit(&line);
+    }
+
+    /// Many fast requests over a few keep-alive connections: threads are fine here too.
+    fn io_fast_few(&self, requests: usize, connections: usize) -> anyhow::Result<()> {
+        let addr = self.server.addr;
+        let lp = self.brigade()?;
+        let tokio = self.tokio()?;
+        let threads = ThreadPool::builder().workers(connections).build()?;
+        let path = path(0);
+        let extra = json!({ "requests": requests, "connections": connections, "delay_ms": 0 });
+        let impls = vec![
+            imp("brigade", || {
+                brigade_http(&lp, addr, &path, requests, connections)
+            }),
+            imp("tokio-hyper", || {
+                tokio_http(&tokio, addr, &path, requests, connections)
+            }),
+            imp("brigade-threads-8", || {
+                threads_http(&threads, addr, &path, requests, connections)
+            }),
+        ];
+        self.compare_rate("io-fast-few", requests, "tokio-hyper", &extra, impls)?;
+        self.detector_line("io-fast-few", &lp);
+        Ok(())
+    }
+
+    /// Interleaved repetitions, medians, one line per impl with `req_per_s`.
+    fn compare_rate(
+        &self,
+        workload: &str,
+        requests: usize,
+        anchor: &str,
+        extra: &Value,
+        impls: Vec<Impl<'_>>,
+    ) -> anyhow::Result<()> {
+        let results = self.interleave(workload, impls)?;
+        let rate = |secs: &[f64]| requests as f64 / median(&mut secs.to_vec());
+        let anchor_rate = results
+            .iter()
+            .find(|(name, _, runs)| *name == anchor && !runs.is_empty())
+            .map(|(_, _, runs)| rate(&secs(runs)));
+        for (name, skipped, runs) in &results {
+            let mut line = self.line(workload, name, requests);
+            if let Some(why) = skipped {
+                merge(&mut line, &json!({ "skipped": why }));
+            } else {
+                let secs = secs(runs);
+                let req_per_s = rate(&secs);
+                merge(
+                    &mut line,
+                    &json!({
+                        "wall_ms": round3(median(&mut secs.clone()) * 1e3),
+                        "min_ms": round3(secs.iter().copied().fold(f64::INFINITY, f64::min) * 1e3),
+                        "req_per_s": req_per_s.round(),
+                        "anchor": anchor,
+                        "vs_anchor": anchor_rate.map(|a| round3(req_per_s / a)),
+                    }),
+                );
+            }
+            merge(&mut line, extra);
+            emit(&line);
+        }
+        Ok(())
+    }
+
+    fn line(&self, workload: &str, name: &str, tasks: usize) -> Value {
+        let mut line = json!({
+            "suite": SUITE,
+            "workload": workload,
+            "impl": name,
+            "tasks": tasks,
+            "reps": self.reps,
+        });
+        merge(&mut line, &self.base);
+        line
+    }
+
+    /// Runs every impl `reps` times, interleaved; checks the checksums agree. Gives each impl's
+    /// samples (none for a skipped impl, with the reason).
+    fn interleave(&self, workload: &str, mut impls: Vec<Impl<'_>>) -> anyhow::Result<Vec<Outcome>> {
+        if let Ok(keep) = std::env::var("BRIGADE_BENCH_IMPL") {
+            impls.retain(|i| keep.split(',').any(|k| k == i.name));
+        }
+        let mut samples: Vec<Vec<Sample>> = impls.iter().map(|_| Vec::new()).collect();
+        for _ in 0..self.reps {
+            for (i, imp) in impls.iter_mut().enumerate() {
+                if imp.skipped.is_some() {
+                    continue;
+                }
+                // Let the previous impl's threads and sockets settle.
+                std::thread::sleep(Duration::from_millis(50));
+                match (imp.run)().with_context(|| format!("{workload}/{}", imp.name))? {
+                    Some(sample) => samples[i].push(sample),
+                    None => imp.skipped = Some("skipped".into()),
+                }
+            }
+        }
+        let reference = samples.iter().find_map(|s| s.first()).map(|s| s.checksum);
+        for (imp, runs) in impls.iter().zip(&samples) {
+            for run in runs {
+                anyhow::ensure!(
+                    Some(run.checksum) == reference,
+                    "{workload}: {} computed {}, expected {reference:?}",
+                    imp.name,
+                    run.checksum
+                );
+            }
+        }
+        Ok(impls
+            .into_iter()
+            .zip(samples)
+            .map(|(imp, runs)| (imp.name, imp.skipped, runs))
+            .collect())
+    }
+}
+
+fn secs(runs: &[Sample]) -> Vec<f64> {
+    runs.iter().map(|r| r.secs).collect()
+}
+
+fn brigade_http(
+    lp: &EventLoop,
+    addr: std::net::SocketAddr,
+    path: &str,
+    requests: usize,
+    connections: usize,
+) -> anyhow::Result<Sample> {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| {
+            lp.spawn(hyper_connection(
+                addr,
+                path.to_owned(),
+                share(requests, connections, i),
+            ))
+        })
+        .collect();
+    let bytes = lp.block_on(gather(tasks))??;
+    Ok(Sample::timed(
+        start,
+        bytes
+            .into_iter()
+            .collect::<anyhow::Result<Vec<u64>>>()?
+            .iter()
+            .sum(),
+    ))
+}
+
+fn tokio_http(
+    rt: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    path: &str,
+    requests: usize,
+    connections: usize,
+) -> anyhow::Result<Sample> {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..connections)
+        .map(|i| {
+            rt.spawn(hyper_connection(
+                addr,
+                path.to_owned(),
+                share(requests, connections, i),
+            ))
+        })
+        .collect();
+    let bytes = rt.block_on(async {
+        let mut bytes = 0;
+        for handle in handles {
+            bytes += handle.await??;
+        }
+        anyhow::Ok(bytes)
+    })?;
+    Ok(Sample::timed(start, bytes))
+}
+
+fn threads_http(
+    pool: &ThreadPool,
+    addr: std::net::SocketAddr,
+    path: &str,
+    requests: usize,
+    connections: usize,
+) -> anyhow::Result<Sample> {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| {
+            let path = path.to_owned();
+            let n = share(requests, connections, i);
+            pool.submit(move || blocking_connection(addr, &path, n))
+                .unwrap()
+        })
+        .collect();
+    let mut bytes = 0;
+    for task in tasks {
+        bytes += task.result()??;
+    }
+    Ok(Sample::timed(start, bytes))
+}
+
+/// Python's asyncio with standard-library streams, as a child process; its own clock, so that
+/// the interpreter's start-up is not counted. Skipped when `python3` is missing.
+fn python_impl<'a>(
+    addr: std::net::SocketAddr,
+    path: String,
+    requests: usize,
+    connections: usize,
+) -> Impl<'a> {
+    let available = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut python = Impl {
+        name: "python-asyncio",
+        run: Box::new(move || {
+            let out = Command::new("python3")
+                .arg("-c")
+                .arg(PYTHON_CLIENT)
+                .arg(addr.ip().to_string())
+                .arg(addr.port().to_string())
+                .arg(&path)
+                .arg(requests.to_string())
+                .arg(connections.to_string())
+                .output()
+                .context("running python3")?;
+            anyhow::ensure!(
+                out.status.success(),
+                "python3 failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let result: Value = serde_json::from_slice(&out.stdout)?;
+            Ok(Some(Sample {
+                checksum: result["bytes"].as_u64().context("bytes")?,
+                secs: result["elapsed_s"].as_f64().context("elapsed_s")?,
+                lateness_us: Vec::new(),
+            }))
+        }),
+        skipped: None,
+    };
+    if !available {
+        python.skipped = Some("python3 not found".into());
+    }
+    python
+}

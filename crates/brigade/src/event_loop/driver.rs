@@ -1,0 +1,225 @@
+//! What runs inside each tokio task that the loop spawns: the user's future wrapped so that
+//! every poll is timed, panics become [`Error::Panicked`], and a cancel from the handle stops
+//! it at its next await.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use super::detect::Stats;
+use super::{lane, sched};
+use crate::error::Error;
+use crate::sync::Mutex;
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::task::cell::Hooks;
+use crate::task::promise::Promise;
+
+thread_local! {
+    /// Set while this thread polls a task of any brigade loop: `block_on` here would block
+    /// the very loop it waits on (tokio panics; brigade reports an error).
+    static IN_POLL: Cell<bool> = const { Cell::new(false) };
+    /// Set on threads where a blocking `block_on` is legitimate even though tokio says a
+    /// task runs there (the loop's `to_thread` closures).
+    static BLOCKING_OK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread is inside an event loop, where `block_on` must not be called.
+pub(super) fn inside_a_loop() -> bool {
+    IN_POLL.with(Cell::get)
+        || (!BLOCKING_OK.with(Cell::get) && tokio::runtime::Handle::try_current().is_ok() && {
+            // A worker of some tokio runtime polling a task: blocking here stalls it, and tokio
+            // would panic. (`try_id` is `None` on plain threads that merely entered a handle.)
+            tokio::task::try_id().is_some()
+        })
+}
+
+/// Runs `f` on a thread where blocking is allowed even though tokio counts it as a task.
+pub(super) fn blocking_allowed<R>(f: impl FnOnce() -> R) -> R {
+    BLOCKING_OK.with(|b| b.set(true));
+    let out = f();
+    BLOCKING_OK.with(|b| b.set(false));
+    out
+}
+
+/// Marks the thread as polling a loop task for the guard's lifetime (restored on unwind too).
+struct PollGuard(bool);
+
+impl PollGuard {
+    fn enter() -> Self {
+        Self(IN_POLL.with(|p| p.replace(true)))
+    }
+}
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        IN_POLL.with(|p| p.set(self.0));
+    }
+}
+
+/// What an async task keeps beside its handle: how a cancel reaches the running future.
+///
+/// Cancelling sets the flag and wakes the task; its next poll sees the flag and ends it with
+/// [`Error::Cancelled`] without polling the user's future again. A future is only ever left
+/// at an await point, so this is "aborts at the next await". The waker is recorded the first
+/// time the future is pending (a task that finishes in one poll never pays for it): a tokio
+/// task's waker, like `block_on`'s, stays the same for its whole life.
+pub(super) struct Control {
+    interrupted: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Control {
+    pub(super) fn new() -> Self {
+        Self {
+            interrupted: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        }
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::Acquire)
+    }
+}
+
+impl Hooks for Control {
+    fn interrupt(&self) -> bool {
+        // The flag is set before the waker is looked at, and `Driver` records the waker before
+        // it reads the flag (both under the lock): either we find the waker, or it finds the
+        // flag.
+        self.interrupted.store(true, Ordering::Release);
+        if let Some(waker) = self.waker.lock().take() {
+            waker.wake();
+        }
+        true
+    }
+
+    fn abandoned(&self) -> Error {
+        if self.interrupted() {
+            Error::Cancelled
+        } else {
+            Error::ShutDown
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// What a loop task runs: the user's future, polled with a stopwatch, and the promise
+    /// that publishes its outcome.
+    pub(super) struct Driver<F: Future> {
+        // `Some` until the outcome is known; dropped before the outcome is published, so that
+        // once a waiter sees it, the loop holds nothing of the task.
+        #[pin]
+        future: Option<F>,
+        promise: Option<Promise<F::Output, (), Control>>,
+        stats: Stats,
+        // On a lane thread: blocking there stalls no worker, and there is no worker to hand over.
+        on_lane: bool,
+        started: bool,
+        // Whether the control knows this task's waker yet.
+        waker_known: bool,
+    }
+}
+
+impl<F: Future> Driver<F>
+where
+    F::Output: Send + 'static,
+{
+    pub(super) fn new(
+        future: F,
+        promise: Promise<F::Output, (), Control>,
+        stats: Stats,
+        on_lane: bool,
+    ) -> Self {
+        Self {
+            future: Some(future),
+            promise: Some(promise),
+            stats,
+            on_lane,
+            started: false,
+            waker_known: false,
+        }
+    }
+}
+
+impl<F: Future> Driver<F> {
+    /// The same task, to run on a worker after all (the lane could not take it).
+    pub(super) fn for_worker(mut self) -> Self {
+        self.on_lane = false;
+        self
+    }
+}
+
+impl<F: Future> Future for Driver<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(promise) = this.promise.as_mut() else {
+            return Poll::Ready(());
+        };
+        if !*this.started {
+            *this.started = true;
+            if *this.on_lane {
+                lane::first_poll();
+            }
+            if promise.start().is_none() {
+                // Cancelled before it ran: the handle already has its outcome.
+                this.future.set(None);
+                *this.promise = None;
+                return Poll::Ready(());
+            }
+        }
+        let outcome = if promise.extra().interrupted() {
+            Err(Error::Cancelled)
+        } else {
+            let Some(future) = this.future.as_mut().as_pin_mut() else {
+                return Poll::Ready(());
+            };
+            // A task of a flagged site that is on a worker anyway (it was running when its
+            // site was caught, or the lane could not take it) hands its worker to another
+            // thread for each poll (`block_in_place`): if the poll blocks, only its own
+            // thread waits, and the loop keeps turning.
+            let hand_off = !*this.on_lane && this.stats.site().is_flagged();
+            let start = Instant::now();
+            sched::poll_starts(start);
+            let polled = {
+                let _guard = PollGuard::enter();
+                let _mark = this.on_lane.then(lane::PollMark::enter);
+                if hand_off {
+                    tokio::task::block_in_place(|| {
+                        catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
+                    })
+                } else {
+                    catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
+                }
+            };
+            this.stats
+                .record(start.elapsed(), *this.on_lane || hand_off);
+            match polled {
+                Ok(Poll::Ready(value)) => Ok(value),
+                Ok(Poll::Pending) => {
+                    if !*this.waker_known {
+                        *this.waker_known = true;
+                        *promise.extra().waker.lock() = Some(cx.waker().clone());
+                        // The waker is recorded under the lock before the flag is read again:
+                        // a cancel either finds the waker or is seen here (see `interrupt`).
+                        if promise.extra().interrupted() {
+                            cx.waker().wake_by_ref();
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                Err(payload) => Err(Error::from_panic(&*payload)),
+            }
+        };
+        this.future.set(None);
+        this.stats.flush();
+        if let Some(promise) = this.promise.take() {
+            promise.complete(outcome);
+        }
+        Poll::Ready(())
+    }
+}

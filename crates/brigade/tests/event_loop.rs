@@ -1,0 +1,433 @@
+//! The event loop: spawn, await, cancel, the helpers and the bridges. Every wait is on an
+//! event (a channel, a oneshot, a drop), under a watchdog; nothing relies on sleeping long
+//! enough.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use brigade::event_loop::{BlockOnError, gather, gather_results, timeout};
+use brigade::{Error, EventLoop, ThreadPool};
+use common::{DropSignal, PATIENCE, Watchdog, recv};
+use tokio::sync::oneshot;
+
+/// A loop whose detector never fires, for tests that block a worker on purpose.
+fn quiet_loop(workers: usize) -> EventLoop {
+    EventLoop::builder()
+        .workers(workers)
+        .blocking_threshold(Duration::MAX)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn spawned_futures_run_and_are_awaited_from_sync_and_async_code() {
+    let _w = Watchdog::new("spawned_futures_run_and_are_awaited_from_sync_and_async_code");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    assert_eq!(lp.spawn(async { 6 * 7 }).result(), Ok(42));
+    let lp2 = lp.clone();
+    let outer = lp.spawn(async move {
+        let inner: Vec<_> = (0..10u64).map(|n| lp2.spawn(async move { n })).collect();
+        let mut sum = 0;
+        for task in inner {
+            sum += task.await.unwrap();
+        }
+        sum
+    });
+    assert_eq!(outer.result(), Ok(45));
+}
+
+#[test]
+fn a_panicking_future_fails_its_task_and_the_loop_lives_on() {
+    let _w = Watchdog::new("a_panicking_future_fails_its_task_and_the_loop_lives_on");
+    let lp = EventLoop::builder().workers(1).build().unwrap();
+    let task = lp.spawn(async { panic!("boom") });
+    assert_eq!(
+        task.result(),
+        Err::<(), _>(Error::Panicked {
+            message: "boom".into()
+        })
+    );
+    assert_eq!(lp.spawn(async { 1 }).result(), Ok(1));
+}
+
+#[test]
+fn cancelling_a_pending_task_means_it_never_runs() {
+    let _w = Watchdog::new("cancelling_a_pending_task_means_it_never_runs");
+    let lp = quiet_loop(1);
+    let (started_tx, started) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let blocker = lp.spawn(async move {
+        started_tx.send(()).unwrap();
+        released.recv_timeout(PATIENCE).unwrap(); // holds the only worker
+    });
+    recv(&started);
+    let ran = Arc::new(AtomicBool::new(false));
+    let ran2 = ran.clone();
+    let queued = lp.spawn(async move { ran2.store(true, SeqCst) });
+    assert!(!queued.is_running());
+    assert!(queued.cancel());
+    assert!(queued.is_cancelled() && queued.is_done());
+    release.send(()).unwrap();
+    blocker.result().unwrap();
+    // The loop has run its queue: a task spawned after the cancelled one has finished.
+    lp.spawn(async {}).result().unwrap();
+    assert_eq!(queued.result(), Err(Error::Cancelled));
+    assert!(!ran.load(SeqCst));
+}
+
+#[test]
+fn cancelling_a_running_task_stops_it_at_its_next_await() {
+    let _w = Watchdog::new("cancelling_a_running_task_stops_it_at_its_next_await");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (started_tx, started) = mpsc::channel();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let (wake_tx, wake) = oneshot::channel::<()>();
+    let after_await = Arc::new(AtomicBool::new(false));
+    let after = after_await.clone();
+    let task = lp.spawn(async move {
+        let _signal = DropSignal(Some(dropped_tx), "future dropped");
+        started_tx.send(()).unwrap();
+        let _ = wake.await;
+        after.store(true, SeqCst);
+    });
+    recv(&started);
+    assert!(task.is_running());
+    assert!(task.cancel(), "a running async task can be interrupted");
+    assert_eq!(recv(&dropped), "future dropped");
+    // The future is gone: the code after its await never ran, and no one listens any more.
+    assert!(wake_tx.send(()).is_err());
+    assert!(!after_await.load(SeqCst));
+    brigade::wait([&task], brigade::Until::AllCompleted, None);
+    assert!(task.is_cancelled());
+    assert_eq!(task.result(), Err(Error::Cancelled));
+}
+
+#[test]
+fn timeout_cancels_the_inner_task_and_passes_values_through() {
+    let _w = Watchdog::new("timeout_cancels_the_inner_task_and_passes_values_through");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let stuck = lp.spawn(async move {
+        let _signal = DropSignal(Some(dropped_tx), "stuck dropped");
+        std::future::pending::<u32>().await
+    });
+    let quick = lp.spawn(async { 5u32 });
+    let outcomes = lp
+        .block_on(async {
+            (
+                timeout(Duration::from_millis(1), stuck).await,
+                timeout(PATIENCE, quick).await,
+            )
+        })
+        .unwrap();
+    assert_eq!(outcomes, (Err(Error::TimedOut), Ok(5)));
+    assert_eq!(recv(&dropped), "stuck dropped");
+}
+
+#[test]
+fn gather_keeps_input_order_whatever_the_finishing_order() {
+    let _w = Watchdog::new("gather_keeps_input_order_whatever_the_finishing_order");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    // Task i waits to be released, then releases task i-1: they finish last to first.
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..5).map(|_| oneshot::channel::<()>()).unzip();
+    let mut txs: Vec<Option<_>> = txs.into_iter().map(Some).collect();
+    let tasks: Vec<_> = rxs
+        .into_iter()
+        .enumerate()
+        .map(|(i, rx)| {
+            let release_previous = if i > 0 { txs[i - 1].take() } else { None };
+            lp.spawn(async move {
+                rx.await.unwrap();
+                if let Some(previous) = release_previous {
+                    previous.send(()).unwrap();
+                }
+                i * 10
+            })
+        })
+        .collect();
+    txs[4].take().unwrap().send(()).unwrap();
+    assert_eq!(
+        lp.block_on(gather(tasks)).unwrap(),
+        Ok(vec![0, 10, 20, 30, 40])
+    );
+}
+
+#[test]
+fn gather_reports_the_first_error_and_gather_results_every_outcome() {
+    let _w = Watchdog::new("gather_reports_the_first_error_and_gather_results_every_outcome");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let make = |lp: &EventLoop| {
+        vec![
+            lp.spawn(async { 1 }),
+            lp.spawn(async { panic!("second") }),
+            lp.spawn(async { 3 }),
+        ]
+    };
+    let first = lp.block_on(gather(make(&lp))).unwrap();
+    assert_eq!(
+        first,
+        Err(Error::Panicked {
+            message: "second".into()
+        })
+    );
+    let all = lp.block_on(gather_results(make(&lp))).unwrap();
+    assert_eq!(all[0], Ok(1));
+    assert!(matches!(all[1], Err(Error::Panicked { .. })));
+    assert_eq!(all[2], Ok(3));
+    // Tasks from other lanes mix in.
+    let pool = ThreadPool::builder().workers(1).build().unwrap();
+    let mixed = vec![pool.submit(|| 7).unwrap(), lp.spawn(async { 8 })];
+    assert_eq!(lp.block_on(gather(mixed)).unwrap(), Ok(vec![7, 8]));
+}
+
+#[test]
+fn a_group_returns_values_in_spawn_order() {
+    let _w = Watchdog::new("a_group_returns_values_in_spawn_order");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let mut group = lp.group::<usize, ()>();
+    for i in 0..20 {
+        group.spawn(async move {
+            tokio::task::yield_now().await;
+            Ok(i)
+        });
+    }
+    assert_eq!(
+        lp.block_on(group.join()).unwrap(),
+        Ok((0..20).collect::<Vec<_>>())
+    );
+}
+
+#[test]
+fn the_first_failure_in_a_group_cancels_the_rest() {
+    let _w = Watchdog::new("the_first_failure_in_a_group_cancels_the_rest");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let mut group = lp.group::<u32, &str>();
+    for _ in 0..3 {
+        let dropped_tx = dropped_tx.clone();
+        let started_tx = started_tx.clone();
+        group.spawn(async move {
+            let _signal = DropSignal(Some(dropped_tx), "sibling dropped");
+            started_tx.send(()).unwrap();
+            std::future::pending::<Result<u32, &str>>().await
+        });
+    }
+    let (fail_tx, fail) = oneshot::channel::<()>();
+    group.spawn(async move {
+        fail.await.unwrap();
+        Err("index 3 fails")
+    });
+    let failure = lp
+        .block_on(async move {
+            for _ in 0..3 {
+                started.recv().await.unwrap(); // every sibling is running
+            }
+            fail_tx.send(()).unwrap();
+            group.join().await
+        })
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(failure.index, 3);
+    assert_eq!(failure.value, Some("index 3 fails"));
+    assert_eq!(failure.cancelled, 3);
+    for _ in 0..3 {
+        assert_eq!(recv(&dropped), "sibling dropped");
+    }
+}
+
+#[test]
+fn dropping_a_group_cancels_its_tasks() {
+    let _w = Watchdog::new("dropping_a_group_cancels_its_tasks");
+    let lp = EventLoop::builder().workers(1).build().unwrap();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let (started_tx, started) = mpsc::channel();
+    let mut group = lp.group::<(), ()>();
+    group.spawn(async move {
+        let _signal = DropSignal(Some(dropped_tx), "running task dropped");
+        started_tx.send(()).unwrap();
+        std::future::pending().await
+    });
+    recv(&started);
+    drop(group);
+    assert_eq!(recv(&dropped), "running task dropped");
+}
+
+#[test]
+fn map_limited_keeps_order_caps_concurrency_and_pulls_inputs_lazily() {
+    let _w = Watchdog::new("map_limited_keeps_order_caps_concurrency_and_pulls_inputs_lazily");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let pulled2 = pulled.clone();
+    let inputs = (0..10u32).inspect(move |_| {
+        pulled2.fetch_add(1, SeqCst);
+    });
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (started_tx, started) = mpsc::channel();
+    let gate2 = gate.clone();
+    let map = lp.map_limited(3, inputs, move |x| {
+        let (gate, started_tx) = (gate2.clone(), started_tx.clone());
+        async move {
+            started_tx.send(x).unwrap();
+            gate.acquire().await.unwrap().forget();
+            if x == 4 {
+                panic!("four");
+            }
+            x * 2
+        }
+    });
+    let results = lp.spawn(map);
+    let mut first: Vec<u32> = (0..3).map(|_| recv(&started)).collect();
+    first.sort();
+    assert_eq!(first, [0, 1, 2]);
+    // Three calls are waiting at the gate; the fourth input has not even been taken.
+    assert_eq!(pulled.load(SeqCst), 3);
+    assert!(started.try_recv().is_err());
+    gate.add_permits(10);
+    let results = results.result().unwrap();
+    assert_eq!(results.len(), 10);
+    assert_eq!(results[3], Ok(6));
+    assert!(matches!(results[4], Err(Error::Panicked { .. })));
+    assert_eq!(results[9], Ok(18));
+}
+
+#[test]
+fn map_limited_with_one_slot_runs_inputs_one_by_one_in_order() {
+    let _w = Watchdog::new("map_limited_with_one_slot_runs_inputs_one_by_one_in_order");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    let out = lp
+        .block_on(lp.map_limited(1, 0..8, move |i| {
+            let log = log2.clone();
+            async move {
+                log.lock().unwrap().push(("start", i));
+                tokio::task::yield_now().await;
+                log.lock().unwrap().push(("end", i));
+                i
+            }
+        }))
+        .unwrap();
+    assert_eq!(out, (0..8).map(Ok).collect::<Vec<_>>());
+    let expected: Vec<_> = (0..8).flat_map(|i| [("start", i), ("end", i)]).collect();
+    assert_eq!(*log.lock().unwrap(), expected);
+}
+
+#[test]
+fn async_code_awaits_blocking_work_without_blocking_the_loop() {
+    let _w = Watchdog::new("async_code_awaits_blocking_work_without_blocking_the_loop");
+    let lp = quiet_loop(1);
+    let (release, released) = mpsc::channel::<()>();
+    let (blocked_tx, blocked) = mpsc::channel();
+    let lp2 = lp.clone();
+    let waiter = lp.spawn(async move {
+        let work = lp2.to_thread(move || {
+            blocked_tx.send(()).unwrap();
+            released.recv_timeout(PATIENCE).unwrap();
+            "unblocked"
+        });
+        work.await
+    });
+    recv(&blocked);
+    // The thread is blocked, and the loop's only worker is free to run other tasks.
+    assert_eq!(lp.spawn(async { 1 }).result(), Ok(1));
+    release.send(()).unwrap();
+    assert_eq!(waiter.result(), Ok(Ok("unblocked")));
+
+    let pool = ThreadPool::builder().workers(1).build().unwrap();
+    let on_pool = lp.spawn(async move { pool.submit(|| 2 + 2).unwrap().await });
+    assert_eq!(on_pool.result(), Ok(Ok(4)));
+    let panicked = lp.to_thread(|| -> u8 { panic!("in a thread") });
+    assert!(matches!(panicked.result(), Err(Error::Panicked { .. })));
+}
+
+#[test]
+fn block_on_inside_the_loop_is_an_error_not_a_panic() {
+    let _w = Watchdog::new("block_on_inside_the_loop_is_an_error_not_a_panic");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (lp2, lp3, lp4) = (lp.clone(), lp.clone(), lp.clone());
+    let in_task = lp.spawn(async move { lp2.block_on(async { 1 }) });
+    assert_eq!(in_task.result(), Ok(Err(BlockOnError::InsideLoop)));
+    // Inside a raw tokio task too, and inside the future of an outer block_on.
+    let in_tokio = lp
+        .block_on(async move { tokio::spawn(async move { lp3.block_on(async { 2 }) }).await })
+        .unwrap();
+    assert_eq!(in_tokio.unwrap(), Err(BlockOnError::InsideLoop));
+    // A blocking thread of the loop may block on it: that is what it is for.
+    let lp5 = lp4.clone();
+    let from_thread = lp4.to_thread(move || lp5.block_on(async { 3 }));
+    assert_eq!(from_thread.result(), Ok(Ok(3)));
+    assert!(
+        BlockOnError::InsideLoop.to_string().contains(".await"),
+        "the message says what to do instead"
+    );
+}
+
+#[test]
+fn dropping_the_loop_ends_unfinished_tasks_with_shut_down() {
+    let _w = Watchdog::new("dropping_the_loop_ends_unfinished_tasks_with_shut_down");
+    let lp = EventLoop::builder().workers(1).build().unwrap();
+    let (started_tx, started) = mpsc::channel();
+    let stuck = lp.spawn(async move {
+        started_tx.send(()).unwrap();
+        std::future::pending::<()>().await
+    });
+    recv(&started);
+    drop(lp);
+    assert_eq!(stuck.result(), Err(Error::ShutDown));
+}
+
+#[test]
+fn the_last_handle_may_be_dropped_inside_a_task() {
+    let _w = Watchdog::new("the_last_handle_may_be_dropped_inside_a_task");
+    let lp = EventLoop::builder().workers(1).build().unwrap();
+    let (go, wait_for_go) = oneshot::channel::<()>();
+    let inner = lp.clone();
+    let task = lp.spawn(async move {
+        wait_for_go.await.unwrap();
+        drop(inner); // the last handle: the loop shuts down from inside itself
+        1
+    });
+    drop(lp);
+    go.send(()).unwrap();
+    // Either the task finished before the shutdown reached it, or the shutdown ended it; the
+    // point is that nothing panicked or hung.
+    assert!(matches!(task.result(), Ok(1) | Err(Error::ShutDown)));
+}
+
+#[test]
+fn awaiting_many_finished_tasks_still_lets_other_tasks_run() {
+    let _w = Watchdog::new("awaiting_many_finished_tasks_still_lets_other_tasks_run");
+    let lp = quiet_loop(1);
+    let finished: Vec<_> = (0..5_000u32).map(|i| lp.spawn(async move { i })).collect();
+    brigade::wait(&finished, brigade::Until::AllCompleted, None);
+    let (started_tx, started) = mpsc::channel();
+    let (go, wait_for_go) = mpsc::channel::<()>();
+    // Holds the only worker until both tasks below are queued.
+    let gate = lp.spawn(async move {
+        started_tx.send(()).unwrap();
+        wait_for_go.recv_timeout(PATIENCE).unwrap();
+    });
+    recv(&started);
+    let other_ran = Arc::new(AtomicBool::new(false));
+    let seen = other_ran.clone();
+    let awaiter = lp.spawn(async move {
+        let mut sum = 0u64;
+        for task in finished {
+            sum += u64::from(task.await.unwrap());
+        }
+        (sum, seen.load(SeqCst))
+    });
+    let flag = other_ran.clone();
+    let other = lp.spawn(async move { flag.store(true, SeqCst) });
+    go.send(()).unwrap();
+    gate.result().unwrap();
+    // Like a JoinHandle, a task's await spends tokio's budget, so the awaiting loop yielded
+    // and the task queued behind it ran before the loop was through.
+    assert_eq!(awaiter.result(), Ok((12_497_500, true)));
+    other.result().unwrap();
+}
