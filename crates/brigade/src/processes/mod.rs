@@ -159,6 +159,8 @@ pub struct Builder {
     initializer: Option<fn()>,
     task_timeout: Option<Duration>,
     start_timeout: Duration,
+    /// The worker executable; always this program, except in tests of the handshake.
+    program: Option<PathBuf>,
 }
 
 impl Default for Builder {
@@ -170,6 +172,7 @@ impl Default for Builder {
             initializer: None,
             task_timeout: None,
             start_timeout: Duration::from_secs(10),
+            program: None,
         }
     }
 }
@@ -236,7 +239,9 @@ impl Builder {
     pub fn build(self) -> Result<ProcessPool, BuildError> {
         worker::keep_linked();
         let workers = crate::threads::worker_count(self.workers)?;
-        let program = if cfg!(target_os = "linux") {
+        let program = if let Some(program) = self.program {
+            program
+        } else if cfg!(target_os = "linux") {
             // The running image itself, even if its file was replaced since we started.
             PathBuf::from("/proc/self/exe")
         } else {
@@ -602,5 +607,62 @@ impl fmt::Debug for ProcessPool {
             .field("pids", &self.worker_pids())
             .field("shut_down", &self.is_shut_down())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(brigade_loom)))]
+mod tests {
+    use super::*;
+
+    fn pool_of(program: &str) -> Result<ProcessPool, BuildError> {
+        Builder {
+            program: Some(program.into()),
+            start_timeout: Duration::from_millis(300),
+            ..Builder::default()
+        }
+        .workers(1)
+        .build()
+    }
+
+    #[test]
+    fn a_program_that_is_not_a_brigade_worker_is_a_clear_error_not_a_hang() {
+        // Exits at once: reported with its exit status.
+        match pool_of("/bin/true") {
+            Err(BuildError::WorkerStart { message }) => {
+                assert!(message.contains("exited"), "{message}");
+                assert!(message.contains("links this build of brigade"), "{message}");
+            }
+            other => panic!("expected WorkerStart, got {other:?}"),
+        }
+        // Never answers: given up after the start timeout, and killed.
+        let silent = std::env::temp_dir().join(format!("brigade-silent-{}", std::process::id()));
+        std::fs::write(&silent, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::set_permissions(&silent, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        // A test thread forking right after the write can hold the file open for a moment
+        // (ETXTBSY); that is the test's race, not the pool's: try again.
+        let mut result = pool_of(silent.to_str().unwrap());
+        for _ in 0..5 {
+            match &result {
+                Err(BuildError::WorkerStart { message }) if message.contains("busy") => {
+                    result = pool_of(silent.to_str().unwrap());
+                }
+                _ => break,
+            }
+        }
+        let _ = std::fs::remove_file(&silent);
+        match result {
+            Err(BuildError::WorkerStart { message }) => {
+                assert!(message.contains("did not answer within"), "{message}");
+            }
+            other => panic!("expected WorkerStart, got {other:?}"),
+        }
+        // Cannot even start.
+        match pool_of("/nonexistent/brigade-worker") {
+            Err(BuildError::WorkerStart { message }) => {
+                assert!(message.contains("/nonexistent/brigade-worker"), "{message}");
+            }
+            other => panic!("expected WorkerStart, got {other:?}"),
+        }
     }
 }
