@@ -6,7 +6,7 @@
 //! | model | unit of execution | what it is for in Rust |
 //! |---|---|---|
 //! | thread pool ("many chefs, one kitchen") — [`ThreadPool`] | OS threads sharing memory | CPU-bound work (Rust has no GIL: threads run in parallel on all cores); blocking I/O with a few connections |
-//! | process pool ("separate stations") — *coming* | worker processes, own memory | isolation: a crash, abort, leak or runaway task takes down one worker, not the program |
+//! | process pool ("separate stations") — [`ProcessPool`] | worker processes, own memory | isolation: a crash, abort, leak or runaway task takes down one worker, not the program; killable timeouts |
 //! | event loop ("one chef, never idle") — [`EventLoop`] | tasks on a reactor (tokio's) | I/O-bound work with many slow connections |
 //!
 //! Python's rule "CPU-bound → multiprocessing" exists because of the GIL. In Rust, CPU-bound
@@ -104,6 +104,26 @@
 //!
 //! A panic inside a task becomes that task's [`Error::Panicked`]; the worker and the pool live
 //! on. [`ThreadPool::map`] gives each item its own `Result`, so one bad input fails one slot.
+//!
+//! Code that can do worse than panic (segfault, abort, hang, leak) belongs in a
+//! [`ProcessPool`]: a crash fails only the task that caused it, with
+//! [`Error::WorkerCrashed`], and a timeout kills the runaway worker (see [`processes`]).
+//!
+//! ```
+//! use brigade::{Error, ProcessPool};
+//!
+//! fn fragile(x: i32) -> i32 {
+//!     if x < 0 { std::process::abort() }
+//!     x * 2
+//! }
+//!
+//! let pool = ProcessPool::builder().workers(2).build()?;
+//! let results: Vec<_> = pool.map([1, -1, 3], fragile).collect();
+//! assert_eq!(results[0], Ok(2));
+//! assert!(matches!(results[1], Err(Error::WorkerCrashed { .. })));
+//! assert_eq!(results[2], Ok(6));
+//! # Ok::<(), brigade::BuildError>(())
+//! ```
 
 #![warn(missing_docs, unreachable_pub)]
 

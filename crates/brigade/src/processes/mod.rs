@@ -58,6 +58,15 @@
 //! # Ok::<(), brigade::BuildError>(())
 //! ```
 //!
+//! # Running, cancelling
+//!
+//! A task counts as running from the moment its call is sent to a worker, and only a pending
+//! task can be [cancelled](Task::cancel): a running process task is never interrupted by
+//! `cancel` (use a timeout to stop one). To keep workers busy, the pool sends short calls a
+//! little ahead of time (a call under 10 ms may wait in its worker's socket behind one other;
+//! calls of microseconds, several), so such a call may report running a moment before it
+//! starts. A timeout counts from when the worker starts the call.
+//!
 //! # Output, orphans and shutdown
 //!
 //! A worker's stdout and stderr are forwarded to the pool's, a whole line at a time, so lines

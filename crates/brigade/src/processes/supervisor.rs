@@ -13,9 +13,10 @@
 //! frames to a slot under the slot's lock in the order it records them in `in_flight`. So the
 //! head of `in_flight` is the call the worker is running, and the rest are waiting in its
 //! socket. When the worker dies, only the head failed; the rest go back to the front of the
-//! queue for another worker. Sending a few calls ahead (`depth`) hides the round trip for tiny
-//! calls; it is sized from the worker's measured busy time, so long calls are sent one at a
-//! time and never wait behind another call while a worker is free.
+//! queue for another worker. Sending calls ahead (`depth`) hides the round trip; how many is
+//! sized from the worker's measured busy time (see `SlotIo::record_busy`), and calls longer
+//! than 10 ms are sent one at a time, so they never wait behind a long call while a worker is
+//! free.
 //!
 //! # No deadlock on full sockets
 //! Writers block while a worker's socket buffer is full; the worker's reader thread drains it
@@ -125,6 +126,8 @@ pub(crate) struct Shared {
 /// slot holds about this much work ahead so that the worker never waits for the pool.
 const ROUND_TRIP_NANOS: f64 = 40_000.0;
 const MAX_DEPTH: usize = 32;
+/// Calls longer than this are sent one at a time (see `SlotIo::record_busy`).
+const LONG_CALL_NANOS: f64 = 10_000_000.0;
 /// Attempts at starting a replacement worker before the pool is declared broken.
 const RESTART_ATTEMPTS: usize = 3;
 
@@ -144,7 +147,7 @@ impl Shared {
                     sent: 0,
                     depth: 1,
                     // Unknown work counts as long until measured: sent one call at a time.
-                    busy_nanos: 2.0 * ROUND_TRIP_NANOS,
+                    busy_nanos: LONG_CALL_NANOS,
                     exiting: false,
                     pid: 0,
                     timed_out: None,
@@ -366,7 +369,12 @@ impl SlotIo {
         if self.socket.is_none() || self.exiting {
             return 0;
         }
-        let mut room = self.depth.saturating_sub(self.in_flight.len());
+        // Refill in batches, once half the calls are answered: fewer wake-ups of the worker's
+        // reader per call.
+        if self.in_flight.len() > self.depth / 2 {
+            return 0;
+        }
+        let mut room = self.depth - self.in_flight.len();
         if let Some(max) = config.max_tasks {
             room = room.min(max.saturating_sub(self.sent));
         }
@@ -374,11 +382,21 @@ impl SlotIo {
     }
 
     /// Learns from a finished call how many calls to keep ahead of this worker.
+    ///
+    /// Tiny calls: enough queued to cover a round trip, so the worker never waits for the
+    /// pool. Calls up to `LONG_CALL_NANOS`: one queued behind the running one, so the worker
+    /// goes straight on to the next instead of idling for a round trip (3–6 % of a 1 ms call);
+    /// the price is that this one call may wait while another worker is free, for less than
+    /// one call's time. Longer calls go one at a time: the round trip is then noise, and a call
+    /// must not wait behind a long one.
     fn record_busy(&mut self, busy_nanos: u64) {
         self.busy_nanos = 0.8 * self.busy_nanos + 0.2 * busy_nanos as f64;
-        // A call longer than a round trip gains nothing from company in the socket, and would
-        // wait there while another worker may be free: such calls go one at a time.
         let ahead = (ROUND_TRIP_NANOS / self.busy_nanos.max(1.0)).floor() as usize;
+        let ahead = if self.busy_nanos < LONG_CALL_NANOS {
+            ahead.max(3)
+        } else {
+            ahead
+        };
         self.depth = (1 + ahead).clamp(1, MAX_DEPTH);
     }
 }
