@@ -366,6 +366,20 @@ impl FrameReader {
         &self.buf[range]
     }
 
+    /// The body of a frame returned by [`next_frame`](Self::next_frame), owned: a large frame
+    /// that ends the buffer takes the buffer itself (with the body's range in it) instead of
+    /// being copied; others are copied out.
+    pub(crate) fn take_body(&mut self, range: Range<usize>) -> (Vec<u8>, Range<usize>) {
+        if range.len() >= 64 * 1024 && range.end == self.buf.len() {
+            self.start = 0;
+            (std::mem::take(&mut self.buf), range)
+        } else {
+            let body = self.buf[range].to_vec();
+            let len = body.len();
+            (body, 0..len)
+        }
+    }
+
     /// How many more bytes the frame being read needs (0 when between frames).
     pub(crate) fn wanted(&self) -> usize {
         let available = &self.buf[self.start..];
@@ -477,6 +491,31 @@ mod tests {
         reader.spare(cut)[..cut].copy_from_slice(&frame[..cut]);
         assert_eq!(reader.next_frame().unwrap(), None);
         assert_eq!(reader.pending(), cut);
+    }
+
+    #[test]
+    fn a_large_frame_is_handed_over_without_a_copy_and_a_small_one_is_copied() {
+        let mut reader = FrameReader::default();
+        let mut stream = FrameWriter::exit().seal().unwrap();
+        let mut big = FrameWriter::call(1, 2, 3);
+        big.payload().extend(std::iter::repeat_n(7u8, 100_000));
+        stream.extend(big.seal().unwrap());
+        let spare = reader.spare(stream.len());
+        spare.copy_from_slice(&stream);
+        let small = reader.next_frame().unwrap().unwrap();
+        let (body, range) = reader.take_body(small);
+        assert_eq!(decode_to_worker(&body[range]).unwrap(), ToWorker::Exit);
+        let large = reader.next_frame().unwrap().unwrap();
+        let (body, range) = reader.take_body(large.clone());
+        assert_eq!(range, large, "the buffer itself, body in place");
+        match decode_to_worker(&body[range]).unwrap() {
+            ToWorker::Call { id, payload, .. } => {
+                assert_eq!((id, payload.len()), (1, 100_000));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(reader.pending(), 0);
+        assert_eq!(reader.next_frame().unwrap(), None);
     }
 
     proptest! {

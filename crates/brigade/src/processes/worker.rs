@@ -14,6 +14,7 @@
 //! runs calls one at a time, in the order they arrived, and answers each.
 
 use std::io::{self, Read, Write};
+use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
@@ -72,17 +73,17 @@ fn take_socket() -> io::Result<UnixStream> {
 fn serve() -> io::Result<()> {
     let mut socket = take_socket()?;
     let reader_socket = socket.try_clone()?;
-    let (frames, inbox) = mpsc::channel::<Vec<u8>>();
+    let (frames, inbox) = mpsc::channel::<(Vec<u8>, Range<usize>)>();
     std::thread::Builder::new()
         .name("brigade-worker-reader".into())
         .spawn(move || read_frames(reader_socket, frames))?;
 
     let hello = FrameWriter::hello(std::process::id(), call::layout_check());
     send(&mut socket, hello)?;
-    let Ok(first) = inbox.recv() else {
+    let Ok((first, range)) = inbox.recv() else {
         return Ok(());
     };
-    let memory_limit = match wire::decode_to_worker(&first) {
+    let memory_limit = match wire::decode_to_worker(&first[range]) {
         Ok(ToWorker::Init {
             initializer,
             memory_limit,
@@ -110,8 +111,8 @@ fn serve() -> io::Result<()> {
     send(&mut socket, FrameWriter::ready())?;
 
     let mut out = Vec::new();
-    for body in inbox {
-        match wire::decode_to_worker(&body) {
+    for (frame, range) in inbox {
+        match wire::decode_to_worker(&frame[range]) {
             Ok(ToWorker::Call {
                 id,
                 trampoline,
@@ -159,7 +160,7 @@ fn send(socket: &mut UnixStream, frame: FrameWriter) -> io::Result<()> {
 }
 
 /// Moves frames from the socket to the main thread; ends the process when the socket closes.
-fn read_frames(mut socket: UnixStream, frames: mpsc::Sender<Vec<u8>>) {
+fn read_frames(mut socket: UnixStream, frames: mpsc::Sender<(Vec<u8>, Range<usize>)>) {
     let mut reader = FrameReader::default();
     loop {
         let want = reader.wanted().max(64 * 1024);
@@ -182,7 +183,7 @@ fn read_frames(mut socket: UnixStream, frames: mpsc::Sender<Vec<u8>>) {
         loop {
             match reader.next_frame() {
                 Ok(Some(range)) => {
-                    if frames.send(reader.body(range).to_vec()).is_err() {
+                    if frames.send(reader.take_body(range)).is_err() {
                         return;
                     }
                 }
