@@ -314,6 +314,7 @@ impl EventLoop {
         let site = self.inner.sites.get(site);
         let flagged = site.is_flagged();
         let (promise, task) = Promise::<F::Output, (), Control>::new((), Control::new());
+        let control = promise.share_extra();
         let driver = Driver::new(future, promise, Stats::new(site), flagged);
         let on_worker = if flagged {
             self.inner.lane.spawn(driver).err().map(Driver::for_worker)
@@ -321,7 +322,7 @@ impl EventLoop {
             Some(driver)
         };
         if let Some(driver) = on_worker {
-            drop(self.inner.handle.spawn(driver));
+            control.keep(self.inner.handle.spawn(driver));
         }
         task
     }

@@ -48,6 +48,12 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
         &self.cell.work.extra
     }
 
+    /// A second handle on what the lane keeps beside the task, usable after the promise has
+    /// moved on (into the task's driver, say).
+    pub(crate) fn share_extra(&self) -> SharedExtra<T, P, X> {
+        SharedExtra(Arc::clone(&self.cell))
+    }
+
     /// Claims the task to run it and hands out its payload; `None` when it was cancelled
     /// first (or was already started): the promise then has nothing more to do.
     pub(crate) fn start(&mut self) -> Option<P> {
@@ -91,6 +97,17 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
         }
         self.owns = false;
         self.cell.header.complete(outcome);
+    }
+}
+
+/// See [`Promise::share_extra`].
+pub(crate) struct SharedExtra<T, P, X: Hooks>(Arc<Cell<T, Work<P, X>>>);
+
+impl<T, P, X: Hooks> std::ops::Deref for SharedExtra<T, P, X> {
+    type Target = X;
+
+    fn deref(&self) -> &X {
+        &self.0.work.extra
     }
 }
 
