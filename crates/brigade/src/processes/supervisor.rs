@@ -119,7 +119,6 @@ pub(crate) struct Shared {
     slots: Vec<Slot>,
     timer: Timer,
     next_id: AtomicU64,
-    pids: Vec<AtomicU64>,
 }
 
 /// The time a round trip to a worker costs, roughly, beside which a call counts as tiny: a
@@ -155,7 +154,6 @@ impl Shared {
                 room: AtomicUsize::new(0),
             })
             .collect();
-        let pids = (0..config.workers).map(|_| AtomicU64::new(0)).collect();
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             config,
@@ -170,7 +168,6 @@ impl Shared {
             slots,
             timer: Timer::default(),
             next_id: AtomicU64::new(1),
-            pids,
         })
     }
 
@@ -184,10 +181,10 @@ impl Shared {
 
     /// The live workers' process ids.
     pub(crate) fn pids(&self) -> Vec<u32> {
-        self.pids
+        self.slots
             .iter()
-            .map(|p| p.load(Ordering::Acquire) as u32)
-            .filter(|&p| p != 0)
+            .map(|slot| slot.io.lock().pid)
+            .filter(|&pid| pid != 0)
             .collect()
     }
 
@@ -630,7 +627,6 @@ pub(crate) fn run_slot(
             }
         };
         failures = 0;
-        shared.pids[index].store(u64::from(worker.pid), Ordering::Release);
         let slot = &shared.slots[index];
         {
             let mut io = slot.io.lock();
@@ -666,7 +662,6 @@ pub(crate) fn run_slot(
             io.in_flight.drain(..).collect()
         };
         let status = worker.child.wait();
-        shared.pids[index].store(0, Ordering::Release);
         settle(&shared, worker.pid, end, status, in_flight);
         // Output written before the worker died is forwarded before anyone learns of it
         // (bounded: a grandchild holding the pipes must not stall the pool).
