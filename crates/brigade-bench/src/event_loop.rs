@@ -33,18 +33,11 @@ const PYTHON_CLIENT: &str = include_str!("event_loop/asyncio_client.py");
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Repetitions per impl (the median is reported); at least 3 for a reported figure.
-    #[arg(long, default_value_t = 5)]
-    reps: usize,
+    #[command(flatten)]
+    pub(crate) run: crate::measure::RunArgs,
     /// Run only these workloads (repeatable).
     #[arg(long = "only", value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS))]
     only: Vec<String>,
-    /// Shrink every workload: a smoke test of the harness, not a measurement.
-    #[arg(long)]
-    quick: bool,
-    /// Worker threads of every client-side loop and runtime (default: available parallelism).
-    #[arg(long)]
-    workers: Option<usize>,
     /// Worker threads of the HTTP server's own runtime.
     #[arg(long, default_value_t = 1)]
     server_threads: usize,
@@ -91,21 +84,18 @@ fn imp<'a>(name: &'static str, run: impl FnMut() -> anyhow::Result<Sample> + 'a)
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let wants = |w: &str| args.only.is_empty() || args.only.iter().any(|o| o == w);
-    let base = json!({ "workers": workers, "quick": args.quick });
+    let workers = args.run.workers()?;
+    let wants = |w: &str| crate::measure::selected(&args.only, w);
+    let base = args.run.base(workers);
     let server = Server::start(args.server_threads)?;
     let suite = Suite {
-        reps: args.reps,
+        reps: args.run.reps,
         workers,
         base,
         server: &server,
     };
     if wants("io-slow-many") {
-        let (requests, connections, delay) = if args.quick {
+        let (requests, connections, delay) = if args.run.quick {
             (200, 50, 5)
         } else {
             (5_000, 1_000, 50)
@@ -113,11 +103,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         suite.io_slow_many(requests, connections, delay)?;
     }
     if wants("io-fast-few") {
-        let requests = if args.quick { 400 } else { 20_000 };
+        let requests = if args.run.quick { 400 } else { 20_000 };
         suite.io_fast_few(requests, 8)?;
     }
     if wants("blocking-in-async") {
-        let shape = if args.quick {
+        let shape = if args.run.quick {
             Blocking {
                 blockers: 4,
                 block_ms: 30,
@@ -135,7 +125,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         suite.blocking_in_async(&shape)?;
     }
     if wants("tiny-async") {
-        suite.tiny_async(if args.quick { 2_000 } else { 200_000 })?;
+        suite.tiny_async(if args.run.quick { 2_000 } else { 200_000 })?;
     }
     Ok(())
 }

@@ -5,6 +5,40 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+/// The options every suite takes (its own `--only` and extras beside them).
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// Repetitions per impl (the median is reported); at least 3 for a reported figure.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) reps: usize,
+    /// Shrink every workload: a smoke test of the harness, not a measurement.
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Workers of every pool or runtime under test (default: available parallelism).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+impl RunArgs {
+    /// Checks the options and gives the worker count to use.
+    pub(crate) fn workers(&self) -> anyhow::Result<usize> {
+        anyhow::ensure!(self.reps >= 1, "--reps must be at least 1");
+        Ok(self
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))
+    }
+
+    /// The fields every line of the run carries.
+    pub(crate) fn base(&self, workers: usize) -> Value {
+        json!({ "workers": workers, "quick": self.quick })
+    }
+}
+
+/// Whether `--only` (empty: everything) selects `workload`.
+pub(crate) fn selected(only: &[String], workload: &str) -> bool {
+    only.is_empty() || only.iter().any(|o| o == workload)
+}
+
 /// The pause before each measured run.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 

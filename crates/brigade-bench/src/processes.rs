@@ -24,18 +24,11 @@ const PYTHON_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/process
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Repetitions per impl (the median is reported); at least 3 for a reported figure.
-    #[arg(long, default_value_t = 5)]
-    reps: usize,
+    #[command(flatten)]
+    pub(crate) run: crate::measure::RunArgs,
     /// Run only these workloads (repeatable).
     #[arg(long = "only", value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS))]
     only: Vec<String>,
-    /// Shrink every workload ~100x: a smoke test of the harness, not a measurement.
-    #[arg(long)]
-    quick: bool,
-    /// Worker processes (and threads) for every pool (default: available parallelism).
-    #[arg(long)]
-    workers: Option<usize>,
 }
 
 fn square(x: u64) -> u64 {
@@ -119,12 +112,9 @@ fn find_python() -> Option<String> {
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let wants = |w: &str| args.only.is_empty() || args.only.iter().any(|o| o == w);
-    let scale = if args.quick { 100 } else { 1 };
+    let workers = args.run.workers()?;
+    let wants = |w: &str| crate::measure::selected(&args.only, w);
+    let scale = if args.run.quick { 100 } else { 1 };
     let brigade = ProcessPool::builder().workers(workers).build()?;
     let procspawn = procspawn::Pool::new(workers).context("procspawn pool")?;
     let python = find_python();
@@ -132,9 +122,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         emit(&json!({ "suite": SUITE, "skipped": "python", "reason": "python3 not found" }));
     }
     let bench = Bench {
-        reps: args.reps,
+        reps: args.run.reps,
         workers,
-        base: json!({ "workers": workers, "quick": args.quick }),
+        base: args.run.base(workers),
         brigade,
         procspawn,
         python,

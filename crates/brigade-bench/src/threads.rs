@@ -24,18 +24,11 @@ const WORKLOADS: [&str; 5] = [
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Repetitions per impl (the median is reported); at least 3 for a reported figure.
-    #[arg(long, default_value_t = 5)]
-    reps: usize,
+    #[command(flatten)]
+    pub(crate) run: crate::measure::RunArgs,
     /// Run only these workloads (repeatable).
     #[arg(long = "only", value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS))]
     only: Vec<String>,
-    /// Shrink every workload ~100x: a smoke test of the harness, not a measurement.
-    #[arg(long)]
-    quick: bool,
-    /// Worker threads for every pool (default: available parallelism).
-    #[arg(long)]
-    workers: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,20 +103,17 @@ impl Bench<'_> {
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let wants = |w: &str| args.only.is_empty() || args.only.iter().any(|o| o == w);
-    let scale = if args.quick { 100 } else { 1 };
+    let workers = args.run.workers()?;
+    let wants = |w: &str| crate::measure::selected(&args.only, w);
+    let scale = if args.run.quick { 100 } else { 1 };
     let brigade = ThreadPool::builder().workers(workers).build()?;
     let rayon = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
         .build()?;
     let bench = Bench {
-        reps: args.reps,
+        reps: args.run.reps,
         workers,
-        base: json!({ "workers": workers, "quick": args.quick }),
+        base: args.run.base(workers),
         brigade: &brigade,
         rayon: &rayon,
     };
@@ -137,7 +127,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         sum_huge_list(&bench, 100_000_000 / scale)?;
     }
     if wants("nested") {
-        let depth = if args.quick { 10 } else { 16 };
+        let depth = if args.run.quick { 10 } else { 16 };
         nested(&bench, depth)?;
     }
     if wants("memory") {

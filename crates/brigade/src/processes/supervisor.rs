@@ -420,6 +420,14 @@ struct Worker {
     forwarders: Vec<JoinHandle<()>>,
 }
 
+/// Whether a failed read is worth retrying: interrupted, or a read timeout ran out.
+fn try_again(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 /// Reads more bytes into `frames`; `Ok(0)` at end of stream.
 fn read_some(socket: &mut UnixStream, frames: &mut FrameReader) -> io::Result<usize> {
     let want = frames.wanted().max(64 * 1024);
@@ -531,13 +539,8 @@ impl Shared {
                         return Err(no_answer(&how));
                     }
                     Ok(_) => {}
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) => {}
+                    // A read timeout (the handshake's deadline is checked above) or a signal.
+                    Err(e) if try_again(&e) => {}
                     Err(e) => return Err(StartError::Start(e.to_string())),
                 }
             }
@@ -826,13 +829,7 @@ impl Shared {
             match read_some(&mut worker.socket, &mut worker.frames) {
                 Ok(0) => break,
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if try_again(&e) => {}
                 Err(_) => break,
             }
         }
