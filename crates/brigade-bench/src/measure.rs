@@ -32,6 +32,41 @@ impl RunArgs {
     pub(crate) fn base(&self, workers: usize) -> Value {
         json!({ "workers": workers, "quick": self.quick })
     }
+
+    /// The run of `suite` with these options.
+    pub(crate) fn runner(&self, suite: &'static str, workers: usize) -> Runner {
+        Runner {
+            suite,
+            reps: self.reps,
+            base: self.base(workers),
+        }
+    }
+}
+
+/// One suite's run: its name, repetitions, and the fields every line carries.
+pub(crate) struct Runner {
+    suite: &'static str,
+    reps: usize,
+    pub(crate) base: Value,
+}
+
+impl Runner {
+    /// Measures `impls` of `workload` side by side (see [`compare`]), adding `extra` fields to
+    /// the run's own.
+    pub(crate) fn compare(
+        &self,
+        workload: &str,
+        tasks: u64,
+        anchor: &str,
+        extra: Value,
+        impls: Vec<Impl<'_>>,
+    ) -> anyhow::Result<()> {
+        let mut fields = self.base.clone();
+        merge(&mut fields, &extra);
+        compare(
+            self.suite, workload, tasks, anchor, self.reps, &fields, impls,
+        )
+    }
 }
 
 /// Whether `--only` (empty: everything) selects `workload`.

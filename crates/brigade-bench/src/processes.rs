@@ -8,7 +8,7 @@ use brigade::{ProcessPool, ThreadPool};
 use serde_bytes::ByteBuf;
 use serde_json::{Value, json};
 
-use crate::measure::{Impl, compare, emit, imp, self_timed};
+use crate::measure::{Impl, emit, imp, self_timed};
 use crate::threads::{calibrate_ms, kernel};
 
 const SUITE: &str = "processes";
@@ -50,28 +50,14 @@ fn checksum_squares(tasks: u64) -> u64 {
 }
 
 struct Bench {
-    reps: usize,
     workers: usize,
-    base: Value,
+    run: crate::measure::Runner,
     brigade: ProcessPool,
     procspawn: procspawn::Pool,
     python: Option<String>,
 }
 
 impl Bench {
-    fn compare(
-        &self,
-        workload: &str,
-        tasks: u64,
-        anchor: &str,
-        extra: Value,
-        impls: Vec<Impl<'_>>,
-    ) -> anyhow::Result<()> {
-        let mut fields = self.base.clone();
-        crate::measure::merge(&mut fields, &extra);
-        compare(SUITE, workload, tasks, anchor, self.reps, &fields, impls)
-    }
-
     /// Python's pool on `workload`, self-timed (its interpreter and pool start-up excluded).
     fn python<'a>(&'a self, name: &'static str, tasks: u64, chunksize: u64) -> Option<Impl<'a>> {
         let python = self.python.as_deref()?;
@@ -122,9 +108,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         emit(&json!({ "suite": SUITE, "skipped": "python", "reason": "python3 not found" }));
     }
     let bench = Bench {
-        reps: args.run.reps,
         workers,
-        base: args.run.base(workers),
+        run: args.run.runner(SUITE, workers),
         brigade,
         procspawn,
         python,
@@ -171,7 +156,9 @@ fn roundtrip(bench: &Bench, tasks: u64) -> anyhow::Result<()> {
     impls.extend(bench.python("python-chunk1", tasks, 1));
     impls.extend(bench.python("python-chunk100", tasks, 100));
     debug_assert_eq!(checksum_squares(tasks), checksum_squares(tasks));
-    bench.compare("roundtrip", tasks, "procspawn", json!({}), impls)
+    bench
+        .run
+        .compare("roundtrip", tasks, "procspawn", json!({}), impls)
 }
 
 /// The same tasks through `map`, in chunks.
@@ -192,7 +179,7 @@ fn roundtrip_batched(bench: &Bench, tasks: u64) -> anyhow::Result<()> {
         }),
     ];
     impls.extend(bench.python("python-chunk100", tasks, 100));
-    bench.compare(
+    bench.run.compare(
         "roundtrip-batched",
         tasks,
         "python-chunk100",
@@ -205,7 +192,7 @@ fn roundtrip_batched(bench: &Bench, tasks: u64) -> anyhow::Result<()> {
 fn roundtrip_latency(bench: &Bench, tasks: u64) -> anyhow::Result<()> {
     let pool = &bench.brigade;
     let spawner = &bench.procspawn;
-    bench.compare(
+    bench.run.compare(
         "roundtrip-latency",
         tasks,
         "procspawn",
@@ -231,7 +218,7 @@ fn cpu_fanout(bench: &Bench, tasks: u64) -> anyhow::Result<()> {
     let pool = &bench.brigade;
     let threads = ThreadPool::builder().workers(bench.workers).build()?;
     let threads = &threads;
-    bench.compare(
+    bench.run.compare(
         "cpu-fanout",
         tasks,
         "brigade-threads",
@@ -269,7 +256,7 @@ fn payload(bench: &Bench, tasks: u64) -> anyhow::Result<()> {
     let input = |i: u64| ByteBuf::from(vec![i as u8; MIB]);
     let sum = |b: ByteBuf| u64::from(b[0]) + u64::from(b[MIB - 1]);
     let window = 2 * bench.workers;
-    bench.compare(
+    bench.run.compare(
         "payload",
         tasks,
         "brigade-threads",

@@ -11,7 +11,7 @@ use brigade::ThreadPool;
 use brigade::threads::Scope;
 use serde_json::{Value, json};
 
-use crate::measure::{compare, emit, imp};
+use crate::measure::{emit, imp};
 
 const SUITE: &str = "threads";
 const WORKLOADS: [&str; 5] = [
@@ -77,29 +77,10 @@ pub(crate) fn calibrate_ms() -> u64 {
 
 /// What every workload gets: the pools under test, side by side, and the run's settings.
 struct Bench<'a> {
-    reps: usize,
     workers: usize,
-    /// Fields every line of the run carries.
-    base: Value,
+    run: crate::measure::Runner,
     brigade: &'a ThreadPool,
     rayon: &'a rayon::ThreadPool,
-}
-
-impl Bench<'_> {
-    /// Measures `impls` of `workload` side by side (see `measure::compare`), adding `extra`
-    /// fields to the run's own.
-    fn compare(
-        &self,
-        workload: &str,
-        tasks: u64,
-        anchor: &str,
-        extra: Value,
-        impls: Vec<crate::measure::Impl<'_>>,
-    ) -> anyhow::Result<()> {
-        let mut fields = self.base.clone();
-        crate::measure::merge(&mut fields, &extra);
-        compare(SUITE, workload, tasks, anchor, self.reps, &fields, impls)
-    }
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
@@ -111,9 +92,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         .num_threads(workers)
         .build()?;
     let bench = Bench {
-        reps: args.run.reps,
         workers,
-        base: args.run.base(workers),
+        run: args.run.runner(SUITE, workers),
         brigade: &brigade,
         rayon: &rayon,
     };
@@ -131,7 +111,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         nested(&bench, depth)?;
     }
     if wants("memory") {
-        memory(&bench.base, workers, 1_000_000 / scale as usize)?;
+        memory(&bench.run.base, workers, 1_000_000 / scale as usize)?;
     }
     Ok(())
 }
@@ -146,7 +126,7 @@ fn cpu_fanout(bench: &Bench<'_>, tasks: u64) -> anyhow::Result<()> {
     } = *bench;
     let iters = calibrate_ms();
     let fold = |acc: u64, x: u64| acc.wrapping_add(x);
-    bench.compare(
+    bench.run.compare(
         "cpu-fanout",
         tasks,
         "rayon",
@@ -201,7 +181,7 @@ fn tiny_tasks(bench: &Bench<'_>, tasks: u64) -> anyhow::Result<()> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(bench.workers)
         .build()?;
-    bench.compare(
+    bench.run.compare(
         "tiny-tasks",
         tasks,
         "rayon-scope",
@@ -283,7 +263,7 @@ fn sum_huge_list(bench: &Bench<'_>, len: u64) -> anyhow::Result<()> {
         ("sum-huge-list", (|x| x) as fn(u64) -> u64),
         ("sum-huge-list-hash", mix as fn(u64) -> u64),
     ] {
-        bench.compare(
+        bench.run.compare(
             workload,
             len,
             "rayon",
@@ -370,7 +350,7 @@ fn nested(bench: &Bench<'_>, depth: u32) -> anyhow::Result<()> {
                 .fold(0u64, u64::wrapping_add)
         }
     }
-    bench.compare(
+    bench.run.compare(
         "nested",
         leaves * NESTED_ROUNDS,
         "rayon",

@@ -171,10 +171,6 @@ impl Shared {
         })
     }
 
-    fn myself(&self) -> std::sync::Weak<Shared> {
-        self.me.clone()
-    }
-
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -868,7 +864,7 @@ impl Timer {
         state.deadlines.push(std::cmp::Reverse((at, slot, id)));
         if !state.started && !state.stopped {
             state.started = true;
-            let shared = shared.myself();
+            let shared = shared.me.clone();
             let spawned = std::thread::Builder::new()
                 .name("brigade-proc-timer".into())
                 .spawn(move || {
