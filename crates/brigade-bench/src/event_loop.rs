@@ -7,7 +7,6 @@
 //! run side by side with their repetitions interleaved and medians reported, and `vs_anchor`
 //! is above 1 when an impl beats its anchor.
 
-mod http;
 mod scheduling;
 
 use std::process::Command;
@@ -19,7 +18,7 @@ use brigade::{EventLoop, ThreadPool};
 use serde_json::{Value, json};
 
 use crate::measure::{emit, median, merge, round3};
-use http::{Server, blocking_connection, hyper_connection, path, share};
+use brigade_cli::lab::http::{Server, blocking_connection, hyper_connection, path, share};
 use scheduling::Blocking;
 
 const SUITE: &str = "event-loop";
@@ -341,6 +340,7 @@ fn brigade_http(
                 addr,
                 path.to_owned(),
                 share(requests, connections, i),
+                || (),
             ))
         })
         .collect();
@@ -369,6 +369,7 @@ fn tokio_http(
                 addr,
                 path.to_owned(),
                 share(requests, connections, i),
+                || (),
             ))
         })
         .collect();
@@ -394,7 +395,7 @@ fn threads_http(
         .map(|i| {
             let path = path.to_owned();
             let n = share(requests, connections, i);
-            pool.submit(move || blocking_connection(addr, &path, n))
+            pool.submit(move || blocking_connection(addr, &path, n, || ()))
                 .unwrap()
         })
         .collect();

@@ -1,6 +1,8 @@
-//! The HTTP side of the event-loop suite: a hyper server on 127.0.0.1 that answers after a
-//! delay given in the path, one hyper client used by every async impl, and a minimal blocking
-//! HTTP/1.1 client for the thread impls.
+//! A local HTTP server for I/O experiments and the clients that call it: a hyper server on
+//! 127.0.0.1 that answers after a delay given in the path, one hyper client for async code, and
+//! a minimal blocking HTTP/1.1 client for threads and processes.
+//!
+//! The lab's I/O experiments and the event-loop benchmarks (crate `brigade-bench`) share it.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,20 +19,22 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 /// The body every response carries.
-pub(crate) const BODY: &[u8] = b"ok";
+pub const BODY: &[u8] = b"ok";
 
 /// The server, on its own runtime and threads so that it never shares a scheduler with the
 /// client under test. Dropping it stops it.
-pub(crate) struct Server {
-    pub(crate) addr: SocketAddr,
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl Server {
-    pub(crate) fn start(threads: usize) -> anyhow::Result<Self> {
+    /// Starts a server with `threads` threads of its own.
+    pub fn start(threads: usize) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
-            .thread_name("bench-server")
+            .thread_name("brigade-http")
             .enable_all()
             .build()?;
         // A deep accept queue: a thousand clients connecting at once must not overflow it,
@@ -48,7 +52,7 @@ impl Server {
                     Ok((stream, _)) => stream,
                     Err(e) => {
                         // Out of file descriptors, say: let connections drain, then go on.
-                        eprintln!("bench server: accept failed: {e}");
+                        eprintln!("brigade http server: accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
@@ -83,16 +87,18 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
 }
 
 /// The path that asks for `delay_ms`.
-pub(crate) fn path(delay_ms: u64) -> String {
+pub fn path(delay_ms: u64) -> String {
     format!("/delay/{delay_ms}")
 }
 
 /// One keep-alive connection sending `requests` GETs one after another, with hyper's client:
-/// the same code for every async impl. Returns the body bytes received.
-pub(crate) async fn hyper_connection(
+/// the same code for every async caller. Calls `answered` after each response (a timeline
+/// takes the time between two calls as one request). Returns the body bytes received.
+pub async fn hyper_connection(
     addr: SocketAddr,
     path: String,
     requests: usize,
+    mut answered: impl FnMut() + Send,
 ) -> anyhow::Result<u64> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
@@ -107,6 +113,7 @@ pub(crate) async fn hyper_connection(
             let response = sender.send_request(request).await?;
             anyhow::ensure!(response.status() == 200, "status {}", response.status());
             bytes += response.into_body().collect().await?.to_bytes().len() as u64;
+            answered();
         }
         Ok(bytes)
         // `sender` drops here, which lets `connection` finish.
@@ -122,10 +129,11 @@ pub(crate) async fn hyper_connection(
 /// The blocking twin of [`hyper_connection`]: a minimal HTTP/1.1 client over
 /// `std::net::TcpStream` (keep-alive, `Content-Length` bodies only, which is what the server
 /// sends).
-pub(crate) fn blocking_connection(
+pub fn blocking_connection(
     addr: SocketAddr,
     path: &str,
     requests: usize,
+    mut answered: impl FnMut(),
 ) -> anyhow::Result<u64> {
     let stream = std::net::TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
@@ -157,12 +165,13 @@ pub(crate) fn blocking_connection(
         body.resize(length.context("no content-length")?, 0);
         reader.read_exact(&mut body)?;
         bytes += body.len() as u64;
+        answered();
     }
     Ok(bytes)
 }
 
 /// How many of `total` requests connection `index` of `connections` sends: they differ by at
 /// most one.
-pub(crate) fn share(total: usize, connections: usize, index: usize) -> usize {
+pub fn share(total: usize, connections: usize, index: usize) -> usize {
     total / connections + usize::from(index < total % connections)
 }

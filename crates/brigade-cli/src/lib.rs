@@ -1,0 +1,6 @@
+//! The `brigade` command's workings, kept in a library so that tests and the benchmark crate
+//! can use them: the lab (`brigade lab`) and its local HTTP server.
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod lab;
