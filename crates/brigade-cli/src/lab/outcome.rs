@@ -216,7 +216,8 @@ pub(crate) fn number(value: f64) -> String {
         return value.to_string();
     }
     let magnitude = value.abs();
-    let decimals = if magnitude >= 100.0 || magnitude == 0.0 {
+    // Counts print as counts ("20", not "20.0").
+    let decimals = if magnitude >= 100.0 || value.fract() == 0.0 {
         0
     } else if magnitude >= 10.0 {
         1
@@ -261,6 +262,8 @@ mod tests {
         assert_eq!(number(1.2345), "1.23");
         assert_eq!(number(0.012345), "0.0123");
         assert_eq!(number(0.0), "0");
+        assert_eq!(number(20.0), "20");
+        assert_eq!(number(1.5), "1.50");
         assert_eq!(number(-2500.0), "-2,500");
         assert_eq!(factor(3.0, 2.0), "1.50×");
     }
