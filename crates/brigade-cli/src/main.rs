@@ -34,8 +34,7 @@ fn main() -> ExitCode {
             match e.kind() {
                 // --help and --version "fail" to parse and print to stdout; a closed stdout
                 // (`brigade --help | head -1`) is not worth a panic.
-                clap::error::ErrorKind::DisplayHelp
-                | clap::error::ErrorKind::DisplayVersion => {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                     let _ = e.print();
                     ExitCode::SUCCESS
                 }

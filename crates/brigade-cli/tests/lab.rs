@@ -71,7 +71,10 @@ fn an_unknown_experiment_is_one_line_naming_the_choices() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: unknown experiment 'gpu-bound'"), "{err}");
+    assert!(
+        err.starts_with("error: unknown experiment 'gpu-bound'"),
+        "{err}"
+    );
     for name in EXPERIMENTS {
         assert!(err.contains(name), "{err}");
     }
@@ -111,23 +114,44 @@ fn quick_json_covers_every_experiment() {
     let mut verdicts: BTreeMap<String, Value> = BTreeMap::new();
     let mut report = None;
     for line in stdout.lines() {
-        let object: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let object: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
         let object = object.as_object().expect("each line is an object").clone();
         if let Some(path) = object.get("report") {
-            report = Some(PathBuf::from(path.as_str().expect("the report path is text")));
+            report = Some(PathBuf::from(
+                path.as_str().expect("the report path is text"),
+            ));
         } else if object.contains_key("verdict") {
             let name = object["experiment"].as_str().unwrap().to_owned();
-            assert!(object["verdict"].as_str().is_some_and(|v| !v.is_empty()), "{line}");
-            assert!(object["agrees"].is_boolean() || object["agrees"].is_null(), "{line}");
-            assert!(verdicts.insert(name, Value::Object(object)).is_none(), "two verdicts: {line}");
+            assert!(
+                object["verdict"].as_str().is_some_and(|v| !v.is_empty()),
+                "{line}"
+            );
+            assert!(
+                object["agrees"].is_boolean() || object["agrees"].is_null(),
+                "{line}"
+            );
+            assert!(
+                verdicts.insert(name, Value::Object(object)).is_none(),
+                "two verdicts: {line}"
+            );
         } else {
             let keys: Vec<&str> = object.keys().map(String::as_str).collect();
-            assert_eq!(keys, ["experiment", "metric", "model", "unit", "value"], "{line}");
-            assert!(object["value"].as_f64().is_some_and(f64::is_finite), "{line}");
+            assert_eq!(
+                keys,
+                ["experiment", "metric", "model", "unit", "value"],
+                "{line}"
+            );
+            assert!(
+                object["value"].as_f64().is_some_and(f64::is_finite),
+                "{line}"
+            );
             assert!(!object["model"].as_str().unwrap().is_empty(), "{line}");
             let name = object["experiment"].as_str().unwrap().to_owned();
-            measurements.entry(name).or_default().push(Value::Object(object));
+            measurements
+                .entry(name)
+                .or_default()
+                .push(Value::Object(object));
         }
     }
     let verdict_names: Vec<&str> = verdicts.keys().map(String::as_str).collect();
@@ -152,7 +176,11 @@ fn quick_json_covers_every_experiment() {
             .unwrap()
     };
     assert_eq!(value("cpu-bound", "sequential", "speedup"), 1.0);
-    for model in ["threads: fetch_add", "threads: Mutex", "event loop: load, store, await"] {
+    for model in [
+        "threads: fetch_add",
+        "threads: Mutex",
+        "event loop: load, store, await",
+    ] {
         assert_eq!(value("race", model, "lost"), 0.0, "{model}");
         assert_eq!(
             value("race", model, "counted"),
@@ -174,18 +202,34 @@ fn quick_json_covers_every_experiment() {
 fn the_text_output_has_a_table_and_verdict_per_experiment() {
     let dir = temp_dir("text");
     let out = brigade(
-        &["lab", "--quick", "race", "startup-cost", "--out", dir.to_str().unwrap()],
+        &[
+            "lab",
+            "--quick",
+            "race",
+            "startup-cost",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
         Duration::from_secs(120),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.matches("\n== ").count(), 2, "{stdout}");
     assert_eq!(stdout.matches("  verdict: ").count(), 2, "{stdout}");
     let report_line = stdout.lines().last().unwrap();
-    let path = report_line.strip_prefix("report: ").expect("the report path comes last");
+    let path = report_line
+        .strip_prefix("report: ")
+        .expect("the report path comes last");
     assert!(std::path::Path::new(path).is_file(), "{path}");
     // Not a terminal: progress is plain lines on stderr, one per experiment.
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().collect::<Vec<_>>(), ["[1/2] race", "[2/2] startup-cost"]);
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        ["[1/2] race", "[2/2] startup-cost"]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -234,7 +234,11 @@ fn run_chosen(args: &LabArgs, chosen: &[&'static Experiment]) -> anyhow::Result<
         plural(chosen.len()),
         plural(workers),
         plural(cores),
-        if args.quick { " (--quick: not a measurement)" } else { "" },
+        if args.quick {
+            " (--quick: not a measurement)"
+        } else {
+            ""
+        },
     ));
     let mut ctx = Ctx {
         quick: args.quick,

@@ -231,7 +231,9 @@ pub(crate) fn number(value: f64) -> String {
     let (sign, text) = text
         .strip_prefix('-')
         .map_or(("", text.as_str()), |t| ("-", t));
-    let (int, frac) = text.split_once('.').map_or((text, None), |(i, f)| (i, Some(f)));
+    let (int, frac) = text
+        .split_once('.')
+        .map_or((text, None), |(i, f)| (i, Some(f)));
     let mut grouped = String::new();
     for (i, c) in int.chars().enumerate() {
         if i > 0 && (int.len() - i) % 3 == 0 {

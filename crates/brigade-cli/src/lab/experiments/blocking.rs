@@ -61,7 +61,9 @@ struct Run {
 fn run_model(model: &str, lp: &EventLoop, shape: &Shape, how: Blockers) -> anyhow::Result<Run> {
     let start_ns = now_ns();
     let until = Instant::now() + shape.run;
-    let tickers: Vec<_> = (0..shape.tickers).map(|_| lp.spawn(ticker(until))).collect();
+    let tickers: Vec<_> = (0..shape.tickers)
+        .map(|_| lp.spawn(ticker(until)))
+        .collect();
     let mut blockers = Vec::new();
     if how != Blockers::None {
         for _ in 0..shape.blockers {

@@ -206,16 +206,17 @@ fn verdict(outcome: &mut Outcome, parallel: usize) {
         number(processes),
         number(lp)
     );
-    let agrees = if parallel < 2 {
-        text.push_str(
-            "; with one core (or one worker) nothing runs in parallel, so no model can speed \
+    let agrees =
+        if parallel < 2 {
+            text.push_str(
+                "; with one core (or one worker) nothing runs in parallel, so no model can speed \
              up CPU work here: run with more cores to test the rule",
-        );
-        None
-    } else {
-        let best = threads.max(processes);
-        let agrees = best >= 1.2 && lp < 1.1 && best > lp * 1.2;
-        text.push_str(&format!(
+            );
+            None
+        } else {
+            let best = threads.max(processes);
+            let agrees = best >= 1.2 && lp < 1.1 && best > lp * 1.2;
+            text.push_str(&format!(
             " — {} the rule (CPU-bound work wants parallel workers: {} of an ideal {parallel}×). \
              Rust threads {} processes ({}) without copying data between processes, because \
              Rust has no GIL",
@@ -224,8 +225,8 @@ fn verdict(outcome: &mut Outcome, parallel: usize) {
             compared(threads, processes),
             factor(threads, processes),
         ));
-        Some(agrees)
-    };
+            Some(agrees)
+        };
     if detected > lp * 1.2 {
         text.push_str(&format!(
             "; brigade's blocking detection moved the CPU-heavy tasks off the loop ({}×)",

@@ -83,7 +83,10 @@ fn threads(
             .collect();
         let mut spans = Vec::new();
         for h in handles {
-            spans.extend(h.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??);
+            spans.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a client thread panicked"))??,
+            );
         }
         Ok(spans)
     })
@@ -282,10 +285,15 @@ pub(crate) fn few_fast(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         speedup("event loop (1 thread)"),
     );
     let agrees = threads > 1.2 && one_cpu > 1.2;
-    let best = ["threads", "threads, all on one CPU", "processes", "event loop (1 thread)"]
-        .into_iter()
-        .max_by(|a, b| rate(a).total_cmp(&rate(b)))
-        .expect("four models");
+    let best = [
+        "threads",
+        "threads, all on one CPU",
+        "processes",
+        "event loop (1 thread)",
+    ]
+    .into_iter()
+    .max_by(|a, b| rate(a).total_cmp(&rate(b)))
+    .expect("four models");
     outcome.conclude(
         format!(
             "{connections} threads served {}× the sequential rate, and still {}× with every \

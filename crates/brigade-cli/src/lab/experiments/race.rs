@@ -151,7 +151,11 @@ pub(crate) fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     ] {
         ctx.step(model);
         let expected = n_threads as u64 * each;
-        counts.push((model.to_owned(), expected, threads(model, how, n_threads, each)));
+        counts.push((
+            model.to_owned(),
+            expected,
+            threads(model, how, n_threads, each),
+        ));
     }
     let lp = EventLoop::builder()
         .workers(1)
@@ -179,7 +183,12 @@ pub(crate) fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         outcome.measure(model, "expected", *expected as f64, "");
         outcome.measure(model, "counted", count.counted as f64, "");
         outcome.measure(model, "lost", lost as f64, "");
-        outcome.measure(model, "lost share", 100.0 * lost as f64 / *expected as f64, "%");
+        outcome.measure(
+            model,
+            "lost share",
+            100.0 * lost as f64 / *expected as f64,
+            "%",
+        );
         outcome.measure(model, "wall", count.wall.as_secs_f64() * 1e3, "ms");
     }
     outcome.notes.push(format!(

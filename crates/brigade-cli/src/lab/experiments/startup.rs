@@ -33,7 +33,10 @@ pub(crate) fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     ctx.step("warming the process pool");
     let processes = ProcessPool::builder().workers(1).build()?;
     // Warm every worker once, so that the round trips time warm workers only.
-    threads.submit(|| ()).map_err(|e| anyhow::anyhow!("{e}"))?.result()?;
+    threads
+        .submit(|| ())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .result()?;
     processes
         .submit(nothing, ())
         .map_err(|e| anyhow::anyhow!("{e}"))?
