@@ -414,6 +414,12 @@ mod tests {
         let quarter = PLOT_LEFT + PLOT_WIDTH / 4.0;
         assert!((xs[3] - quarter).abs() < 0.01, "{xs:?}");
         assert_eq!(xs[0], PLOT_LEFT);
+        // The span that runs past the scale starts where it started and is cut at the edge.
+        let last = bars(&svg)[7];
+        assert!(
+            (last.num("x") - (PLOT_LEFT + 0.975 * PLOT_WIDTH)).abs() < 0.01,
+            "{last:?}"
+        );
         // The lane shows where this run ended: half-way.
         let lane = &svg.select("rect", "lane")[0];
         assert!(
@@ -477,6 +483,28 @@ mod tests {
         let t = timeline("thread", 100, t.spans[..MAX_BARS].to_vec());
         let d = super::timeline(&t, 100 * MS);
         assert_eq!((d.stride, d.bars), (1, MAX_BARS));
+    }
+
+    #[test]
+    fn the_stride_is_the_smallest_that_keeps_under_the_cap() {
+        assert_eq!(stride(&[10, 20], 30), 1);
+        assert_eq!(stride(&[31], 30), 2);
+        // 8 spans over a cap of 4 would take every 2nd, but each row rounds up: 2 + 3 > 4.
+        assert_eq!(stride(&[3, 5], 4), 3);
+        assert_eq!(stride(&[MAX_BARS - 1, MAX_BARS + 1], MAX_BARS), 3);
+        assert_eq!(stride(&[], MAX_BARS), 1);
+        for counts in [vec![1; 40], vec![7, 7, 7, 7, 7], vec![100_000, 1, 1]] {
+            let k = stride(&counts, 10);
+            let drawn = |k: usize| counts.iter().map(|n| n.div_ceil(k)).sum::<usize>();
+            assert!(
+                drawn(k) <= 10 || k >= *counts.iter().max().unwrap(),
+                "{counts:?}: {k}"
+            );
+            assert!(
+                k == 1 || drawn(k - 1) > 10,
+                "{counts:?}: {k} is not the smallest"
+            );
+        }
     }
 
     #[test]
