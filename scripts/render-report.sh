@@ -14,6 +14,11 @@ die() {
     exit 1
 }
 
+# How many times PATTERN occurs in FILE (grep -c counts lines, and fails on none).
+occurrences() {
+    { grep -o -- "$1" "$2" || true; } | wc -l
+}
+
 [[ $# -eq 2 ]] || die "usage: $0 REPORT.html OUT.png"
 report=$1
 png=$2
@@ -41,9 +46,9 @@ trap 'rm -rf "$profile"' EXIT
 if [[ -n ${RENDER_HEIGHT:-} ]]; then
     height=$RENDER_HEIGHT
 else
-    figures=$(grep -o '<svg ' "$abs_report" | wc -l)
-    rows=$(grep -o 'class="lane"' "$abs_report" | wc -l)
-    sections=$(grep -o '<section ' "$abs_report" | wc -l)
+    figures=$(occurrences '<svg ' "$abs_report")
+    rows=$(occurrences 'class="lane"' "$abs_report")
+    sections=$(occurrences '<section ' "$abs_report")
     height=$((1200 + 500 * sections + 130 * figures + 18 * rows))
     ((height <= 16000)) || height=16000
 fi
@@ -68,14 +73,17 @@ fi
 magic=$(head -c 8 "$abs_png" | od -An -tx1 | tr -d ' \n')
 [[ $magic == 89504e470d0a1a0a ]] || die "$png is not a PNG (starts with $magic)"
 size=$(stat -c %s "$abs_png")
-# A blank page at this size compresses to a few kilobytes; text, tables and bars do not.
-((size >= 20000)) || die "$png is only $size bytes: the page looks blank"
+# A blank page compresses to about 6 bytes per pixel row at this width; text, tables and
+# bars take several times that.
+min_size=$((20000 + 8 * height))
+((size >= min_size)) || die "$png is only $size bytes (under $min_size): the page looks blank"
 
-dom=$(run --dump-dom "file://$abs_report") || die "chromium could not load $report"
-expected=$(grep -o '<svg ' "$abs_report" | wc -l)
-rendered=$(grep -o '<svg ' <<<"$dom" | wc -l)
+dom=$profile/dom.html
+run --dump-dom "file://$abs_report" >"$dom" || die "chromium could not load $report"
+expected=$(occurrences '<svg ' "$abs_report")
+rendered=$(occurrences '<svg ' "$dom")
 ((rendered == expected)) ||
     die "the rendered page has $rendered SVG timelines, the file $expected"
-grep -q 'brigade lab' <<<"$dom" || die "the rendered page has no report title"
+grep -q '<h1>brigade lab</h1>' "$dom" || die "the rendered page has no report title"
 
 echo "rendered $report to $png (1280x$height, $size bytes, $rendered timelines)"
