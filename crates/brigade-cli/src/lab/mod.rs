@@ -261,7 +261,13 @@ fn run_chosen(args: &LabArgs, chosen: &[&'static Experiment]) -> anyhow::Result<
             }
             Err(err) => {
                 all_ok = false;
-                eprintln!("error: experiment {} failed: {err:#}", e.name);
+                ctx.progress
+                    .suspend(|| eprintln!("error: experiment {} failed: {err:#}", e.name));
+                // The report and the JSON still say what happened to it.
+                let failed = Outcome::skipped(e.name, format!("it failed: {err:#}"));
+                ctx.progress
+                    .suspend(|| out.outcome(e, &failed, info.span_cost_ns));
+                ctx.done.push(failed);
             }
         }
     }
