@@ -34,6 +34,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import sys
 import threading
@@ -133,7 +134,22 @@ def warm_threads(pool, n):
         f.result()
 
 
+def die_with_parent():
+    """Has Linux kill this process when its parent dies. brigade runs the script in a process
+    group of its own (so that it can kill the pool's workers with it), which a Ctrl-C on
+    brigade does not reach: without this, a run would go on computing after brigade is gone.
+    Best effort: a Python without ctypes just lacks it."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (ImportError, OSError, AttributeError):
+        pass
+
+
 def _process_ready(barrier):
+    die_with_parent()
     barrier.wait(TIMEOUT_S)
 
 
@@ -347,11 +363,13 @@ def main(argv):
         emit([chunk_sum(s, e) for s, e in zip(bounds[::2], bounds[1::2])])
     elif mode == "cpu" and len(args) == 3:
         n, workers, chunks = (int(a) for a in args)
+        die_with_parent()
         ready()
         cpu(n, workers, chunks)
     elif mode == "io" and len(args) == 6:
         host = args[0]
         port, delay_ms, rounds, connections, workers = (int(a) for a in args[1:])
+        die_with_parent()
         ready()
         io(host, port, delay_ms, rounds, connections, workers)
     else:
