@@ -119,8 +119,7 @@ pub struct LabArgs {
     pub out: PathBuf,
 }
 
-/// What every experiment may use: the run's settings, the shared HTTP server, and the
-/// outcomes of the experiments already run.
+/// What every experiment may use: the run's settings and the shared HTTP server.
 pub(crate) struct Ctx {
     pub(crate) quick: bool,
     /// Workers per pool.
@@ -149,11 +148,6 @@ impl Ctx {
     /// Shows what the experiment is doing now (`model`, say).
     pub(crate) fn step(&self, what: &str) {
         self.progress.step(what);
-    }
-
-    /// The outcome of experiment `name`, if it already ran in this run.
-    pub(crate) fn outcome(&self, name: &str) -> Option<&Outcome> {
-        self.done.iter().find(|o| o.experiment == name)
     }
 }
 

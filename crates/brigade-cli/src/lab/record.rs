@@ -175,11 +175,6 @@ impl Timeline {
         let wall_ns = (self.end_ns - self.start_ns).max(1) as f64;
         self.spans.len() as f64 * span_cost_ns / wall_ns * 100.0
     }
-
-    /// Wall time of the run in seconds.
-    pub(crate) fn wall_s(&self) -> f64 {
-        (self.end_ns - self.start_ns) as f64 / 1e9
-    }
 }
 
 /// What recording one span costs, measured on this machine: two clock reads and a
