@@ -92,7 +92,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                         pool.submit(move || {
                             Span::thread(Kind::Cpu, || chunk_sum(i * elements, (i + 1) * elements))
                         })
-                        .map_err(|e| anyhow::anyhow!("{e}"))
+                        .map_err(anyhow::Error::from)
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 Ok(finish(submitted)?.1)

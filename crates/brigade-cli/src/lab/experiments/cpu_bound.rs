@@ -102,7 +102,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                 .iter()
                 .map(|&(a, b)| {
                     pool.submit(move || Span::thread(Kind::Cpu, || chunk_sum(a, b)))
-                        .map_err(|e| anyhow::anyhow!("{e}"))
+                        .map_err(anyhow::Error::from)
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             finish(tasks)
@@ -123,7 +123,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
                 .map(|&range| {
                     processes
                         .submit(process_chunk, range)
-                        .map_err(|e| anyhow::anyhow!("{e}"))
+                        .map_err(anyhow::Error::from)
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             finish(tasks)

@@ -116,7 +116,7 @@ fn pool_threads(
             let path = path.to_owned();
             let n = share(requests, connections, i);
             pool.submit(move || blocking(addr, &path, n))
-                .map_err(|e| anyhow::anyhow!("{e}"))
+                .map_err(anyhow::Error::from)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut spans = Vec::new();
@@ -139,7 +139,7 @@ fn processes(
                 process_connection,
                 (addr, path.to_owned(), share(requests, connections, i)),
             )
-            .map_err(|e| anyhow::anyhow!("{e}"))
+            .map_err(anyhow::Error::from)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut spans = Vec::new();
