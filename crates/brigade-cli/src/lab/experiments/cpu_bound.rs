@@ -249,6 +249,50 @@ mod tests {
         assert_eq!(chunk_sum(0, 1000), 33_363_109);
     }
 
+    fn judged(threads: f64, processes: f64, lp: f64, parallel: usize) -> Outcome {
+        let mut o = Outcome::new("cpu-bound");
+        for (model, speedup) in [
+            ("threads", threads),
+            ("processes", processes),
+            ("event loop (1 thread)", lp),
+            ("event loop + detection", lp),
+        ] {
+            o.measure(model, "speedup", speedup, "×");
+        }
+        verdict(&mut o, parallel);
+        o
+    }
+
+    #[test]
+    fn the_verdict_follows_the_measurements() {
+        let good = judged(1.9, 1.8, 1.0, 2);
+        assert_eq!(good.verdict.agrees, Some(true));
+        assert!(
+            good.verdict.text.contains("threads ran 1.90×"),
+            "{}",
+            good.verdict.text
+        );
+        assert!(good.verdict.text.contains("Rust threads beat processes"));
+
+        // Threads no faster than sequential on two cores: the rule is not borne out.
+        let flat = judged(1.02, 1.01, 1.0, 2);
+        assert_eq!(flat.verdict.agrees, Some(false));
+        assert!(
+            flat.verdict.text.contains("differs from"),
+            "{}",
+            flat.verdict.text
+        );
+
+        // One core: nothing can run in parallel, so no rule is tested.
+        let single = judged(1.0, 0.98, 1.0, 1);
+        assert_eq!(single.verdict.agrees, None);
+        assert!(
+            single.verdict.text.contains("one core"),
+            "{}",
+            single.verdict.text
+        );
+    }
+
     #[test]
     fn chunks_cover_the_list_once() {
         let chunks = split(1003, 8);
