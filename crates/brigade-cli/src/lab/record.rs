@@ -14,7 +14,12 @@ use serde::{Deserialize, Serialize};
 
 /// Nanoseconds on the machine-wide monotonic clock.
 pub(crate) fn now_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    clock_ns(rustix::time::ClockId::Monotonic)
+}
+
+/// `clock` read in nanoseconds (the monotonic clock, or a thread's or the process's CPU time).
+pub(crate) fn clock_ns(clock: rustix::time::ClockId) -> u64 {
+    let t = rustix::time::clock_gettime(clock);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 

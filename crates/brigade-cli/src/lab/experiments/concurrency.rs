@@ -18,8 +18,7 @@ use crate::lab::{Ctx, Kind, Outcome, Span, Timeline};
 
 /// CPU time this process has used, all threads together.
 fn cpu_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    crate::lab::record::clock_ns(rustix::time::ClockId::ProcessCPUTime)
 }
 
 /// How many kernel elements take about `duration` on this machine, measured.

@@ -216,8 +216,7 @@ impl ModelRun {
 
 /// CPU time this thread has run, in nanoseconds.
 fn thread_cpu_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    crate::lab::record::clock_ns(rustix::time::ClockId::ThreadCPUTime)
 }
 
 /// One chunk on the calling thread: (sum, CPU ns, span).
