@@ -38,7 +38,7 @@ fn main() -> Result<(), Error> {
 
     println!("1. submit + as_completed: results in the order they finish");
     let start = Instant::now();
-    let tasks = urls.map(|url| (url, pool.submit(move || fetch(url)).unwrap()));
+    let tasks = urls.map(|url| (url, pool.submit(move || fetch(url))));
     for done in as_completed(tasks, Some(Duration::from_secs(10))) {
         let (url, task) = done?;
         match task.result()? {
@@ -55,7 +55,7 @@ fn main() -> Result<(), Error> {
     println!("2. wait: the first to finish, then the rest");
     let tasks: Vec<_> = urls
         .iter()
-        .map(|&url| pool.submit(move || fetch(url)).unwrap())
+        .map(|&url| pool.submit(move || fetch(url)))
         .collect();
     let first = wait(&tasks, Until::FirstCompleted, None);
     println!(
@@ -73,12 +73,8 @@ fn main() -> Result<(), Error> {
     println!("3. cancel: only what has not started yet");
     let (go, wait_for_go) = mpsc::channel::<()>();
     let one_worker = ThreadPool::builder().workers(1).build().unwrap();
-    let busy = one_worker
-        .submit(move || wait_for_go.recv().unwrap())
-        .unwrap();
-    let queued = one_worker
-        .submit(|| fetch("https://example.com/never"))
-        .unwrap();
+    let busy = one_worker.submit(move || wait_for_go.recv().unwrap());
+    let queued = one_worker.submit(|| fetch("https://example.com/never"));
     println!("   queued task cancelled: {}", queued.cancel());
     println!("   its outcome: {:?}", queued.result());
     go.send(()).unwrap();
@@ -89,7 +85,7 @@ fn main() -> Result<(), Error> {
 
     println!("4. done callbacks: run when a task finishes");
     let (tx, rx) = mpsc::channel();
-    let task = pool.submit(|| fetch("https://example.org/menu")).unwrap();
+    let task = pool.submit(|| fetch("https://example.org/menu"));
     task.add_done_callback(move |outcome| {
         tx.send(format!("callback saw {outcome:?}")).unwrap();
     });
@@ -101,13 +97,8 @@ fn main() -> Result<(), Error> {
     }
     println!("\n6. a panic is an error for that task only; the pool goes on");
     println!("   (Rust's panic hook prints the panic to stderr as it happens)");
-    let bad = pool
-        .submit(|| -> usize { panic!("the oven is on fire") })
-        .unwrap();
+    let bad = pool.submit(|| -> usize { panic!("the oven is on fire") });
     println!("   {:?}", bad.result());
-    println!(
-        "   next task: {:?}",
-        pool.submit(|| 1 + 1).unwrap().result()
-    );
+    println!("   next task: {:?}", pool.submit(|| 1 + 1).result());
     Ok(())
 }

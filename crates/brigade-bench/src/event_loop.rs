@@ -396,7 +396,6 @@ fn threads_http(
             let path = path.to_owned();
             let n = share(requests, connections, i);
             pool.submit(move || blocking_connection(addr, &path, n, || ()))
-                .unwrap()
         })
         .collect();
     let mut bytes = 0;

@@ -139,9 +139,7 @@ fn roundtrip(bench: &Bench, tasks: u64) -> anyhow::Result<()> {
     let spawner = &bench.procspawn;
     let mut impls = vec![
         imp("brigade", move || {
-            let handles: Vec<_> = (0..tasks)
-                .map(|i| pool.submit(square, i).unwrap())
-                .collect();
+            let handles: Vec<_> = (0..tasks).map(|i| pool.submit(square, i)).collect();
             handles
                 .into_iter()
                 .map(|t| t.result().unwrap())
@@ -200,7 +198,7 @@ fn roundtrip_latency(bench: &Bench, tasks: u64) -> anyhow::Result<()> {
         vec![
             imp("brigade", move || {
                 (0..tasks)
-                    .map(|i| pool.submit(square, i).unwrap().result().unwrap())
+                    .map(|i| pool.submit(square, i).result().unwrap())
                     .fold(0, u64::wrapping_add)
             }),
             imp("procspawn", move || {
@@ -226,7 +224,7 @@ fn cpu_fanout(bench: &Bench, tasks: u64) -> anyhow::Result<()> {
         vec![
             imp("brigade-processes", move || {
                 let handles: Vec<_> = (0..tasks)
-                    .map(|i| pool.submit(kernel_task, (i, iters)).unwrap())
+                    .map(|i| pool.submit(kernel_task, (i, iters)))
                     .collect();
                 handles
                     .into_iter()
@@ -235,7 +233,7 @@ fn cpu_fanout(bench: &Bench, tasks: u64) -> anyhow::Result<()> {
             }),
             imp("brigade-threads", move || {
                 let handles: Vec<_> = (0..tasks)
-                    .map(|i| threads.submit(move || kernel(i, iters)).unwrap())
+                    .map(|i| threads.submit(move || kernel(i, iters)))
                     .collect();
                 handles
                     .into_iter()

@@ -137,7 +137,7 @@ fn cpu_fanout(bench: &Bench<'_>, tasks: u64) -> anyhow::Result<()> {
             }),
             imp("brigade", || {
                 let handles: Vec<_> = (0..tasks)
-                    .map(|i| brigade.submit(move || kernel(i, iters)).unwrap())
+                    .map(|i| brigade.submit(move || kernel(i, iters)))
                     .collect();
                 handles
                     .into_iter()
@@ -188,9 +188,7 @@ fn tiny_tasks(bench: &Bench<'_>, tasks: u64) -> anyhow::Result<()> {
         json!({}),
         vec![
             imp("brigade", || {
-                let handles: Vec<_> = (0..tasks)
-                    .map(|_| brigade.submit(|| 1u64).unwrap())
-                    .collect();
+                let handles: Vec<_> = (0..tasks).map(|_| brigade.submit(|| 1u64)).collect();
                 handles.into_iter().map(|t| t.result().unwrap()).sum()
             }),
             imp("brigade-scope", || {
@@ -308,9 +306,7 @@ fn nested(bench: &Bench<'_>, depth: u32) -> anyhow::Result<()> {
             return kernel(seed, LEAF_ITERS);
         }
         let inner = pool.clone();
-        let left = pool
-            .submit(move || submit_brigade(&inner, depth - 1, seed * 2))
-            .unwrap();
+        let left = pool.submit(move || submit_brigade(&inner, depth - 1, seed * 2));
         let right = submit_brigade(pool, depth - 1, seed * 2 + 1);
         left.result().unwrap().wrapping_add(right)
     }
@@ -367,7 +363,6 @@ fn nested(bench: &Bench<'_>, depth: u32) -> anyhow::Result<()> {
                     let pool = brigade.clone();
                     brigade
                         .submit(move || submit_brigade(&pool, depth, 1))
-                        .unwrap()
                         .result()
                         .unwrap()
                 }),
@@ -449,16 +444,13 @@ pub(crate) fn memory_probe(args: &MemoryProbeArgs) -> anyhow::Result<()> {
                 started_tx.send(()).unwrap();
                 gate.wait();
             })
-            .unwrap()
         })
         .collect();
     for _ in 0..args.workers {
         started.recv()?;
     }
     let start = Instant::now();
-    let tasks: Vec<_> = (0..args.tasks)
-        .map(|_| pool.submit(|| ()).unwrap())
-        .collect();
+    let tasks: Vec<_> = (0..args.tasks).map(|_| pool.submit(|| ())).collect();
     let queue_ms = start.elapsed().as_secs_f64() * 1e3;
     let queued_rss = current_rss_kb();
     let ran_before_release = tasks.iter().filter(|t| t.is_done()).count();

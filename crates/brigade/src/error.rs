@@ -13,7 +13,7 @@ use std::fmt;
 /// use brigade::{Error, ThreadPool};
 ///
 /// let pool = ThreadPool::new();
-/// let task = pool.submit(|| -> u32 { panic!("disk on fire") }).unwrap();
+/// let task = pool.submit(|| -> u32 { panic!("disk on fire") });
 /// match task.result() {
 ///     Err(Error::Panicked { message }) => assert_eq!(message, "disk on fire"),
 ///     other => panic!("unexpected outcome: {other:?}"),
@@ -56,6 +56,10 @@ pub enum Error {
     /// The task's outcome was already taken out of this handle by an earlier call.
     #[error("the task's outcome was already taken")]
     Consumed,
+    /// The code that was to complete the task (a [`Completer`](crate::Completer)) went away
+    /// without setting an outcome.
+    #[error("the task's completer was dropped without setting an outcome")]
+    Abandoned,
     /// The worker process running the task died: killed by a signal (`signal`), or exited
     /// (`code`) in the middle of the task. Only the task(s) it was running fail; the pool
     /// starts a replacement.
@@ -139,8 +143,8 @@ impl Error {
 /// use brigade::{Shutdown, ThreadPool};
 ///
 /// let pool = ThreadPool::new();
-/// pool.shutdown(Shutdown::default());
-/// let refused = pool.submit(|| 6 * 7).unwrap_err();
+/// pool.shutdown(Shutdown::graceful());
+/// let refused = pool.try_submit(|| 6 * 7).unwrap_err();
 /// assert_eq!(refused.to_string(), "the pool is shut down");
 /// let work = refused.into_inner();
 /// assert_eq!(work(), 42); // nothing is lost: run it elsewhere
@@ -164,8 +168,8 @@ impl<F> SubmitError<F> {
     ///
     /// ```
     /// # let pool = brigade::ThreadPool::new();
-    /// pool.shutdown(brigade::Shutdown::default());
-    /// let refused = pool.submit(|| ()).unwrap_err();
+    /// pool.shutdown(brigade::Shutdown::graceful());
+    /// let refused = pool.try_submit(|| ()).unwrap_err();
     /// assert_eq!(refused.reason(), &brigade::Error::ShutDown);
     /// ```
     pub fn reason(&self) -> &Error {
@@ -209,7 +213,7 @@ pub enum BuildError {
     /// The worker count was zero.
     #[error("a pool needs at least 1 worker (asked for {0})")]
     NoWorkers(usize),
-    /// The worker count was above [`MAX_WORKERS`](crate::threads::MAX_WORKERS).
+    /// The worker count was above [`MAX_WORKERS`](crate::pool::MAX_WORKERS).
     #[error("a pool can have at most {max} workers (asked for {asked})")]
     TooManyWorkers {
         /// The count asked for.

@@ -25,7 +25,7 @@
 //! use brigade::{ThreadPool, Until, as_completed, wait};
 //!
 //! let pool = ThreadPool::new();
-//! let tasks: Vec<_> = (0..8u64).map(|n| (n, pool.submit(move || n.pow(3)).unwrap())).collect();
+//! let tasks: Vec<_> = (0..8u64).map(|n| (n, pool.submit(move || n.pow(3)))).collect();
 //!
 //! // Results as they come in, each paired with its input.
 //! let mut cubes: Vec<(u64, u64)> = as_completed(tasks, Some(Duration::from_secs(60)))
@@ -38,7 +38,7 @@
 //! assert_eq!(cubes[3], (3, 27));
 //!
 //! // Or wait for a whole batch at once.
-//! let batch: Vec<_> = (0..4).map(|_| pool.submit(|| ()).unwrap()).collect();
+//! let batch: Vec<_> = (0..4).map(|_| pool.submit(|| ())).collect();
 //! let waited = wait(&batch, Until::AllCompleted, None);
 //! assert_eq!(waited.done.len(), 4);
 //! ```
@@ -130,6 +130,7 @@
 mod error;
 pub mod event_loop;
 mod map;
+pub mod pool;
 #[cfg(all(unix, not(brigade_loom)))]
 pub mod processes;
 mod sync;
@@ -139,10 +140,12 @@ mod wait;
 
 pub use error::{BuildError, Error, SubmitError};
 pub use event_loop::EventLoop;
+pub use map::{Map, Unordered};
+pub use pool::Shutdown;
 #[cfg(all(unix, not(brigade_loom)))]
 pub use processes::ProcessPool;
-pub use task::Task;
-pub use threads::{Shutdown, ThreadPool};
+pub use task::{Completer, Task};
+pub use threads::ThreadPool;
 pub use wait::{AsCompleted, Until, Waitable, Waited, as_completed, wait};
 
 /// The README's examples, compiled and run as doc tests so that they cannot drift.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::task::Task;
-use crate::threads::ThreadPool;
 use crate::wait::Watcher;
 
 /// Results of one chunk, one slot per input item.
@@ -75,7 +74,7 @@ impl<I: Iterator, F, P> Feeder<I, F, P> {
     }
 }
 
-/// The iterator `map` returns ([`ThreadPool::map`],
+/// The iterator `map` returns ([`ThreadPool::map`](crate::ThreadPool::map),
 /// [`ProcessPool::map`](crate::ProcessPool::map)): results in input order.
 ///
 /// It submits work only as it is iterated, keeping at most
@@ -87,7 +86,7 @@ impl<I: Iterator, F, P> Feeder<I, F, P> {
 /// If the pool is shut down mid-way, the items of the refused chunk yield
 /// [`Error::ShutDown`] and the iteration ends, leaving the rest of the input unread.
 #[must_use = "map is lazy: iterate it to run the work"]
-pub struct Map<I: Iterator, F, R, P = ThreadPool> {
+pub struct Map<I: Iterator, F, R, P> {
     feeder: Feeder<I, F, P>,
     queue: InFlight<R>,
     ready: std::vec::IntoIter<Result<R, Error>>,
@@ -237,7 +236,7 @@ impl<I: Iterator, F, R, P> fmt::Debug for Map<I, F, R, P> {
 /// The iterator [`Map::unordered`] returns: `(input index, result)` in completion order; see
 /// there for an example.
 #[must_use = "map is lazy: iterate it to run the work"]
-pub struct Unordered<I: Iterator, F, R, P = ThreadPool> {
+pub struct Unordered<I: Iterator, F, R, P> {
     feeder: Feeder<I, F, P>,
     /// Submitted chunks not yet yielded, by chunk number, with their first input index and
     /// their length.

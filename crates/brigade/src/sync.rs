@@ -61,7 +61,6 @@ impl Condvar {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    #[cfg_attr(not(brigade_loom), allow(dead_code))] // the loom parker's
     pub(crate) fn wait_timeout<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,

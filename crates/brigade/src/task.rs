@@ -1,7 +1,11 @@
 //! [`Task<T>`]: the one handle every lane returns.
 
+pub(crate) mod block;
 pub(crate) mod cell;
+mod completer;
 pub(crate) mod promise;
+
+pub use completer::Completer;
 
 use std::fmt;
 use std::future::Future;
@@ -12,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use cell::{CANCELLED, COMPLETE, Cell, Erased, FAILED, Header, Outcome, RUNNING};
+use cell::{CANCELLED, COMPLETE, Cell, Erased, FAILED, Header, Outcome, RUNNING, SETTLED};
 
 /// A handle to work submitted to a pool: its future result.
 ///
@@ -46,7 +50,7 @@ use cell::{CANCELLED, COMPLETE, Cell, Erased, FAILED, Header, Outcome, RUNNING};
 /// use brigade::ThreadPool;
 ///
 /// let pool = ThreadPool::new();
-/// let task = pool.submit(|| (1..=10u64).product::<u64>()).unwrap();
+/// let task = pool.submit(|| (1..=10u64).product::<u64>());
 /// assert_eq!(task.result(), Ok(3_628_800));
 /// ```
 #[must_use = "dropping a task detaches it; call `result` to get its outcome"]
@@ -66,27 +70,38 @@ impl<T> Task<T> {
         }
     }
 
+    /// A task that is already done with `error`: what a pool that refuses work hands back.
+    pub(crate) fn failed(error: Error) -> Self
+    where
+        T: Send + 'static,
+    {
+        let cell: Arc<Cell<T, cell::Work<()>>> = Arc::new(Cell::new(()));
+        cell.abandon(error);
+        Self::from_cell(cell)
+    }
+
     fn header(&self) -> &Header<T> {
         &self.cell.header
     }
 
-    /// Takes the outcome; the task must be complete.
+    /// Takes the outcome; the task must be settled.
     fn take(&mut self) -> Outcome<T> {
-        // SAFETY: callers observed COMPLETE (acquire) and we hold `&mut self`, the only handle.
+        // SAFETY: callers observed SETTLED (acquire) and we hold `&mut self`, the only handle.
         unsafe { self.header().take_outcome() }.unwrap_or(Err(Error::Consumed))
     }
 
-    fn is_complete(&self) -> bool {
-        self.header().state() & COMPLETE != 0
+    /// Done, and its done callbacks have run: the outcome can be taken.
+    fn is_settled(&self) -> bool {
+        self.header().state() & SETTLED != 0
     }
 
-    /// Blocks until the task is done, or `deadline` passes. True when done.
+    /// Blocks until the task is settled, or `deadline` passes. True when settled.
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        if self.is_complete() {
+        if self.is_settled() {
             return true;
         }
-        crate::threads::block_until(
-            || self.is_complete(),
+        block::block_until(
+            || self.is_settled(),
             |waker| {
                 self.header().watch(waker);
             },
@@ -101,7 +116,7 @@ impl<T> Task<T> {
     ///
     /// ```
     /// # let pool = brigade::ThreadPool::new();
-    /// let task = pool.submit(|| "done").unwrap();
+    /// let task = pool.submit(|| "done");
     /// assert_eq!(task.result(), Ok("done"));
     /// ```
     pub fn result(mut self) -> Result<T, Error> {
@@ -125,7 +140,7 @@ impl<T> Task<T> {
     ///
     /// let pool = ThreadPool::new();
     /// let (go, wait_for_go) = mpsc::channel::<()>();
-    /// let mut task = pool.submit(move || { wait_for_go.recv().unwrap(); 42 }).unwrap();
+    /// let mut task = pool.submit(move || { wait_for_go.recv().unwrap(); 42 });
     /// assert_eq!(task.result_timeout(Duration::from_millis(10)), Err(Error::TimedOut));
     /// go.send(()).unwrap();
     /// assert_eq!(task.result_timeout(Duration::from_secs(60)), Ok(42));
@@ -143,7 +158,7 @@ impl<T> Task<T> {
     ///
     /// ```
     /// # let pool = brigade::ThreadPool::new();
-    /// let mut task = pool.submit(|| 5).unwrap();
+    /// let mut task = pool.submit(|| 5);
     /// let value = loop {
     ///     if let Some(outcome) = task.try_result() {
     ///         break outcome;
@@ -153,7 +168,13 @@ impl<T> Task<T> {
     /// assert_eq!(value, Ok(5));
     /// ```
     pub fn try_result(&mut self) -> Option<Result<T, Error>> {
-        self.is_complete().then(|| self.take())
+        if !self.is_done() {
+            return None;
+        }
+        // Done, but its done callbacks may still be reading the outcome on the thread that
+        // finished it: they are about to end.
+        self.wait_until(None);
+        Some(self.take())
     }
 
     /// Cancels the task if it has not started.
@@ -171,10 +192,9 @@ impl<T> Task<T> {
     /// let (started_tx, started) = mpsc::channel();
     /// let (go, wait_for_go) = mpsc::channel::<()>();
     /// let blocker = pool
-    ///     .submit(move || { started_tx.send(()).unwrap(); wait_for_go.recv().unwrap() })
-    ///     .unwrap();
+    ///     .submit(move || { started_tx.send(()).unwrap(); wait_for_go.recv().unwrap() });
     /// started.recv().unwrap(); // the only worker is busy now
-    /// let queued = pool.submit(|| -> u32 { unreachable!("cancelled tasks never run") }).unwrap();
+    /// let queued = pool.submit(|| -> u32 { unreachable!("cancelled tasks never run") });
     /// assert!(queued.cancel());
     /// assert!(queued.is_cancelled() && queued.is_done());
     /// assert!(!blocker.cancel()); // running: never interrupted
@@ -188,18 +208,19 @@ impl<T> Task<T> {
 
     /// Whether the task is done: finished with a value or an error, or cancelled.
     ///
-    /// A task counts as done once its outcome is stored *and* its done callbacks have run.
+    /// A task counts as done as soon as its outcome is stored, before its done callbacks run
+    /// (so inside a callback it is done already, as in Python).
     ///
     /// ```
     /// use brigade::{ThreadPool, Until, wait};
     ///
     /// let pool = ThreadPool::new();
-    /// let task = pool.submit(|| 1).unwrap();
+    /// let task = pool.submit(|| 1);
     /// wait([&task], Until::AllCompleted, None);
     /// assert!(task.is_done() && !task.is_running() && !task.is_cancelled());
     /// ```
     pub fn is_done(&self) -> bool {
-        self.is_complete()
+        self.header().state() & COMPLETE != 0
     }
 
     /// Whether a worker is running the task right now.
@@ -210,8 +231,7 @@ impl<T> Task<T> {
     /// let (started_tx, started) = mpsc::channel();
     /// let (go, wait_for_go) = mpsc::channel::<()>();
     /// let task = pool
-    ///     .submit(move || { started_tx.send(()).unwrap(); wait_for_go.recv().unwrap() })
-    ///     .unwrap();
+    ///     .submit(move || { started_tx.send(()).unwrap(); wait_for_go.recv().unwrap() });
     /// started.recv().unwrap();
     /// assert!(task.is_running());
     /// go.send(()).unwrap();
@@ -229,26 +249,26 @@ impl<T> Task<T> {
 
     /// Adds a callback that runs once when the task is done (finished or cancelled).
     ///
-    /// Callbacks run in the order added, exactly once each, in the thread that finishes the
-    /// task (a worker, or the canceller); a callback added after the task is done runs at once,
-    /// in the caller's thread. A panicking callback is reported through `tracing` and stops
-    /// neither the other callbacks nor the worker. The callback sees [`Error::Consumed`] when
-    /// the handle already took the outcome.
+    /// Callbacks run in the order added, exactly once each, one at a time, in the thread that
+    /// finishes the task (a worker, or the canceller); a callback added once the task and its
+    /// earlier callbacks are done runs at once, in the caller's thread. A panicking callback is
+    /// reported through `tracing` and stops neither the other callbacks nor the worker. The
+    /// callback sees [`Error::Consumed`] when the handle already took the outcome.
     ///
-    /// Callbacks are part of finishing: they see the outcome *before* the task counts as done,
-    /// and waiters ([`result`](Self::result), [`wait`](crate::wait()), `.await`) wake once every
-    /// callback has run. So a callback's side effect (a message it sends, say) does not yet
-    /// mean that [`is_done`](Self::is_done) holds; wait on the task for that. (This is what
-    /// lets a callback read the value by reference while no one can take it away.)
+    /// As in Python, callbacks run *after* the task counts as done: inside one,
+    /// [`is_done`](Self::is_done) holds, and the outcome is the callback's argument. Taking the
+    /// outcome out of the handle ([`result`](Self::result), `.await`, …) waits for the running
+    /// callbacks to return, which is what lets them read it by reference.
     ///
     /// ```
     /// use std::sync::mpsc;
     /// # let pool = brigade::ThreadPool::new();
     ///
     /// let (tx, rx) = mpsc::channel();
-    /// let task = pool.submit(|| 2 + 2).unwrap();
+    /// let task = pool.submit(|| 2 + 2);
     /// task.add_done_callback(move |outcome| tx.send(outcome.clone()).unwrap());
     /// assert_eq!(rx.recv().unwrap(), Ok(4));
+    /// assert!(task.is_done()); // the callback ran after the task was done
     /// ```
     pub fn add_done_callback<F>(&self, callback: F)
     where
@@ -272,7 +292,7 @@ impl<T> Future for Task<T> {
         // its worker. Elsewhere this is free and always proceeds.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let this = self.get_mut();
-        if this.is_complete() || !this.header().watch(cx.waker()) {
+        if this.is_settled() || !this.header().watch(cx.waker()) {
             coop.made_progress();
             return Poll::Ready(this.take());
         }
@@ -324,9 +344,10 @@ impl<T: Send> Task<T> {
     }
 }
 
-/// Whether a [`Status::state`] is done.
+/// Whether a [`Status::state`] is done for waiting's sake: done, with its done callbacks run
+/// (so whoever a wait returns to can take the outcome at once).
 pub(crate) fn state_is_done(state: usize) -> bool {
-    state & COMPLETE != 0
+    state & SETTLED != 0
 }
 
 /// Whether a [`Status::state`] is done with an error the task raised (not a cancellation).

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::sync::Mutex;
+use crate::task::block::block_until;
 use crate::task::{Status, Task, state_is_done, state_is_error};
-use crate::threads::block_until;
 
 mod sealed {
     use crate::task::Status;
@@ -33,8 +33,8 @@ use sealed::Sealed;
 /// use brigade::{ThreadPool, Until, Waitable, wait};
 ///
 /// let pool = ThreadPool::new();
-/// let number = pool.submit(|| 7).unwrap();
-/// let text = pool.submit(|| String::from("seven")).unwrap();
+/// let number = pool.submit(|| 7);
+/// let text = pool.submit(|| String::from("seven"));
 /// let both: [&dyn Waitable; 2] = [&number, &text];
 /// assert_eq!(wait(both, Until::AllCompleted, None).done.len(), 2);
 /// ```
@@ -144,7 +144,7 @@ impl Watcher {
 /// use brigade::{ThreadPool, Until, wait};
 ///
 /// let pool = ThreadPool::new();
-/// let tasks = [pool.submit(|| 1).unwrap(), pool.submit(|| -> i32 { panic!("no") }).unwrap()];
+/// let tasks = [pool.submit(|| 1), pool.submit(|| -> i32 { panic!("no") })];
 /// let waited = wait(&tasks, Until::FirstError, None);
 /// assert!(waited.done.iter().any(|t| t.is_done()));
 /// assert_eq!(Until::default(), Until::AllCompleted);
@@ -169,7 +169,7 @@ pub enum Until {
 ///
 /// let pool = ThreadPool::new();
 /// let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
-/// let stuck = pool.submit(move || wait_for_go.recv().unwrap()).unwrap();
+/// let stuck = pool.submit(move || wait_for_go.recv().unwrap());
 /// let waited = wait([stuck], Until::AllCompleted, Some(Duration::from_millis(1)));
 /// assert_eq!((waited.done.len(), waited.pending.len()), (0, 1));
 /// go.send(()).unwrap();
@@ -215,8 +215,8 @@ fn dedup<W: Waitable>(tasks: impl IntoIterator<Item = W>) -> Vec<W> {
 ///
 /// let pool = ThreadPool::new();
 /// let (go, wait_for_go) = mpsc::channel::<()>();
-/// let fast = pool.submit(|| 1).unwrap();
-/// let slow = pool.submit(move || { wait_for_go.recv().unwrap(); 2 }).unwrap();
+/// let fast = pool.submit(|| 1);
+/// let slow = pool.submit(move || { wait_for_go.recv().unwrap(); 2 });
 ///
 /// let first = wait([&fast, &slow], Until::FirstCompleted, None);
 /// assert_eq!(first.done.len(), 1);
@@ -288,7 +288,7 @@ pub fn wait<W: Waitable>(
 ///
 /// let pool = ThreadPool::new();
 /// let urls = ["a.example", "b.example", "c.example"];
-/// let tasks = urls.map(|url| (url, pool.submit(move || url.len()).unwrap()));
+/// let tasks = urls.map(|url| (url, pool.submit(move || url.len())));
 /// let mut seen = Vec::new();
 /// for done in as_completed(tasks, Some(Duration::from_secs(60))) {
 ///     let (url, task) = done.unwrap();
@@ -342,7 +342,7 @@ impl<W> AsCompleted<W> {
     ///
     /// let pool = ThreadPool::new();
     /// let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
-    /// let slow = pool.submit(move || wait_for_go.recv().unwrap()).unwrap();
+    /// let slow = pool.submit(move || wait_for_go.recv().unwrap());
     /// let mut it = as_completed([("slow", slow)], Some(Duration::from_millis(1)));
     /// assert!(matches!(it.next(), Some(Err(Error::Unfinished { unfinished: 1, total: 1 }))));
     /// let rest = it.into_remaining();

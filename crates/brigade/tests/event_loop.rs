@@ -180,7 +180,7 @@ fn gather_reports_the_first_error_and_gather_results_every_outcome() {
     assert_eq!(all[2], Ok(3));
     // Tasks from other lanes mix in.
     let pool = ThreadPool::builder().workers(1).build().unwrap();
-    let mixed = vec![pool.submit(|| 7).unwrap(), lp.spawn(async { 8 })];
+    let mixed = vec![pool.submit(|| 7), lp.spawn(async { 8 })];
     assert_eq!(lp.block_on(gather(mixed)).unwrap(), Ok(vec![7, 8]));
 }
 
@@ -339,7 +339,7 @@ fn async_code_awaits_blocking_work_without_blocking_the_loop() {
     assert_eq!(waiter.result(), Ok(Ok("unblocked")));
 
     let pool = ThreadPool::builder().workers(1).build().unwrap();
-    let on_pool = lp.spawn(async move { pool.submit(|| 2 + 2).unwrap().await });
+    let on_pool = lp.spawn(async move { pool.submit(|| 2 + 2).await });
     assert_eq!(on_pool.result(), Ok(Ok(4)));
     let panicked = lp.to_thread(|| -> u8 { panic!("in a thread") });
     assert!(matches!(panicked.result(), Err(Error::Panicked { .. })));

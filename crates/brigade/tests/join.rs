@@ -24,7 +24,7 @@ fn join_computes_both_halves_from_inside_and_outside() {
         let pool = ThreadPool::builder().workers(workers).build().unwrap();
         assert_eq!(fib(&pool, 22), 17_711);
         let inner = pool.clone();
-        let from_task = pool.submit(move || fib(&inner, 18)).unwrap().result();
+        let from_task = pool.submit(move || fib(&inner, 18)).result();
         assert_eq!(from_task, Ok(2584));
     }
 }
@@ -108,7 +108,7 @@ fn a_panic_in_either_half_comes_out_after_both_are_done() {
 fn a_shut_down_pool_runs_both_halves_on_the_caller() {
     let _w = Watchdog::new("a_shut_down_pool_runs_both_halves_on_the_caller");
     let pool = ThreadPool::builder().workers(2).build().unwrap();
-    pool.shutdown(Shutdown::default());
+    pool.shutdown(Shutdown::graceful());
     let here = std::thread::current().id();
     let (a, b) = pool.join(
         || std::thread::current().id(),
@@ -125,24 +125,19 @@ fn a_half_drained_by_shutdown_is_handed_back_and_run_by_its_owner() {
     let (a_started_tx, a_started) = mpsc::channel();
     let (go, wait_for_go) = mpsc::channel::<()>();
     let inner = pool.clone();
-    let task = pool
-        .submit(move || {
-            inner.join(
-                move || {
-                    a_started_tx.send(()).unwrap();
-                    recv(&wait_for_go);
-                    std::thread::current().id()
-                },
-                || std::thread::current().id(),
-            )
-        })
-        .unwrap();
+    let task = pool.submit(move || {
+        inner.join(
+            move || {
+                a_started_tx.send(()).unwrap();
+                recv(&wait_for_go);
+                std::thread::current().id()
+            },
+            || std::thread::current().id(),
+        )
+    });
     recv(&a_started);
     // Cancelling what is queued drains `b` from the deque: it must come back to its owner.
-    pool.shutdown(Shutdown {
-        wait: false,
-        cancel_pending: true,
-    });
+    pool.shutdown(Shutdown::cancel_pending().no_wait());
     go.send(()).unwrap();
     let (a, b) = task.result().unwrap();
     assert_eq!(a, b, "the owner ran the handed-back half itself");

@@ -111,7 +111,7 @@ fn dropping_the_iterator_cancels_what_has_not_started() {
     assert_eq!(results.next(), Some(Ok(0))); // four chunks submitted, the first done
     drop(results);
     let _ = release.send(());
-    pool.shutdown(Shutdown::default());
+    pool.shutdown(Shutdown::graceful());
     let ran = ran.load(Ordering::SeqCst);
     assert!(
         (1..=2).contains(&ran),
@@ -178,7 +178,7 @@ fn a_pool_shut_down_midway_fails_the_rest_and_stops() {
     let (pulled, infinite) = counted();
     let mut results = pool.map(infinite, |x| x).in_flight(2);
     assert_eq!(results.next(), Some(Ok(0)));
-    pool.shutdown(Shutdown::default());
+    pool.shutdown(Shutdown::graceful());
     let rest: Vec<_> = results.collect();
     assert_eq!(rest.last(), Some(&Err(Error::ShutDown)));
     assert!(rest[..rest.len() - 1].iter().all(Result::is_ok));

@@ -10,7 +10,7 @@ use common::{Watchdog, blocker, recv};
 
 #[test]
 fn default_size_is_the_available_parallelism() {
-    if std::env::var_os(brigade::threads::WORKERS_ENV).is_some() {
+    if std::env::var_os(brigade::pool::WORKERS_ENV).is_some() {
         return; // the child run below sets it on purpose
     }
     let cores = std::thread::available_parallelism().unwrap().get();
@@ -33,18 +33,14 @@ fn the_environment_variable_sets_the_default_and_the_builder_overrides_it() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
-    for (value, expected) in [
-        ("5", 5),
-        ("0", 1),
-        ("100000", brigade::threads::MAX_WORKERS),
-    ] {
+    for (value, expected) in [("5", 5), ("0", 1), ("100000", brigade::pool::MAX_WORKERS)] {
         let child = std::process::Command::new(&exe)
             .args([
                 "--exact",
                 "the_environment_variable_sets_the_default_and_the_builder_overrides_it",
                 "--test-threads=1",
             ])
-            .env(brigade::threads::WORKERS_ENV, value)
+            .env(brigade::pool::WORKERS_ENV, value)
             .env(CHILD, expected.to_string())
             .output()
             .unwrap();
@@ -86,7 +82,6 @@ fn workers_are_named_and_start_on_demand() {
                 barrier.wait(); // all three must run at once: three workers
                 std::thread::current().name().unwrap().to_owned()
             })
-            .unwrap()
         })
         .collect();
     let mut names: Vec<String> = names.into_iter().map(|t| t.result().unwrap()).collect();
@@ -100,7 +95,7 @@ fn idle_workers_are_reused_before_new_ones_start() {
     let _w = Watchdog::new("idle_workers_are_reused_before_new_ones_start");
     let pool = ThreadPool::builder().workers(8).build().unwrap();
     for i in 0..500 {
-        assert_eq!(pool.submit(move || i).unwrap().result(), Ok(i));
+        assert_eq!(pool.submit(move || i).result(), Ok(i));
     }
     // One task at a time never needs more than one worker: when a result is visible, its
     // worker already counts as idle, so the next task goes to it.
@@ -114,7 +109,7 @@ fn a_pool_that_cannot_start_a_thread_refuses_work_and_hands_it_back() {
         .stack_size(usize::MAX / 2)
         .build()
         .unwrap();
-    let refused = pool.submit(|| 42).unwrap_err();
+    let refused = pool.try_submit(|| 42).unwrap_err();
     assert!(matches!(refused.reason(), Error::Spawn { .. }), "{refused}");
     assert_eq!(refused.into_inner()(), 42);
 }
@@ -125,12 +120,10 @@ fn a_task_waiting_on_a_task_of_its_own_pool_does_not_deadlock() {
     // One worker: the waiting task must run the awaited one itself.
     let pool = ThreadPool::builder().workers(1).build().unwrap();
     let inner = pool.clone();
-    let outer = pool
-        .submit(move || {
-            let child = inner.submit(|| 20).unwrap();
-            child.result().unwrap() + 1
-        })
-        .unwrap();
+    let outer = pool.submit(move || {
+        let child = inner.submit(|| 20);
+        child.result().unwrap() + 1
+    });
     assert_eq!(outer.result(), Ok(21));
 
     // A whole tree of tasks that wait on their children, on two workers.
@@ -139,17 +132,14 @@ fn a_task_waiting_on_a_task_of_its_own_pool_does_not_deadlock() {
             return 1;
         }
         let p = pool.clone();
-        let left = pool.submit(move || tree(&p, depth - 1)).unwrap();
+        let left = pool.submit(move || tree(&p, depth - 1));
         let p = pool.clone();
-        let right = pool.submit(move || tree(&p, depth - 1)).unwrap();
+        let right = pool.submit(move || tree(&p, depth - 1));
         left.result().unwrap() + right.result().unwrap()
     }
     let pool = ThreadPool::builder().workers(2).build().unwrap();
     let p = pool.clone();
-    assert_eq!(
-        pool.submit(move || tree(&p, 10)).unwrap().result(),
-        Ok(1024)
-    );
+    assert_eq!(pool.submit(move || tree(&p, 10)).result(), Ok(1024));
 }
 
 #[test]
@@ -157,15 +147,13 @@ fn waiting_with_a_timeout_inside_the_pool_times_out() {
     let _w = Watchdog::new("waiting_with_a_timeout_inside_the_pool_times_out");
     let pool = ThreadPool::builder().workers(2).build().unwrap();
     let (b, work) = blocker();
-    let blocked = pool.submit(work).unwrap();
+    let blocked = pool.submit(work);
     b.wait_started();
-    let outer = pool
-        .submit(move || {
-            let mut blocked = blocked;
-            let first = blocked.result_timeout(std::time::Duration::from_millis(5));
-            (first, blocked)
-        })
-        .unwrap();
+    let outer = pool.submit(move || {
+        let mut blocked = blocked;
+        let first = blocked.result_timeout(std::time::Duration::from_millis(5));
+        (first, blocked)
+    });
     let (first, blocked) = outer.result().unwrap();
     assert_eq!(first, Err(Error::TimedOut));
     b.release();
@@ -177,19 +165,16 @@ fn graceful_shutdown_runs_what_was_queued() {
     let _w = Watchdog::new("graceful_shutdown_runs_what_was_queued");
     let pool = ThreadPool::builder().workers(1).build().unwrap();
     let (b, work) = blocker();
-    let running = pool.submit(work).unwrap();
+    let running = pool.submit(work);
     b.wait_started();
-    let queued: Vec<_> = (0..10).map(|i| pool.submit(move || i).unwrap()).collect();
-    pool.shutdown(Shutdown {
-        wait: false,
-        cancel_pending: false,
-    });
+    let queued: Vec<_> = (0..10).map(|i| pool.submit(move || i)).collect();
+    pool.shutdown(Shutdown::graceful().no_wait());
     assert!(pool.is_shut_down());
-    let refused = pool.submit(|| "late").unwrap_err();
+    let refused = pool.try_submit(|| "late").unwrap_err();
     assert_eq!(refused.reason(), &Error::ShutDown);
     assert_eq!(refused.into_inner()(), "late", "the work comes back");
     b.release();
-    pool.shutdown(Shutdown::default()); // idempotent, and now waits
+    pool.shutdown(Shutdown::graceful()); // idempotent, and now waits
     assert_eq!(running.result(), Ok(()));
     let values: Vec<_> = queued.into_iter().map(|t| t.result().unwrap()).collect();
     assert_eq!(values, (0..10).collect::<Vec<_>>());
@@ -200,26 +185,22 @@ fn shutdown_can_cancel_what_has_not_started_but_never_interrupts() {
     let _w = Watchdog::new("shutdown_can_cancel_what_has_not_started_but_never_interrupts");
     let pool = ThreadPool::builder().workers(1).build().unwrap();
     let (b, work) = blocker();
-    let running = pool.submit(work).unwrap();
+    let running = pool.submit(work);
     b.wait_started();
     let ran = Arc::new(AtomicUsize::new(0));
     let queued: Vec<_> = (0..10)
         .map(|_| {
             let ran = ran.clone();
             pool.submit(move || ran.fetch_add(1, Ordering::SeqCst))
-                .unwrap()
         })
         .collect();
-    pool.shutdown(Shutdown {
-        wait: false,
-        cancel_pending: true,
-    });
+    pool.shutdown(Shutdown::cancel_pending().no_wait());
     for t in queued {
         assert_eq!(t.result(), Err(Error::Cancelled));
     }
     assert!(!running.is_done(), "the running task goes on");
     b.release();
-    pool.shutdown(Shutdown::default());
+    pool.shutdown(Shutdown::graceful());
     assert_eq!(running.result(), Ok(()));
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
@@ -229,11 +210,9 @@ fn dropping_the_last_handle_waits_and_runs_the_queue() {
     let _w = Watchdog::new("dropping_the_last_handle_waits_and_runs_the_queue");
     let pool = ThreadPool::builder().workers(1).build().unwrap();
     let (b, work) = blocker();
-    let running = pool.submit(work).unwrap();
+    let running = pool.submit(work);
     b.wait_started();
-    let queued: Vec<_> = (0..5)
-        .map(|i| pool.submit(move || i * 2).unwrap())
-        .collect();
+    let queued: Vec<_> = (0..5).map(|i| pool.submit(move || i * 2)).collect();
     let clone = pool.clone();
     drop(pool); // not the last handle: nothing happens
     assert!(!clone.is_shut_down());
@@ -256,16 +235,14 @@ fn shutdown_from_inside_a_task_does_not_deadlock() {
     let _w = Watchdog::new("shutdown_from_inside_a_task_does_not_deadlock");
     let pool = ThreadPool::builder().workers(2).build().unwrap();
     let inner = pool.clone();
-    let task = pool
-        .submit(move || {
-            inner.shutdown(Shutdown::default());
-            // Submitting after shutdown is refused even from inside; the work comes back.
-            let refused = inner.submit(|| 5).unwrap_err();
-            refused.into_inner()()
-        })
-        .unwrap();
+    let task = pool.submit(move || {
+        inner.shutdown(Shutdown::default());
+        // Submitting after shutdown is refused even from inside; the work comes back.
+        let refused = inner.try_submit(|| 5).unwrap_err();
+        refused.into_inner()()
+    });
     assert_eq!(task.result(), Ok(5));
-    pool.shutdown(Shutdown::default());
+    pool.shutdown(Shutdown::graceful());
 }
 
 #[test]
@@ -275,15 +252,12 @@ fn the_last_handle_dropped_inside_a_task_does_not_deadlock() {
     let (tx, rx) = mpsc::channel();
     let inner = pool.clone();
     let (b, work) = blocker();
-    drop(pool.submit(work).unwrap());
+    drop(pool.submit(work));
     b.wait_started();
-    drop(
-        pool.submit(move || {
-            drop(inner); // the last handle, by then
-            tx.send("dropped inside").unwrap();
-        })
-        .unwrap(),
-    );
+    drop(pool.submit(move || {
+        drop(inner); // the last handle, by then
+        tx.send("dropped inside").unwrap();
+    }));
     drop(pool);
     b.release();
     assert_eq!(recv(&rx), "dropped inside");
@@ -294,18 +268,13 @@ fn a_job_pushed_by_a_task_after_shutdown_still_runs_in_a_scope() {
     let _w = Watchdog::new("a_job_pushed_by_a_task_after_shutdown_still_runs_in_a_scope");
     let pool = ThreadPool::builder().workers(2).build().unwrap();
     let inner = pool.clone();
-    let task = pool
-        .submit(move || {
-            inner.shutdown(Shutdown {
-                wait: false,
-                cancel_pending: false,
-            });
-            // A running task's structured work is part of the task: it completes.
-            inner.scope(|s| {
-                let parts: Vec<_> = (0..4).map(|i| s.spawn(move || i * 10)).collect();
-                parts.into_iter().map(|t| t.result().unwrap()).sum::<i32>()
-            })
+    let task = pool.submit(move || {
+        inner.shutdown(Shutdown::graceful().no_wait());
+        // A running task's structured work is part of the task: it completes.
+        inner.scope(|s| {
+            let parts: Vec<_> = (0..4).map(|i| s.spawn(move || i * 10)).collect();
+            parts.into_iter().map(|t| t.result().unwrap()).sum::<i32>()
         })
-        .unwrap();
+    });
     assert_eq!(task.result(), Ok(60));
 }

@@ -115,21 +115,19 @@ fn pool(workers: usize) -> ProcessPool {
 fn results_come_back_and_panics_fail_only_their_task() {
     let _w = Watchdog::new("results_come_back_and_panics_fail_only_their_task");
     let pool = pool(2);
-    let tasks: Vec<_> = (0..200u64)
-        .map(|i| pool.submit(square, i).unwrap())
-        .collect();
+    let tasks: Vec<_> = (0..200u64).map(|i| pool.submit(square, i)).collect();
     for (i, task) in tasks.into_iter().enumerate() {
         assert_eq!(task.result(), Ok((i * i) as u64));
     }
     let before = pool.worker_pids();
-    let failed = pool.submit(panics, "no luck".to_owned()).unwrap();
+    let failed = pool.submit(panics, "no luck".to_owned());
     assert_eq!(
         failed.result(),
         Err(Error::Panicked {
             message: "no luck".into()
         })
     );
-    assert_eq!(pool.submit(square, 9).unwrap().result(), Ok(81));
+    assert_eq!(pool.submit(square, 9).result(), Ok(81));
     assert_eq!(pool.worker_pids(), before, "a panic costs no worker");
 }
 
@@ -138,11 +136,9 @@ fn a_worker_killed_mid_task_fails_that_task_only_and_is_replaced() {
     let _w = Watchdog::new("a_worker_killed_mid_task_fails_that_task_only_and_is_replaced");
     let pool = pool(2);
     let gate = Gate::new("sigkill");
-    let doomed = pool.submit(gated, gate.arg()).unwrap();
+    let doomed = pool.submit(gated, gate.arg());
     let (_held, victim) = gate.arrival();
-    let others: Vec<_> = (0..50u64)
-        .map(|i| pool.submit(square, i).unwrap())
-        .collect();
+    let others: Vec<_> = (0..50u64).map(|i| pool.submit(square, i)).collect();
     kill(victim, rustix::process::Signal::KILL);
     assert_eq!(
         doomed.result(),
@@ -157,7 +153,7 @@ fn a_worker_killed_mid_task_fails_that_task_only_and_is_replaced() {
     }
     // The replacement serves too.
     let pids: HashSet<u32> = (0..20)
-        .map(|_| pool.submit(pid, ()).unwrap())
+        .map(|_| pool.submit(pid, ()))
         .map(|t| t.result().unwrap())
         .collect();
     assert!(!pids.contains(&victim));
@@ -175,23 +171,15 @@ fn segfault_abort_and_exit_inside_a_task_are_reported_by_signal_or_code() {
         }
         other => panic!("expected a crash, got {other:?}"),
     };
-    assert_eq!(
-        outcome(pool.submit(segfaults, ()).unwrap()),
-        (Some(11), None)
-    );
-    assert_eq!(outcome(pool.submit(aborts, ()).unwrap()), (Some(6), None));
-    assert_eq!(outcome(pool.submit(exits, 3).unwrap()), (None, Some(3)));
-    let message = pool
-        .submit(aborts, ())
-        .unwrap()
-        .result()
-        .unwrap_err()
-        .to_string();
+    assert_eq!(outcome(pool.submit(segfaults, ())), (Some(11), None));
+    assert_eq!(outcome(pool.submit(aborts, ())), (Some(6), None));
+    assert_eq!(outcome(pool.submit(exits, 3)), (None, Some(3)));
+    let message = pool.submit(aborts, ()).result().unwrap_err().to_string();
     assert!(
         message.contains("was killed by signal 6 (SIGABRT)"),
         "{message}"
     );
-    assert_eq!(pool.submit(square, 5).unwrap().result(), Ok(25));
+    assert_eq!(pool.submit(square, 5).result(), Ok(25));
 }
 
 #[test]
@@ -199,17 +187,13 @@ fn a_timeout_kills_the_worker_and_fails_only_that_task() {
     let _w = Watchdog::new("a_timeout_kills_the_worker_and_fails_only_that_task");
     let pool = pool(1);
     let before = pool.worker_pids();
-    let stuck = pool
-        .submit_timeout(spins, (), Duration::from_millis(100))
-        .unwrap();
-    let behind = pool.submit(square, 12).unwrap();
+    let stuck = pool.submit_timeout(spins, (), Duration::from_millis(100));
+    let behind = pool.submit(square, 12);
     assert_eq!(stuck.result(), Err(Error::TimedOut));
     assert_eq!(behind.result(), Ok(144));
     assert_ne!(pool.worker_pids(), before, "the stuck worker was replaced");
     // A task within its timeout is untouched.
-    let quick = pool
-        .submit_timeout(square, 3, Duration::from_secs(60))
-        .unwrap();
+    let quick = pool.submit_timeout(square, 3, Duration::from_secs(60));
     assert_eq!(quick.result(), Ok(9));
 }
 
@@ -221,11 +205,8 @@ fn the_builder_timeout_applies_to_every_task() {
         .task_timeout(Duration::from_millis(100))
         .build()
         .unwrap();
-    assert_eq!(
-        pool.submit(spins, ()).unwrap().result(),
-        Err(Error::TimedOut)
-    );
-    assert_eq!(pool.submit(square, 2).unwrap().result(), Ok(4));
+    assert_eq!(pool.submit(spins, ()).result(), Err(Error::TimedOut));
+    assert_eq!(pool.submit(square, 2).result(), Ok(4));
 }
 
 #[test]
@@ -237,7 +218,7 @@ fn workers_are_recycled_after_max_tasks() {
         .build()
         .unwrap();
     let pids: Vec<u32> = (0..7)
-        .map(|_| pool.submit(pid, ()).unwrap())
+        .map(|_| pool.submit(pid, ()))
         .collect::<Vec<_>>()
         .into_iter()
         .map(|t| t.result().unwrap())
@@ -265,11 +246,11 @@ fn a_worker_over_its_memory_ceiling_is_replaced_between_tasks() {
         .memory_limit(96 << 20)
         .build()
         .unwrap();
-    let first = pool.submit(leaks, 0).unwrap().result().unwrap();
-    let second = pool.submit(leaks, 0).unwrap().result().unwrap();
+    let first = pool.submit(leaks, 0).result().unwrap();
+    let second = pool.submit(leaks, 0).result().unwrap();
     assert_eq!(first, second, "under the ceiling, the worker stays");
-    let leaker = pool.submit(leaks, 128).unwrap();
-    let after = pool.submit(leaks, 0).unwrap();
+    let leaker = pool.submit(leaks, 128);
+    let after = pool.submit(leaks, 0);
     assert_eq!(
         leaker.result(),
         Ok(first),
@@ -304,7 +285,7 @@ fn the_initializer_runs_in_each_worker_before_its_tasks() {
         .initializer(init_ok)
         .build()
         .unwrap();
-    for task in (0..10).map(|_| pool.submit(initialized, ()).unwrap()) {
+    for task in (0..10).map(|_| pool.submit(initialized, ())) {
         assert_eq!(task.result(), Ok(true));
     }
     assert!(
@@ -352,13 +333,13 @@ fn a_replacement_whose_initializer_fails_breaks_the_pool_with_a_clear_error() {
         .initializer(init_fails_when_flagged)
         .build()
         .unwrap();
-    assert_eq!(pool.submit(square, 4).unwrap().result(), Ok(16));
+    assert_eq!(pool.submit(square, 4).result(), Ok(16));
     std::fs::write(&flag, b"").unwrap();
-    let crash = pool.submit(aborts, ()).unwrap();
+    let crash = pool.submit(aborts, ());
     assert!(matches!(crash.result(), Err(Error::WorkerCrashed { .. })));
     // The replacement's initializer fails: whatever comes next is refused with the reason.
     let refused = loop {
-        match pool.submit(square, 1) {
+        match pool.try_submit(square, 1) {
             Err(refused) => break refused,
             Ok(task) => match task.result() {
                 Err(Error::Broken { .. }) => continue,
@@ -392,7 +373,7 @@ fn ten_thousand_tasks_with_random_crashes_fail_exactly_the_crashed_ones() {
     }
     let pool = pool(2);
     let tasks: Vec<_> = (0..10_000u64)
-        .map(|i| pool.submit(maybe_crash, i).unwrap())
+        .map(|i| pool.submit(maybe_crash, i))
         .collect();
     let mut crashed = 0;
     for (i, task) in tasks.into_iter().enumerate() {
@@ -427,9 +408,9 @@ fn a_pending_task_can_be_cancelled() {
     let _w = Watchdog::new("a_pending_task_can_be_cancelled");
     let pool = pool(1);
     let gate = Gate::new("cancel");
-    let running = pool.submit(gated, gate.arg()).unwrap();
+    let running = pool.submit(gated, gate.arg());
     let (held, _) = gate.arrival();
-    let queued = pool.submit(square, 3).unwrap();
+    let queued = pool.submit(square, 3);
     assert!(queued.cancel());
     assert!(
         !running.cancel(),
@@ -438,7 +419,7 @@ fn a_pending_task_can_be_cancelled() {
     drop(held);
     assert_eq!(queued.result(), Err(Error::Cancelled));
     assert!(running.result().is_ok());
-    assert_eq!(pool.submit(square, 3).unwrap().result(), Ok(9));
+    assert_eq!(pool.submit(square, 3).result(), Ok(9));
 }
 
 #[test]
@@ -493,11 +474,11 @@ fn process_and_thread_tasks_mix_in_wait_and_as_completed() {
     let _w = Watchdog::new("process_and_thread_tasks_mix_in_wait_and_as_completed");
     let processes = pool(1);
     let threads = ThreadPool::new();
-    let a = processes.submit(square, 7).unwrap();
-    let b = threads.submit(|| "thread").unwrap();
+    let a = processes.submit(square, 7);
+    let b = threads.submit(|| "thread");
     let waited = wait([&a as &dyn Waitable, &b], Until::AllCompleted, None);
     assert_eq!(waited.done.len(), 2);
-    let done: Vec<_> = as_completed(vec![processes.submit(square, 2).unwrap()], None)
+    let done: Vec<_> = as_completed(vec![processes.submit(square, 2)], None)
         .map(|t| t.unwrap().result())
         .collect();
     assert_eq!(done, [Ok(4)]);
@@ -518,7 +499,7 @@ fn an_argument_that_cannot_be_encoded_is_handed_back() {
         x.0
     }
     let pool = pool(1);
-    let refused = pool.submit(take, Unencodable(4)).unwrap_err();
+    let refused = pool.try_submit(take, Unencodable(4)).unwrap_err();
     assert!(
         matches!(refused.reason(), Error::Codec { .. }),
         "{:?}",
@@ -534,10 +515,8 @@ fn shutdown_waits_for_accepted_tasks_and_reaps_every_worker() {
     let _w = Watchdog::new("shutdown_waits_for_accepted_tasks_and_reaps_every_worker");
     let pool = pool(2);
     let pids = pool.worker_pids();
-    let tasks: Vec<_> = (0..100u64)
-        .map(|i| pool.submit(square, i).unwrap())
-        .collect();
-    pool.shutdown(Shutdown::default());
+    let tasks: Vec<_> = (0..100u64).map(|i| pool.submit(square, i)).collect();
+    pool.shutdown(Shutdown::graceful());
     for (i, task) in tasks.into_iter().enumerate() {
         assert_eq!(task.result(), Ok((i * i) as u64));
     }
@@ -550,7 +529,7 @@ fn shutdown_waits_for_accepted_tasks_and_reaps_every_worker() {
         );
     }
     assert_eq!(
-        pool.submit(square, 1).unwrap_err().reason(),
+        pool.try_submit(square, 1).unwrap_err().reason(),
         &Error::ShutDown
     );
 }
@@ -560,15 +539,10 @@ fn shutdown_can_cancel_what_is_queued() {
     let _w = Watchdog::new("shutdown_can_cancel_what_is_queued");
     let pool = pool(1);
     let gate = Gate::new("shutdown");
-    let running = pool.submit(gated, gate.arg()).unwrap();
+    let running = pool.submit(gated, gate.arg());
     let (held, _) = gate.arrival();
-    let queued: Vec<_> = (0..10u64)
-        .map(|i| pool.submit(square, i).unwrap())
-        .collect();
-    pool.shutdown(Shutdown {
-        wait: false,
-        cancel_pending: true,
-    });
+    let queued: Vec<_> = (0..10u64).map(|i| pool.submit(square, i)).collect();
+    pool.shutdown(Shutdown::cancel_pending().no_wait());
     for task in queued {
         assert_eq!(task.result(), Err(Error::Cancelled));
     }

@@ -96,7 +96,7 @@ fn a_panicking_task_panics_the_scope_after_all_tasks_finish() {
     assert!(message.ends_with(" failed"));
     assert_eq!(finished.load(Ordering::SeqCst), 96, "the others all ran");
     // The pool is intact.
-    assert_eq!(pool.submit(|| 1).unwrap().result(), Ok(1));
+    assert_eq!(pool.submit(|| 1).result(), Ok(1));
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn a_panic_in_the_body_is_resumed_after_the_tasks_finish() {
 fn a_scope_on_a_shut_down_pool_fails_its_tasks_instead_of_hanging() {
     let _w = Watchdog::new("a_scope_on_a_shut_down_pool_fails_its_tasks_instead_of_hanging");
     let pool = ThreadPool::builder().workers(2).build().unwrap();
-    pool.shutdown(Shutdown::default());
+    pool.shutdown(Shutdown::graceful());
     let ran = AtomicUsize::new(0);
     let outcome = pool.scope(|s| {
         s.spawn(|| {

@@ -32,7 +32,6 @@ fn a_million_tasks_from_eight_threads_each_counted_once() {
                                 ran.fetch_add(1, Ordering::Relaxed);
                                 i
                             })
-                            .unwrap()
                         })
                         .collect();
                     // Every handle gives back exactly its own input.
@@ -68,9 +67,7 @@ fn tasks_spawning_tasks_under_load_each_counted_once() {
                 let kids: Vec<_> = (0..9)
                     .map(|_| {
                         let ran = ran.clone();
-                        inner
-                            .submit(move || ran.fetch_add(1, Ordering::Relaxed))
-                            .unwrap()
+                        inner.submit(move || ran.fetch_add(1, Ordering::Relaxed))
                     })
                     .collect();
                 ran.fetch_add(1, Ordering::Relaxed);
@@ -81,7 +78,6 @@ fn tasks_spawning_tasks_under_load_each_counted_once() {
                 }
                 finished
             })
-            .unwrap()
         })
         .collect();
     let kids: usize = outer.into_iter().map(|t| t.result().unwrap()).sum();

@@ -19,9 +19,9 @@ fn states_go_pending_running_finished() {
     let _w = Watchdog::new("states_go_pending_running_finished");
     let pool = one_worker();
     let (b, work) = blocker();
-    let running = pool.submit(work).unwrap();
+    let running = pool.submit(work);
     b.wait_started();
-    let queued = pool.submit(|| 5).unwrap();
+    let queued = pool.submit(|| 5);
 
     assert!(running.is_running() && !running.is_done() && !running.is_cancelled());
     assert!(!queued.is_running() && !queued.is_done() && !queued.is_cancelled());
@@ -41,7 +41,7 @@ fn cancel_succeeds_only_while_pending_and_the_work_never_runs() {
     let _w = Watchdog::new("cancel_succeeds_only_while_pending_and_the_work_never_runs");
     let pool = one_worker();
     let (b, work) = blocker();
-    let running = pool.submit(work).unwrap();
+    let running = pool.submit(work);
     b.wait_started();
 
     let ran = Arc::new(AtomicUsize::new(0));
@@ -53,7 +53,6 @@ fn cancel_succeeds_only_while_pending_and_the_work_never_runs() {
             let _keep = &signal;
             ran.fetch_add(1, Ordering::SeqCst);
         })
-        .unwrap()
     };
     assert!(queued.cancel(), "a pending task can be cancelled");
     assert_eq!(
@@ -69,7 +68,7 @@ fn cancel_succeeds_only_while_pending_and_the_work_never_runs() {
     b.release();
     assert_eq!(running.result(), Ok(()));
     // The worker has moved past the cancelled job; a task queued after it runs.
-    pool.submit(|| ()).unwrap().result().unwrap();
+    pool.submit(|| ()).result().unwrap();
     assert_eq!(
         ran.load(Ordering::SeqCst),
         0,
@@ -77,7 +76,7 @@ fn cancel_succeeds_only_while_pending_and_the_work_never_runs() {
     );
     assert_eq!(queued.result(), Err(Error::Cancelled));
 
-    let finished = pool.submit(|| 1).unwrap();
+    let finished = pool.submit(|| 1);
     let mut finished = finished;
     assert_eq!(finished.result_timeout(common::PATIENCE), Ok(1));
     assert!(!finished.cancel(), "a finished task cannot be cancelled");
@@ -89,12 +88,10 @@ fn result_timeout_does_not_cancel_and_a_later_wait_gets_the_value() {
     let _w = Watchdog::new("result_timeout_does_not_cancel_and_a_later_wait_gets_the_value");
     let pool = one_worker();
     let (go, wait_for_go) = mpsc::channel::<()>();
-    let mut task = pool
-        .submit(move || {
-            recv(&wait_for_go);
-            "late"
-        })
-        .unwrap();
+    let mut task = pool.submit(move || {
+        recv(&wait_for_go);
+        "late"
+    });
     assert_eq!(
         task.result_timeout(Duration::from_millis(5)),
         Err(Error::TimedOut)
@@ -110,7 +107,7 @@ fn result_timeout_does_not_cancel_and_a_later_wait_gets_the_value() {
 fn the_outcome_is_taken_once() {
     let _w = Watchdog::new("the_outcome_is_taken_once");
     let pool = one_worker();
-    let mut task = pool.submit(|| 3).unwrap();
+    let mut task = pool.submit(|| 3);
     assert_eq!(task.result_timeout(common::PATIENCE), Ok(3));
     assert_eq!(task.try_result(), Some(Err(Error::Consumed)));
     assert_eq!(task.result_timeout(Duration::ZERO), Err(Error::Consumed));
@@ -125,7 +122,7 @@ fn try_result_never_blocks() {
     let _w = Watchdog::new("try_result_never_blocks");
     let pool = one_worker();
     let (b, work) = blocker();
-    let mut task = pool.submit(work).unwrap();
+    let mut task = pool.submit(work);
     b.wait_started();
     assert_eq!(task.try_result(), None);
     b.release();
@@ -140,32 +137,28 @@ fn a_panic_becomes_an_error_and_the_worker_survives() {
     let pool = one_worker();
     let before = pool
         .submit(|| std::thread::current().id())
-        .unwrap()
         .result()
         .unwrap();
-    let boom = pool.submit(|| -> u8 { panic!("boom {}", 42) }).unwrap();
+    let boom = pool.submit(|| -> u8 { panic!("boom {}", 42) });
     assert_eq!(
         boom.result(),
         Err(Error::Panicked {
             message: "boom 42".into()
         })
     );
-    let static_msg = pool.submit(|| -> u8 { panic!("static") }).unwrap();
+    let static_msg = pool.submit(|| -> u8 { panic!("static") });
     assert_eq!(
         static_msg.result(),
         Err(Error::Panicked {
             message: "static".into()
         })
     );
-    let odd = pool
-        .submit(|| -> u8 { std::panic::panic_any(17_i32) })
-        .unwrap();
+    let odd = pool.submit(|| -> u8 { std::panic::panic_any(17_i32) });
     assert!(
         matches!(odd.result(), Err(Error::Panicked { message }) if message.contains("not a string"))
     );
     let after = pool
         .submit(|| std::thread::current().id())
-        .unwrap()
         .result()
         .unwrap();
     assert_eq!(before, after, "the same worker thread runs on");
@@ -177,7 +170,7 @@ fn panics_keep_the_pool_at_full_size() {
     let _w = Watchdog::new("panics_keep_the_pool_at_full_size");
     let pool = ThreadPool::builder().workers(3).build().unwrap();
     let panics: Vec<_> = (0..30)
-        .map(|i| pool.submit(move || -> u8 { panic!("p{i}") }).unwrap())
+        .map(|i| pool.submit(move || -> u8 { panic!("p{i}") }))
         .collect();
     for t in panics {
         assert!(matches!(t.result(), Err(Error::Panicked { .. })));
@@ -190,7 +183,6 @@ fn panics_keep_the_pool_at_full_size() {
             pool.submit(move || {
                 barrier.wait();
             })
-            .unwrap()
         })
         .collect();
     for t in tasks {
@@ -203,12 +195,10 @@ fn done_callbacks_run_once_in_order_and_survive_panics() {
     let _w = Watchdog::new("done_callbacks_run_once_in_order_and_survive_panics");
     let pool = one_worker();
     let (b, work) = blocker();
-    let task = pool
-        .submit(move || {
-            work();
-            7
-        })
-        .unwrap();
+    let task = pool.submit(move || {
+        work();
+        7
+    });
     b.wait_started();
     let log = Arc::new(Mutex::new(Vec::new()));
     let worker_thread = Arc::new(Mutex::new(None));
@@ -236,10 +226,11 @@ fn done_callbacks_run_once_in_order_and_survive_panics() {
         "callbacks registered before completion run in the worker"
     );
 
-    // A callback runs before its task counts as done (it is part of finishing): seeing its
-    // effect is no proof of `is_done` yet. Waiting is.
-    wait([&task], Until::AllCompleted, None);
+    // Callbacks run once the task counts as done (Python's order): seeing a callback's
+    // effect proves `is_done`.
     assert!(task.is_done());
+    // `wait` returns once the callbacks have run.
+    wait([&task], Until::AllCompleted, None);
 
     // Once done, a new callback runs immediately, in the caller's thread.
     let here = std::thread::current().id();
@@ -253,7 +244,7 @@ fn done_callbacks_run_once_in_order_and_survive_panics() {
     assert_eq!(*ran_in.lock().unwrap(), Some(here));
     assert_eq!(task.result(), Ok(7), "the handle still has the value");
     // The worker survived the panicking callback.
-    assert_eq!(pool.submit(|| 1).unwrap().result(), Ok(1));
+    assert_eq!(pool.submit(|| 1).result(), Ok(1));
 }
 
 #[test]
@@ -261,9 +252,9 @@ fn cancelling_runs_the_callbacks_with_cancelled() {
     let _w = Watchdog::new("cancelling_runs_the_callbacks_with_cancelled");
     let pool = one_worker();
     let (b, work) = blocker();
-    let running = pool.submit(work).unwrap();
+    let running = pool.submit(work);
     b.wait_started();
-    let queued = pool.submit(|| 1).unwrap();
+    let queued = pool.submit(|| 1);
     let (tx, rx) = mpsc::channel();
     queued.add_done_callback(move |outcome| tx.send(outcome.clone()).unwrap());
     assert!(queued.cancel());
@@ -281,13 +272,11 @@ fn tasks_can_be_awaited() {
     let _w = Watchdog::new("tasks_can_be_awaited");
     let pool = ThreadPool::builder().workers(2).build().unwrap();
     let (b, work) = blocker();
-    let slow = pool
-        .submit(move || {
-            work();
-            "slow"
-        })
-        .unwrap();
-    let fast = pool.submit(|| "fast").unwrap();
+    let slow = pool.submit(move || {
+        work();
+        "slow"
+    });
+    let fast = pool.submit(|| "fast");
     b.wait_started();
     let releaser = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(20)); // make the await really wait
@@ -297,7 +286,7 @@ fn tasks_can_be_awaited() {
     assert_eq!((s, f), (Ok("slow"), Ok("fast")));
     releaser.join().unwrap();
 
-    let failed = pool.submit(|| -> u8 { panic!("async sees it") }).unwrap();
+    let failed = pool.submit(|| -> u8 { panic!("async sees it") });
     assert!(matches!(
         futures::executor::block_on(failed),
         Err(Error::Panicked { .. })
@@ -308,7 +297,7 @@ fn tasks_can_be_awaited() {
 fn polling_after_completion_is_consumed_not_a_panic() {
     let _w = Watchdog::new("polling_after_completion_is_consumed_not_a_panic");
     let pool = one_worker();
-    let mut task = pool.submit(|| 1).unwrap();
+    let mut task = pool.submit(|| 1);
     futures::executor::block_on(async {
         assert_eq!((&mut task).await, Ok(1));
         assert_eq!((&mut task).await, Err(Error::Consumed));
@@ -320,7 +309,7 @@ fn dropping_a_handle_detaches_and_the_work_still_runs() {
     let _w = Watchdog::new("dropping_a_handle_detaches_and_the_work_still_runs");
     let pool = one_worker();
     let (tx, rx) = mpsc::channel();
-    drop(pool.submit(move || tx.send("ran").unwrap()).unwrap());
+    drop(pool.submit(move || tx.send("ran").unwrap()));
     assert_eq!(recv(&rx), "ran");
 }
 
@@ -332,7 +321,7 @@ fn the_pool_keeps_nothing_of_a_finished_task() {
     let captured = Arc::new(());
     let task = {
         let captured = captured.clone();
-        pool.submit(move || Arc::strong_count(&captured)).unwrap()
+        pool.submit(move || Arc::strong_count(&captured))
     };
     assert_eq!(task.result(), Ok(2));
     assert_eq!(Arc::strong_count(&captured), 1, "the closure was dropped");
@@ -340,12 +329,10 @@ fn the_pool_keeps_nothing_of_a_finished_task() {
     // A detached task's value is dropped when it finishes, not kept by the pool.
     let (tx, rx) = mpsc::channel();
     let (b, work) = blocker();
-    let detached = pool
-        .submit(move || {
-            work();
-            DropSignal(Some(tx), "value")
-        })
-        .unwrap();
+    let detached = pool.submit(move || {
+        work();
+        DropSignal(Some(tx), "value")
+    });
     b.wait_started();
     drop(detached);
     b.release();
@@ -374,26 +361,21 @@ fn a_value_whose_drop_panics_does_not_kill_the_worker() {
     }
     let pool = one_worker();
     let (b, work) = blocker();
-    let detached = pool
-        .submit(move || {
-            work();
-            Grenade
-        })
-        .unwrap();
+    let detached = pool.submit(move || {
+        work();
+        Grenade
+    });
     b.wait_started();
     drop(detached); // the worker will hold the last reference, and drop the value
     b.release();
     let worker = std::thread::current().id();
-    let after = pool
-        .submit(|| std::thread::current().id())
-        .unwrap()
-        .result();
+    let after = pool.submit(|| std::thread::current().id()).result();
     assert!(
         after.is_ok_and(|id| id != worker),
         "the one worker still runs tasks"
     );
     assert_eq!(pool.started_workers(), 1);
-    pool.shutdown(brigade::Shutdown::default()); // would hang if the worker had died
+    pool.shutdown(brigade::Shutdown::graceful()); // would hang if the worker had died
 }
 
 #[test]
@@ -407,13 +389,36 @@ fn a_panicking_waker_does_not_kill_the_worker() {
     }
     let pool = one_worker();
     let (b, work) = blocker();
-    let mut task = pool.submit(work).unwrap();
+    let mut task = pool.submit(work);
     b.wait_started();
     let waker = std::task::Waker::from(Arc::new(Boom));
     let mut cx = std::task::Context::from_waker(&waker);
     assert!(std::pin::Pin::new(&mut task).poll(&mut cx).is_pending());
     b.release();
     assert_eq!(task.result(), Ok(()));
-    assert_eq!(pool.submit(|| 7).unwrap().result(), Ok(7));
-    pool.shutdown(brigade::Shutdown::default()); // would hang if the worker had died
+    assert_eq!(pool.submit(|| 7).result(), Ok(7));
+    pool.shutdown(brigade::Shutdown::graceful()); // would hang if the worker had died
+}
+
+#[test]
+fn inside_a_done_callback_the_task_is_done_already() {
+    let _w = Watchdog::new("inside_a_done_callback_the_task_is_done_already");
+    let pool = one_worker();
+    let (b, work) = blocker();
+    let task = Arc::new(pool.submit(move || {
+        work();
+        3
+    }));
+    b.wait_started();
+    let (tx, rx) = mpsc::channel();
+    let seen = Arc::clone(&task);
+    task.add_done_callback(move |outcome| {
+        let state = (seen.is_done(), seen.is_running(), outcome.clone());
+        drop(seen); // let go before telling, so the test can take the task back
+        tx.send(state).unwrap()
+    });
+    b.release();
+    assert_eq!(recv(&rx), (true, false, Ok(3)));
+    let task = Arc::try_unwrap(task).unwrap_or_else(|_| panic!("the callback let go"));
+    assert_eq!(task.result(), Ok(3));
 }

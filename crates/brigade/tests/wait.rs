@@ -11,12 +11,10 @@ use common::{Watchdog, blocker, recv};
 /// A task that finishes with `value` when `go` is sent.
 fn gated<T: Send + 'static>(pool: &ThreadPool, value: T) -> (mpsc::Sender<()>, Task<T>) {
     let (go, wait_for_go) = mpsc::channel::<()>();
-    let task = pool
-        .submit(move || {
-            recv(&wait_for_go);
-            value
-        })
-        .unwrap();
+    let task = pool.submit(move || {
+        recv(&wait_for_go);
+        value
+    });
     (go, task)
 }
 
@@ -44,14 +42,14 @@ fn first_error_returns_on_a_failure_but_not_on_a_cancellation() {
     let _w = Watchdog::new("first_error_returns_on_a_failure_but_not_on_a_cancellation");
     let pool = ThreadPool::builder().workers(2).build().unwrap();
     let (blocked, work) = blocker();
-    let running = pool.submit(work).unwrap();
+    let running = pool.submit(work);
     blocked.wait_started();
     let (go, slow) = gated(&pool, 1u8);
-    let cancelled = pool.submit(|| 0u8).unwrap();
+    let cancelled = pool.submit(|| 0u8);
     // Both workers are busy now; the third task is queued and can be cancelled.
     assert!(cancelled.cancel());
-    let ok = pool.submit(|| 2u8).unwrap();
-    let failing = pool.submit(|| -> u8 { panic!("failed first") }).unwrap();
+    let ok = pool.submit(|| 2u8);
+    let failing = pool.submit(|| -> u8 { panic!("failed first") });
     blocked.release();
     running.result().unwrap();
     let waited = wait([&slow, &cancelled, &ok, &failing], Until::FirstError, None);
@@ -63,11 +61,11 @@ fn first_error_returns_on_a_failure_but_not_on_a_cancellation() {
     let cancelled = {
         let (b1, work1) = blocker();
         let (b2, work2) = blocker();
-        let r1 = pool.submit(work1).unwrap();
-        let r2 = pool.submit(work2).unwrap();
+        let r1 = pool.submit(work1);
+        let r2 = pool.submit(work2);
         b1.wait_started();
         b2.wait_started();
-        let c = pool.submit(|| 0u8).unwrap();
+        let c = pool.submit(|| 0u8);
         assert!(c.cancel());
         b1.release();
         b2.release();
@@ -95,7 +93,7 @@ fn first_error_returns_on_a_failure_but_not_on_a_cancellation() {
 fn all_completed_waits_for_all_and_duplicates_count_once() {
     let _w = Watchdog::new("all_completed_waits_for_all_and_duplicates_count_once");
     let pool = pool();
-    let tasks: Vec<_> = (0..20).map(|i| pool.submit(move || i).unwrap()).collect();
+    let tasks: Vec<_> = (0..20).map(|i| pool.submit(move || i)).collect();
     let with_duplicates: Vec<&Task<i32>> = tasks.iter().chain(tasks.iter().take(5)).collect();
     let waited = wait(with_duplicates, Until::AllCompleted, None);
     assert_eq!(waited.done.len(), 20);
@@ -111,9 +109,9 @@ fn a_cancelled_task_counts_as_done_at_once() {
     let _w = Watchdog::new("a_cancelled_task_counts_as_done_at_once");
     let pool = ThreadPool::builder().workers(1).build().unwrap();
     let (b, work) = blocker();
-    let running = pool.submit(work).unwrap();
+    let running = pool.submit(work);
     b.wait_started();
-    let queued = pool.submit(|| ()).unwrap();
+    let queued = pool.submit(|| ());
     // Cancelled before the wait.
     assert!(queued.cancel());
     let waited = wait([&running, &queued], Until::FirstCompleted, None);
@@ -121,7 +119,7 @@ fn a_cancelled_task_counts_as_done_at_once() {
     assert!(std::ptr::eq(waited.done[0], &queued));
 
     // Cancelled during the wait (gh-92001: CPython's wait misses this).
-    let queued = pool.submit(|| ()).unwrap();
+    let queued = pool.submit(|| ());
     std::thread::scope(|s| {
         let waiter = s.spawn(|| {
             wait([&running, &queued], Until::FirstCompleted, None)
@@ -140,7 +138,7 @@ fn a_timeout_returns_partial_results_not_an_error() {
     let _w = Watchdog::new("a_timeout_returns_partial_results_not_an_error");
     let pool = pool();
     let (go, slow) = gated(&pool, 1);
-    let fast = pool.submit(|| 2).unwrap();
+    let fast = pool.submit(|| 2);
     let waited = wait(
         [&fast, &slow],
         Until::AllCompleted,
@@ -162,7 +160,7 @@ fn owned_tasks_and_keyed_pairs_come_back_out() {
     let pool = pool();
     let pairs: Vec<(&str, Task<usize>)> = ["x", "yy", "zzz"]
         .into_iter()
-        .map(|k| (k, pool.submit(move || k.len()).unwrap()))
+        .map(|k| (k, pool.submit(move || k.len())))
         .collect();
     let waited = wait(pairs, Until::AllCompleted, None);
     let got: Vec<(&str, usize)> = waited
@@ -172,8 +170,8 @@ fn owned_tasks_and_keyed_pairs_come_back_out() {
         .collect();
     assert_eq!(got, [("x", 1), ("yy", 2), ("zzz", 3)]);
 
-    let a = pool.submit(|| 1u8).unwrap();
-    let b = pool.submit(|| "two").unwrap();
+    let a = pool.submit(|| 1u8);
+    let b = pool.submit(|| "two");
     let mixed: [&dyn Waitable; 2] = [&a, &b];
     assert_eq!(wait(mixed, Until::AllCompleted, None).done.len(), 2);
 }
@@ -182,8 +180,8 @@ fn owned_tasks_and_keyed_pairs_come_back_out() {
 fn as_completed_gives_finished_tasks_first_then_completion_order() {
     let _w = Watchdog::new("as_completed_gives_finished_tasks_first_then_completion_order");
     let pool = pool();
-    let done_early = pool.submit(|| 0).unwrap();
-    let also_early = pool.submit(|| 9).unwrap();
+    let done_early = pool.submit(|| 0);
+    let also_early = pool.submit(|| 9);
     for t in [&done_early, &also_early] {
         let (tx, rx) = mpsc::channel();
         t.add_done_callback(move |_| tx.send(()).unwrap());
@@ -213,7 +211,7 @@ fn as_completed_gives_finished_tasks_first_then_completion_order() {
 fn as_completed_times_out_with_the_count_and_gives_the_rest_back() {
     let _w = Watchdog::new("as_completed_times_out_with_the_count_and_gives_the_rest_back");
     let pool = pool();
-    let quick = pool.submit(|| 5).unwrap();
+    let quick = pool.submit(|| 5);
     let (go_a, slow_a) = gated(&pool, 6);
     let (go_b, slow_b) = gated(&pool, 7);
     let mut it = as_completed(
@@ -244,7 +242,7 @@ fn as_completed_times_out_with_the_count_and_gives_the_rest_back() {
 fn as_completed_dedups_and_handles_nothing() {
     let _w = Watchdog::new("as_completed_dedups_and_handles_nothing");
     let pool = pool();
-    let t = pool.submit(|| 1).unwrap();
+    let t = pool.submit(|| 1);
     assert_eq!(as_completed([&t, &t, &t], None).count(), 1);
     let none: Vec<Task<()>> = Vec::new();
     assert_eq!(as_completed(none, Some(Duration::ZERO)).count(), 0);
@@ -255,13 +253,11 @@ fn waiting_inside_a_pool_task_does_not_deadlock_a_one_worker_pool() {
     let _w = Watchdog::new("waiting_inside_a_pool_task_does_not_deadlock_a_one_worker_pool");
     let pool = ThreadPool::builder().workers(1).build().unwrap();
     let inner = pool.clone();
-    let outer = pool
-        .submit(move || {
-            let children: Vec<_> = (0..10).map(|i| inner.submit(move || i).unwrap()).collect();
-            let all = wait(&children, Until::AllCompleted, None);
-            let firsts = as_completed(&children, None).count();
-            (all.done.len(), firsts)
-        })
-        .unwrap();
+    let outer = pool.submit(move || {
+        let children: Vec<_> = (0..10).map(|i| inner.submit(move || i)).collect();
+        let all = wait(&children, Until::AllCompleted, None);
+        let firsts = as_completed(&children, None).count();
+        (all.done.len(), firsts)
+    });
     assert_eq!(outer.result(), Ok((10, 10)));
 }

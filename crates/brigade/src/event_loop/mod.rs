@@ -8,7 +8,7 @@
 //! |---|---|
 //! | run a future, get a handle | [`EventLoop::spawn`] → [`Task`] |
 //! | wait for a future from sync code | [`EventLoop::block_on`], or [`Task::result`] |
-//! | run blocking code from async code | [`EventLoop::to_thread`], or `pool.submit(f)?.await` on a [`ThreadPool`](crate::ThreadPool) |
+//! | run blocking code from async code | [`EventLoop::to_thread`], or `pool.submit(f).await` on a [`ThreadPool`](crate::ThreadPool) |
 //! | all results, in order | [`gather`], [`gather_results`] |
 //! | fail together | [`TaskGroup`] |
 //! | give up after a while | [`timeout`] |
@@ -69,7 +69,6 @@ pub use join::{gather, gather_results};
 use crate::error::{BuildError, Error};
 use crate::task::Task;
 use crate::task::promise::Promise;
-use crate::threads::MAX_WORKERS;
 use detect::{Sites, Stats};
 use driver::{Control, Driver};
 use lane::Lane;
@@ -143,7 +142,9 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// How many worker threads poll tasks (default: the machine's available parallelism).
+    /// How many worker threads poll tasks (1..=[`MAX_WORKERS`](crate::pool::MAX_WORKERS));
+    /// by default `BRIGADE_WORKERS` or the machine's available parallelism, as for every pool
+    /// (see [the worker-count rule](crate::pool)).
     ///
     /// ```
     /// let lp = brigade::EventLoop::builder().workers(2).build()?;
@@ -189,18 +190,7 @@ impl Builder {
     /// assert_eq!(EventLoop::builder().workers(0).build().err(), Some(BuildError::NoWorkers(0)));
     /// ```
     pub fn build(self) -> Result<EventLoop, BuildError> {
-        let workers = self
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        if workers == 0 {
-            return Err(BuildError::NoWorkers(workers));
-        }
-        if workers > MAX_WORKERS {
-            return Err(BuildError::TooManyWorkers {
-                asked: workers,
-                max: MAX_WORKERS,
-            });
-        }
+        let workers = crate::pool::worker_count(self.workers)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name(self.thread_name.clone())
@@ -358,7 +348,7 @@ impl EventLoop {
     ///
     /// Like any thread, it can be cancelled only before it starts. A panic becomes
     /// [`Error::Panicked`]. For CPU-bound work, prefer a [`ThreadPool`](crate::ThreadPool)
-    /// sized to the cores: `pool.submit(f)?.await` works the same way from async code.
+    /// sized to the cores: `pool.submit(f).await` works the same way from async code.
     ///
     /// ```
     /// use brigade::{EventLoop, ThreadPool};
@@ -368,7 +358,7 @@ impl EventLoop {
     /// let lp2 = lp.clone();
     /// let task = lp.spawn(async move {
     ///     let read = lp2.to_thread(|| std::fs::read_to_string("Cargo.toml").map(|s| s.len()));
-    ///     let summed = pool.submit(|| (1..=100u64).sum::<u64>()).unwrap();
+    ///     let summed = pool.submit(|| (1..=100u64).sum::<u64>());
     ///     (read.await.unwrap().unwrap() > 0, summed.await.unwrap())
     /// });
     /// assert_eq!(task.result(), Ok((true, 5050)));

@@ -49,12 +49,12 @@
 //! }
 //!
 //! let pool = ProcessPool::builder().workers(2).build()?;
-//! let squared = pool.submit(square, 12).unwrap();
-//! let crashed = pool.submit(crash, ()).unwrap();
+//! let squared = pool.submit(square, 12);
+//! let crashed = pool.submit(crash, ());
 //! assert_eq!(squared.result(), Ok(144));
 //! assert!(matches!(crashed.result(), Err(Error::WorkerCrashed { signal: Some(6), .. })));
 //! // The pool lives on, with a fresh worker in place of the one that crashed.
-//! assert_eq!(pool.submit(square, 3).unwrap().result(), Ok(9));
+//! assert_eq!(pool.submit(square, 3).result(), Ok(9));
 //! # Ok::<(), brigade::BuildError>(())
 //! ```
 //!
@@ -96,10 +96,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{BuildError, Error, SubmitError};
 use crate::map::{ChunkResults, Lane, Map};
+use crate::pool::Shutdown;
 use crate::sync::Mutex;
 use crate::task::Task;
 use crate::task::promise::Promise;
-use crate::threads::Shutdown;
 use call::Trampoline;
 use supervisor::{Config, Job, Pending, Shared, StartError};
 use wire::{FrameWriter, Status};
@@ -127,22 +127,35 @@ struct Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.shutdown(Shutdown::default());
+        self.shutdown(Shutdown::graceful());
     }
 }
 
 impl Owner {
-    fn shutdown(&self, how: Shutdown) {
-        self.shared.close(how.cancel_pending);
+    fn shutdown(&self, how: Shutdown) -> bool {
+        self.shared.close(how.cancels_pending());
         // A done callback runs on a slot thread: it must not wait for itself.
         let on_own_thread = self.thread_ids.contains(&std::thread::current().id());
-        if how.wait && !on_own_thread {
-            self.shared.wait_drained();
-            let threads = std::mem::take(&mut *self.threads.lock());
-            for thread in threads {
-                let _ = thread.join();
-            }
+        if !how.waits() || on_own_thread {
+            return false;
         }
+        let deadline = how.deadline();
+        if !self.shared.wait_drained(deadline) {
+            return false;
+        }
+        // Drained: every worker has been told to exit; its slot thread reaps it and leaves.
+        let mut threads = self.threads.lock();
+        while let Some(thread) = threads.last() {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return false;
+            }
+            if !thread.is_finished() && deadline.is_some() {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            let _ = threads.pop().expect("just looked").join();
+        }
+        true
     }
 }
 
@@ -188,7 +201,7 @@ impl Default for Builder {
 
 impl Builder {
     /// Number of worker processes (default: the number of CPUs, or
-    /// [`BRIGADE_WORKERS`](crate::threads::WORKERS_ENV) when set).
+    /// [`BRIGADE_WORKERS`](crate::pool::WORKERS_ENV) when set).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = Some(workers);
         self
@@ -247,7 +260,7 @@ impl Builder {
     /// Starts the workers and waits until each has answered (and run its initializer).
     pub fn build(self) -> Result<ProcessPool, BuildError> {
         worker::keep_linked();
-        let workers = crate::threads::worker_count(self.workers)?;
+        let workers = crate::pool::worker_count(self.workers)?;
         let program = if let Some(program) = self.program {
             program
         } else if cfg!(target_os = "linux") {
@@ -351,7 +364,7 @@ impl ProcessPool {
     /// fn double(x: i32) -> i32 { 2 * x }
     ///
     /// let pool = brigade::ProcessPool::new()?;
-    /// assert_eq!(pool.submit(double, 21).unwrap().result(), Ok(42));
+    /// assert_eq!(pool.submit(double, 21).result(), Ok(42));
     /// # Ok::<(), brigade::BuildError>(())
     /// ```
     pub fn new() -> Result<Self, BuildError> {
@@ -392,7 +405,7 @@ impl ProcessPool {
     /// ```
     /// let pool = brigade::ProcessPool::builder().workers(1).build()?;
     /// assert!(!pool.is_shut_down());
-    /// pool.shutdown(brigade::Shutdown::default());
+    /// pool.shutdown(brigade::Shutdown::graceful());
     /// assert!(pool.is_shut_down());
     /// # Ok::<(), brigade::BuildError>(())
     /// ```
@@ -400,11 +413,12 @@ impl ProcessPool {
         self.owner.shared.is_closed()
     }
 
-    /// Runs `f(arg)` in a worker process.
+    /// Runs `f(arg)` in a worker process and returns its [`Task`].
     ///
-    /// The argument is encoded right here, in the caller's thread; one that cannot be encoded
-    /// is refused with [`Error::Codec`] and handed back, as is any argument submitted after
-    /// [`shutdown`](Self::shutdown) ([`Error::ShutDown`]) or to a broken pool.
+    /// The argument is encoded right here, in the caller's thread. A task that cannot be
+    /// accepted is already failed: with [`Error::Codec`] for an argument that cannot be
+    /// encoded, [`Error::ShutDown`] after [`shutdown`](Self::shutdown), [`Error::Broken`] on a
+    /// broken pool. [`try_submit`](Self::try_submit) hands the argument back instead.
     ///
     /// ```
     /// use brigade::{Error, ProcessPool};
@@ -414,12 +428,36 @@ impl ProcessPool {
     /// }
     ///
     /// let pool = ProcessPool::builder().workers(1).build()?;
-    /// assert_eq!(pool.submit(checked_div, (84, 2)).unwrap().result(), Ok(42));
-    /// let failed = pool.submit(checked_div, (1, 0)).unwrap().result();
+    /// assert_eq!(pool.submit(checked_div, (84, 2)).result(), Ok(42));
+    /// let failed = pool.submit(checked_div, (1, 0)).result();
     /// assert_eq!(failed, Err(Error::Panicked { message: "division by zero".into() }));
     /// # Ok::<(), brigade::BuildError>(())
     /// ```
-    pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Task<R>, SubmitError<A>>
+    pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Task<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.submit_with(f, arg, None)
+            .unwrap_or_else(|refused| Task::failed(refused.reason().clone()))
+    }
+
+    /// Runs `f(arg)` like [`submit`](Self::submit), but hands the argument back inside the
+    /// error when the pool does not accept the task.
+    ///
+    /// ```
+    /// use brigade::{Error, ProcessPool, Shutdown};
+    ///
+    /// fn id(x: u8) -> u8 { x }
+    ///
+    /// let pool = ProcessPool::builder().workers(1).build()?;
+    /// pool.shutdown(Shutdown::graceful());
+    /// let refused = pool.try_submit(id, 8).unwrap_err();
+    /// assert_eq!(refused.reason(), &Error::ShutDown);
+    /// assert_eq!(refused.into_inner(), 8);
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn try_submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Task<R>, SubmitError<A>>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
@@ -440,21 +478,17 @@ impl ProcessPool {
     /// }
     ///
     /// let pool = ProcessPool::builder().workers(1).build()?;
-    /// let task = pool.submit_timeout(spin_forever, (), Duration::from_millis(50)).unwrap();
+    /// let task = pool.submit_timeout(spin_forever, (), Duration::from_millis(50));
     /// assert_eq!(task.result(), Err(Error::TimedOut));
     /// # Ok::<(), brigade::BuildError>(())
     /// ```
-    pub fn submit_timeout<A, R>(
-        &self,
-        f: fn(A) -> R,
-        arg: A,
-        timeout: Duration,
-    ) -> Result<Task<R>, SubmitError<A>>
+    pub fn submit_timeout<A, R>(&self, f: fn(A) -> R, arg: A, timeout: Duration) -> Task<R>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.submit_with(f, arg, Some(timeout))
+            .unwrap_or_else(|refused| Task::failed(refused.reason().clone()))
     }
 
     fn submit_with<A, R>(
@@ -561,17 +595,15 @@ impl ProcessPool {
     /// fn id(x: u8) -> u8 { x }
     ///
     /// let pool = ProcessPool::builder().workers(1).build()?;
-    /// let task = pool.submit(id, 7).unwrap();
-    /// pool.shutdown(Shutdown::default());
+    /// let task = pool.submit(id, 7);
+    /// assert!(pool.shutdown(Shutdown::graceful()));
     /// assert_eq!(task.result(), Ok(7));
     /// assert!(pool.worker_pids().is_empty());
-    /// let refused = pool.submit(id, 8).unwrap_err();
-    /// assert_eq!(refused.reason(), &Error::ShutDown);
-    /// assert_eq!(refused.into_inner(), 8);
+    /// assert_eq!(pool.submit(id, 8).result(), Err(Error::ShutDown));
     /// # Ok::<(), brigade::BuildError>(())
     /// ```
-    pub fn shutdown(&self, how: Shutdown) {
-        self.owner.shutdown(how);
+    pub fn shutdown(&self, how: Shutdown) -> bool {
+        self.owner.shutdown(how)
     }
 }
 

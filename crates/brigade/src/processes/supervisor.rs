@@ -339,12 +339,22 @@ impl Shared {
         self.finished(n);
     }
 
-    /// Blocks until every accepted job has finished.
-    pub(crate) fn wait_drained(&self) {
+    /// Blocks until every accepted job has finished, or `deadline` passes. True when drained.
+    pub(crate) fn wait_drained(&self, deadline: Option<Instant>) -> bool {
         let mut queue = self.queue.lock();
         while queue.outstanding > 0 {
-            queue = self.drained.wait(queue);
+            match deadline {
+                None => queue = self.drained.wait(queue),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    queue = self.drained.wait_timeout(queue, left);
+                }
+            }
         }
+        true
     }
 
     fn done_with_workers(&self) -> bool {

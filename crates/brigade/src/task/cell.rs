@@ -12,22 +12,29 @@
 //! `state` packs the lifecycle bits with two flags. Whoever wins the one compare-and-swap out of
 //! *pending* (a worker via [`try_start`](Header::try_start), a canceller via
 //! [`try_cancel`](Header::try_cancel)) becomes the task's **owner**: only the owner touches the
-//! work slot and writes the outcome slot, so neither needs a lock. Publishing `COMPLETE` with
+//! work slot and writes the outcome slot, so neither needs a lock. Publishing `SETTLED` with
 //! release ordering hands the outcome slot to the handle, which reads it only after observing
-//! `COMPLETE` with acquire ordering. After publishing, the owner never touches the slots again.
+//! `SETTLED` with acquire ordering. After publishing, the owner never touches the slots again.
+//!
+//! Completion publishes two bits. `COMPLETE` says the outcome is stored: from then on the task
+//! *is done* (`is_done()` holds, even inside its own done callbacks, as in Python). `SETTLED`
+//! follows once every done callback has run: only then may the handle take the outcome out,
+//! and only then are waiters woken. Callbacks read the outcome by shared reference between the
+//! two, so taking it (which needs `SETTLED`) can never pull it from under them.
 //!
 //! Waiters (blocked threads, async wakers, done callbacks) are rare compared with tasks, so they
 //! live behind a lazily allocated, mutex-guarded list, and `WATCHED` tells the owner whether it
-//! must look there at all: completing an unwatched task is a single compare-and-swap.
-//! Registration sets `WATCHED` and checks `COMPLETE` in one atomic step while holding the list's
-//! lock, and the owner publishes `COMPLETE` on the watched path while holding the same lock, so
-//! a waiter either lands in the list before the owner drains it or sees `COMPLETE` and does not
-//! wait: no wake-up is lost.
+//! must look there at all: completing an unwatched task is a single compare-and-swap that sets
+//! `COMPLETE` and `SETTLED` together. Registration sets `WATCHED` and checks `SETTLED` in one
+//! atomic step while holding the list's lock, and the owner publishes `SETTLED` on the watched
+//! path while holding the same lock, so a waiter either lands in the list before the owner
+//! drains it or sees `SETTLED` and does not wait: no wake-up is lost.
 //!
-//! Done callbacks run before `COMPLETE` is published, by the owner, in the order added; one added
-//! while they run is picked up by the owner's next pass. One added after `COMPLETE` runs at once
-//! in the caller's thread. So each runs exactly once, in order, and while one runs no one else
-//! can reach the outcome mutably.
+//! Done callbacks run after `COMPLETE` and before `SETTLED`, on the owner's thread, in the order
+//! added; one added while they run (even from another thread, even after `COMPLETE`) is picked
+//! up by the owner's next pass. One added after `SETTLED` runs at once in the caller's thread.
+//! So each runs exactly once, in order, never two at a time, and while one runs no one can
+//! reach the outcome mutably.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::task::Waker;
@@ -40,12 +47,14 @@ use crate::sync::{Mutex, UnsafeCell};
 pub(crate) const RUNNING: usize = 1;
 /// A canceller claimed the task before it started; it will never run.
 pub(crate) const CANCELLED: usize = 2;
-/// The outcome is stored and every done callback has run.
+/// The outcome is stored: the task is done.
 pub(crate) const COMPLETE: usize = 4;
 /// The stored outcome is an error (set together with `COMPLETE`).
 pub(crate) const FAILED: usize = 8;
 /// Someone registered a waker or callback; the owner must look at the waiter list.
 const WATCHED: usize = 16;
+/// Every done callback has run: the handle may take the outcome, and waiters are woken.
+pub(crate) const SETTLED: usize = 32;
 
 const CLAIMED: usize = RUNNING | CANCELLED;
 
@@ -67,7 +76,8 @@ pub(crate) struct Header<T> {
 }
 
 // SAFETY: the outcome slot is written only by the task's unique owner before it publishes
-// COMPLETE, and read after that only through the handle (`Task<T>`), whose own `Sync` requires
+// COMPLETE, read by the owner's thread alone (its done callbacks) until it publishes SETTLED,
+// and read after that only through the handle (`Task<T>`), whose own `Sync` requires
 // `T: Sync` for shared reads from several threads. Everything else in the header is already
 // `Sync`. So sharing a header between the owner's thread and the handle's needs only `T: Send`.
 unsafe impl<T: Send> Sync for Header<T> {}
@@ -128,7 +138,8 @@ impl<T> Header<T> {
         self.claim(CANCELLED)
     }
 
-    /// Stores the outcome, runs the done callbacks, publishes `COMPLETE` and wakes the waiters.
+    /// Stores the outcome, publishes `COMPLETE`, runs the done callbacks, publishes `SETTLED`
+    /// and wakes the waiters.
     ///
     /// Only the owner (the winner of [`claim`](Self::claim)) may call this, once.
     pub(crate) fn complete(&self, outcome: Outcome<T>) {
@@ -142,54 +153,54 @@ impl<T> Header<T> {
         self.outcome
             .with_mut(|slot| unsafe { *slot = Some(outcome) });
         let mut current = self.state.load(Ordering::Relaxed);
-        loop {
-            if current & WATCHED == 0 {
-                // Release: the outcome write above happens-before any acquire load that sees
-                // COMPLETE. A failed exchange means a waiter just set WATCHED: go the slow way.
-                match self.state.compare_exchange_weak(
-                    current,
-                    current | done,
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return,
-                    Err(actual) => current = actual,
-                }
-                continue;
+        while current & WATCHED == 0 {
+            // Release: the outcome write above happens-before any acquire load that sees
+            // COMPLETE. A failed exchange means a waiter just set WATCHED: go the slow way.
+            match self.state.compare_exchange_weak(
+                current,
+                current | done | SETTLED,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
             }
+        }
+        // Done from here on, for everyone, callbacks included.
+        self.state.fetch_or(done, Ordering::AcqRel);
+        loop {
             let mut guard = self.watchers.lock();
             let watchers = guard.as_mut().expect("WATCHED is set only with a list");
-            if !watchers.callbacks.is_empty() {
-                let callbacks = std::mem::take(&mut watchers.callbacks);
+            if watchers.callbacks.is_empty() {
+                let wakers = std::mem::take(&mut watchers.wakers);
+                // Published under the list's lock, so a registration either precedes this (and
+                // its waker is in `wakers`) or follows it (and sees SETTLED). See the module docs.
+                self.state.fetch_or(SETTLED, Ordering::AcqRel);
                 drop(guard);
-                self.outcome.with(|slot| {
-                    // SAFETY: still the owner and COMPLETE is not published: no one else can
-                    // reach the slot, and callbacks get only a shared reference.
-                    let outcome = unsafe { (*slot).as_ref() }.expect("outcome was stored");
-                    callbacks
-                        .into_iter()
-                        .for_each(|callback| run_callback(callback, outcome));
-                });
-                // Callbacks added meanwhile landed in the list; the next pass runs them.
-                continue;
+                wakers.into_iter().for_each(wake_guarded);
+                return;
             }
-            let wakers = std::mem::take(&mut watchers.wakers);
-            // Published under the list's lock, so a registration either precedes this (and its
-            // waker is in `wakers`) or follows it (and sees COMPLETE). See the module docs.
-            self.state.fetch_or(done, Ordering::AcqRel);
+            let callbacks = std::mem::take(&mut watchers.callbacks);
             drop(guard);
-            wakers.into_iter().for_each(wake_guarded);
-            return;
+            self.outcome.with(|slot| {
+                // SAFETY: SETTLED is not published, so the handle cannot take the outcome, and
+                // no one else writes it; callbacks get only a shared reference, one at a time.
+                let outcome = unsafe { (*slot).as_ref() }.expect("outcome was stored");
+                callbacks
+                    .into_iter()
+                    .for_each(|callback| run_callback(callback, outcome));
+            });
+            // Callbacks added meanwhile landed in the list; the next pass runs them.
         }
     }
 
-    /// Registers under the waiter lock unless the task is already complete.
+    /// Registers under the waiter lock unless the task is already settled.
     ///
-    /// Returns `false` (and leaves the list alone) when the task was already complete.
+    /// Returns `false` (and leaves the list alone) when the task was already settled.
     fn watch_with(&self, register: impl FnOnce(&mut Watchers<T>)) -> bool {
         let mut guard = self.watchers.lock();
         let previous = self.state.fetch_or(WATCHED, Ordering::AcqRel);
-        if previous & COMPLETE != 0 {
+        if previous & SETTLED != 0 {
             return false;
         }
         register(guard.get_or_insert_with(|| {
@@ -201,8 +212,8 @@ impl<T> Header<T> {
         true
     }
 
-    /// Asks for `waker` to be woken once the task completes. Returns `false`, registering
-    /// nothing, when it is already complete.
+    /// Asks for `waker` to be woken once the task is settled. Returns `false`, registering
+    /// nothing, when it already is.
     pub(crate) fn watch(&self, waker: &Waker) -> bool {
         self.watch_with(|w| {
             if !w.wakers.iter().any(|known| known.will_wake(waker)) {
@@ -211,13 +222,13 @@ impl<T> Header<T> {
         })
     }
 
-    /// Adds a done callback; runs it right here when the task is already complete.
+    /// Adds a done callback; runs it right here when the task is already settled.
     pub(crate) fn add_callback(&self, callback: Callback<T>) {
         let mut pending = Some(callback);
         if !self.watch_with(|w| w.callbacks.extend(pending.take())) {
             let callback = pending.take().expect("not moved when already complete");
             self.outcome.with(|slot| {
-                // SAFETY: COMPLETE was observed with acquire ordering, so the owner is done
+                // SAFETY: SETTLED was observed with acquire ordering, so the owner is done
                 // with the slot; the handle can only take the outcome through `&mut Task`,
                 // which cannot coexist with the `&Task` that led here.
                 match unsafe { (*slot).as_ref() } {
@@ -231,10 +242,10 @@ impl<T> Header<T> {
     /// Takes the outcome out of a complete task.
     ///
     /// # Safety
-    /// `COMPLETE` must have been observed with acquire ordering, and the caller must hold the
+    /// `SETTLED` must have been observed with acquire ordering, and the caller must hold the
     /// only handle exclusively (`&mut Task`).
     pub(crate) unsafe fn take_outcome(&self) -> Option<Outcome<T>> {
-        debug_assert!(self.state() & COMPLETE != 0);
+        debug_assert!(self.state() & SETTLED != 0);
         // SAFETY: guaranteed by the caller, see above.
         self.outcome.with_mut(|slot| unsafe { (*slot).take() })
     }
@@ -402,10 +413,10 @@ mod loom_tests {
     }
 
     fn outcome(cell: &TestCell) -> Option<Outcome<usize>> {
-        if cell.header.state() & COMPLETE == 0 {
+        if cell.header.state() & SETTLED == 0 {
             return None;
         }
-        // SAFETY: COMPLETE observed; the test is the only handle.
+        // SAFETY: SETTLED observed; the test is the only handle.
         unsafe { cell.header.take_outcome() }
     }
 
@@ -460,8 +471,11 @@ mod loom_tests {
             };
             for i in 0..2 {
                 let log = log.clone();
+                let header = task.clone();
                 task.header.add_callback(Box::new(move |outcome| {
                     assert_eq!(outcome, &Ok(5));
+                    // Done callbacks run once the task counts as done (Python's order).
+                    assert!(header.header.state() & COMPLETE != 0);
                     log.lock().push(i);
                 }));
             }
@@ -480,8 +494,8 @@ mod loom_tests {
                 thread::spawn(move || task.run(&|| ()))
             };
             let header = &task.header;
-            crate::threads::block_until(
-                || header.state() & COMPLETE != 0,
+            crate::task::block::block_until(
+                || header.state() & SETTLED != 0,
                 |waker| {
                     header.watch(waker);
                 },

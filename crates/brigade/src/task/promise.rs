@@ -72,8 +72,12 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
         }
     }
 
+    /// Whether this promise won the start claim and still owns the task.
+    pub(crate) fn is_started(&self) -> bool {
+        self.owns
+    }
+
     /// Whether the handle cancelled the task before it started (then it is done already).
-    #[cfg_attr(not(test), allow(dead_code))] // not every lane needs to ask
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cell.header.state() & CANCELLED != 0
     }

@@ -37,40 +37,17 @@ mod scope;
 mod worker;
 
 use std::fmt;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-pub use crate::map::{Map, Unordered};
 pub use scope::Scope;
-pub(crate) use worker::block_until;
 
 use crate::error::{BuildError, Error, SubmitError};
+use crate::map::Map;
+use crate::pool::{Shutdown, worker_count};
 use crate::task::Task;
 use crate::task::cell::Cell;
 use job::Job;
 use registry::Registry;
-
-/// The largest pool brigade builds.
-///
-/// ```
-/// use brigade::{ThreadPool, threads::MAX_WORKERS};
-/// assert!(ThreadPool::builder().workers(MAX_WORKERS).build().is_ok());
-/// assert!(ThreadPool::builder().workers(MAX_WORKERS + 1).build().is_err());
-/// ```
-pub const MAX_WORKERS: usize = 1024;
-
-/// The environment variable that sets the default worker count (clamped to
-/// 1..=[`MAX_WORKERS`]); [`Builder::workers`] overrides it. A value that is not a whole
-/// number is ignored with a warning through `tracing`.
-///
-/// ```sh
-/// BRIGADE_WORKERS=4 cargo run --release --example parallel_sum
-/// ```
-///
-/// ```
-/// assert_eq!(brigade::threads::WORKERS_ENV, "BRIGADE_WORKERS");
-/// ```
-pub const WORKERS_ENV: &str = "BRIGADE_WORKERS";
 
 /// A pool of worker threads for CPU-bound work.
 ///
@@ -81,7 +58,7 @@ pub const WORKERS_ENV: &str = "BRIGADE_WORKERS";
 /// use brigade::ThreadPool;
 ///
 /// let pool = ThreadPool::new();
-/// let tasks: Vec<_> = (1..=4u64).map(|n| pool.submit(move || n * n).unwrap()).collect();
+/// let tasks: Vec<_> = (1..=4u64).map(|n| pool.submit(move || n * n)).collect();
 /// let squares: Vec<u64> = tasks.into_iter().map(|t| t.result().unwrap()).collect();
 /// assert_eq!(squares, [1, 4, 9, 16]);
 /// ```
@@ -97,49 +74,17 @@ struct Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        shutdown(&self.registry, Shutdown::default());
+        shutdown(&self.registry, Shutdown::graceful());
     }
 }
 
-/// How [`ThreadPool::shutdown`] treats work, like the arguments of Python's
-/// `Executor.shutdown`.
-///
-/// The default waits and runs everything already queued.
-///
-/// ```
-/// use brigade::{Shutdown, ThreadPool};
-///
-/// let pool = ThreadPool::new();
-/// // Stop now: cancel what has not started, and do not wait for what is running.
-/// pool.shutdown(Shutdown { wait: false, cancel_pending: true });
-/// assert!(pool.is_shut_down());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shutdown {
-    /// Block until every worker has finished and left.
-    pub wait: bool,
-    /// Cancel the tasks that have not started instead of running them.
-    pub cancel_pending: bool,
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        Self {
-            wait: true,
-            cancel_pending: false,
-        }
-    }
-}
-
-fn shutdown(registry: &Arc<Registry>, how: Shutdown) {
+fn shutdown(registry: &Arc<Registry>, how: Shutdown) -> bool {
     registry.terminate();
-    if how.cancel_pending {
+    if how.cancels_pending() {
         registry.drain(Error::Cancelled);
     }
     // A task of this pool cannot wait for its own worker to leave.
-    if how.wait && !worker::is_worker_of(registry) {
-        registry.wait_for_exit();
-    }
+    how.waits() && !worker::is_worker_of(registry) && registry.wait_for_exit(how.deadline())
 }
 
 impl ThreadPool {
@@ -182,7 +127,7 @@ impl ThreadPool {
     /// ```
     /// let pool = brigade::ThreadPool::builder().workers(4).build().unwrap();
     /// assert_eq!(pool.started_workers(), 0);
-    /// pool.submit(|| ()).unwrap().result().unwrap();
+    /// pool.submit(|| ()).result().unwrap();
     /// assert!(pool.started_workers() >= 1);
     /// ```
     pub fn started_workers(&self) -> usize {
@@ -201,15 +146,39 @@ impl ThreadPool {
     /// Submits `work` and returns its [`Task`].
     ///
     /// Called from a task of this pool, the work goes to the calling worker's own queue. After
-    /// [`shutdown`](Self::shutdown), the work is refused and handed back inside the error.
+    /// [`shutdown`](Self::shutdown) the work is not run: the task is already failed with
+    /// [`Error::ShutDown`] (see [`try_submit`](Self::try_submit) to get the work back instead).
     ///
     /// ```
     /// let pool = brigade::ThreadPool::new();
-    /// let task = pool.submit(|| "hello from a worker".len())?;
+    /// let task = pool.submit(|| "hello from a worker".len());
     /// assert_eq!(task.result()?, 19);
     /// # Ok::<(), brigade::Error>(())
     /// ```
-    pub fn submit<F, T>(&self, work: F) -> Result<Task<T>, SubmitError<F>>
+    pub fn submit<F, T>(&self, work: F) -> Task<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.try_submit(work)
+            .unwrap_or_else(|refused| Task::failed(refused.reason().clone()))
+    }
+
+    /// Submits `work` like [`submit`](Self::submit), but hands the work back inside the
+    /// error when the pool refuses it: after [`shutdown`](Self::shutdown)
+    /// ([`Error::ShutDown`]), or when no worker thread could be started
+    /// ([`Error::Spawn`]).
+    ///
+    /// ```
+    /// use brigade::{Error, Shutdown, ThreadPool};
+    ///
+    /// let pool = ThreadPool::new();
+    /// pool.shutdown(Shutdown::graceful());
+    /// let refused = pool.try_submit(|| 6 * 7).unwrap_err();
+    /// assert_eq!(refused.reason(), &Error::ShutDown);
+    /// assert_eq!(refused.into_inner()(), 42); // nothing is lost: run it elsewhere
+    /// ```
+    pub fn try_submit<F, T>(&self, work: F) -> Result<Task<T>, SubmitError<F>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -335,7 +304,7 @@ impl ThreadPool {
     /// assert!(matches!(results[1], Err(Error::Panicked { .. })));
     /// assert_eq!(results[2], Ok(25));
     /// ```
-    pub fn map<I, F, R>(&self, inputs: I, f: F) -> Map<I::IntoIter, F, R>
+    pub fn map<I, F, R>(&self, inputs: I, f: F) -> Map<I::IntoIter, F, R, ThreadPool>
     where
         I: IntoIterator,
         I::Item: Send + 'static,
@@ -345,23 +314,24 @@ impl ThreadPool {
         Map::new(self.clone(), inputs.into_iter(), f)
     }
 
-    /// Stops accepting work; see [`Shutdown`] for the choices. Calling it again is harmless.
+    /// Stops accepting work; see [`Shutdown`] for the choices and what the returned `bool`
+    /// says. Calling it again is harmless.
     ///
     /// Running tasks always finish (they are never interrupted). Called from inside one of the
     /// pool's own tasks, it does not wait, since that task's worker cannot leave before the
     /// task returns.
     ///
     /// ```
-    /// use brigade::{Shutdown, ThreadPool};
+    /// use brigade::{Error, Shutdown, ThreadPool};
     ///
     /// let pool = ThreadPool::new();
-    /// let task = pool.submit(|| 1).unwrap();
-    /// pool.shutdown(Shutdown { wait: true, cancel_pending: false });
+    /// let task = pool.submit(|| 1);
+    /// assert!(pool.shutdown(Shutdown::graceful()));
     /// assert_eq!(task.result(), Ok(1)); // queued work still ran
-    /// assert!(pool.submit(|| 2).is_err());
+    /// assert_eq!(pool.submit(|| 2).result(), Err(Error::ShutDown));
     /// ```
-    pub fn shutdown(&self, how: Shutdown) {
-        shutdown(self.registry(), how);
+    pub fn shutdown(&self, how: Shutdown) -> bool {
+        shutdown(self.registry(), how)
     }
 }
 
@@ -389,7 +359,7 @@ impl fmt::Debug for ThreadPool {
 ///     .thread_name("oven")
 ///     .stack_size(8 << 20)
 ///     .build()?;
-/// let name = pool.submit(|| std::thread::current().name().map(String::from)).unwrap();
+/// let name = pool.submit(|| std::thread::current().name().map(String::from));
 /// assert_eq!(name.result().unwrap().as_deref(), Some("oven-0"));
 /// # Ok::<(), brigade::BuildError>(())
 /// ```
@@ -401,7 +371,8 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// The most workers the pool runs (1..=[`MAX_WORKERS`]). Overrides `BRIGADE_WORKERS`.
+    /// The most workers the pool runs (1..=[`MAX_WORKERS`](crate::pool::MAX_WORKERS));
+    /// overrides `BRIGADE_WORKERS` (see [the worker-count rule](crate::pool)).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = Some(workers);
         self
@@ -433,33 +404,6 @@ impl Builder {
     }
 }
 
-/// The worker count a builder asked for, checked, or the default (every pool's rule).
-pub(crate) fn worker_count(asked: Option<usize>) -> Result<usize, BuildError> {
-    match asked {
-        Some(0) => Err(BuildError::NoWorkers(0)),
-        Some(asked) if asked > MAX_WORKERS => Err(BuildError::TooManyWorkers {
-            asked,
-            max: MAX_WORKERS,
-        }),
-        Some(asked) => Ok(asked),
-        None => Ok(default_workers(std::env::var(WORKERS_ENV).ok().as_deref())),
-    }
-}
-
-/// The default worker count, from the environment variable's value if any.
-fn default_workers(from_env: Option<&str>) -> usize {
-    if let Some(value) = from_env {
-        match value.trim().parse::<usize>() {
-            Ok(n) => return n.clamp(1, MAX_WORKERS),
-            Err(_) => tracing::warn!(
-                value,
-                "brigade: ignoring {WORKERS_ENV}, which is not a whole number"
-            ),
-        }
-    }
-    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
-}
-
 impl<A, F, R> crate::map::Lane<A, F, R> for ThreadPool
 where
     A: Send + 'static,
@@ -486,7 +430,7 @@ where
                 })
                 .collect()
         };
-        self.submit(work)
+        self.try_submit(work)
             .map_err(|refused| refused.reason().clone())
     }
 }
@@ -496,30 +440,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn worker_count_from_environment_is_clamped_and_validated() {
-        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-        assert_eq!(default_workers(Some("3")), 3);
-        assert_eq!(default_workers(Some(" 5\n")), 5);
-        assert_eq!(default_workers(Some("0")), 1);
-        assert_eq!(default_workers(Some("999999")), MAX_WORKERS);
-        assert_eq!(default_workers(Some("lots")), cores);
-        assert_eq!(default_workers(Some("-2")), cores);
-        assert_eq!(default_workers(None), cores);
-    }
-
-    #[test]
     fn work_submitted_inside_a_worker_goes_to_its_own_deque() {
         let pool = ThreadPool::builder().workers(1).build().unwrap();
         let inner = pool.clone();
         let (own_deque, shared_queue) = pool
             .submit(move || {
-                let child = inner.submit(|| ()).unwrap();
+                let child = inner.submit(|| ());
                 let registry = inner.registry();
                 let seen = (registry.stealers[0].len(), registry.injector.len());
                 drop(child);
                 seen
             })
-            .unwrap()
             .result()
             .unwrap();
         assert_eq!((own_deque, shared_queue), (1, 0));
@@ -527,14 +458,12 @@ mod tests {
         // From outside, work goes to the shared queue.
         let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
         let (started_tx, started) = std::sync::mpsc::channel();
-        let blocker = pool
-            .submit(move || {
-                started_tx.send(()).unwrap();
-                wait_for_go.recv().unwrap();
-            })
-            .unwrap();
+        let blocker = pool.submit(move || {
+            started_tx.send(()).unwrap();
+            wait_for_go.recv().unwrap();
+        });
         started.recv().unwrap();
-        let queued = pool.submit(|| ()).unwrap();
+        let queued = pool.submit(|| ());
         assert_eq!(pool.registry().injector.len(), 1);
         assert_eq!(pool.registry().stealers[0].len(), 0);
         go.send(()).unwrap();

@@ -344,12 +344,22 @@ impl Registry {
         }
     }
 
-    /// Blocks until every worker thread has left.
-    pub(crate) fn wait_for_exit(&self) {
+    /// Blocks until every worker thread has left, or `deadline` passes. True when they have.
+    pub(crate) fn wait_for_exit(&self, deadline: Option<std::time::Instant>) -> bool {
         let mut live = self.live.lock();
         while *live > 0 {
-            live = self.exited.wait(live);
+            match deadline {
+                None => live = self.exited.wait(live),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    live = self.exited.wait_timeout(live, left);
+                }
+            }
         }
+        true
     }
 }
 

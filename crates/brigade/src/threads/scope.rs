@@ -7,10 +7,11 @@ use std::task::Waker;
 
 use super::job::Job;
 use super::registry::Registry;
-use super::worker::{self, block_until};
+use super::worker;
 use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::task::Task;
+use crate::task::block::{block_until, current_waker};
 use crate::task::cell::{Cell, Erased};
 
 /// Counts a scope's unfinished jobs and wakes its owner when none is left. It lives in the
@@ -156,7 +157,7 @@ where
 {
     let scope = Scope {
         registry: Arc::clone(registry),
-        latch: ScopeLatch::new(worker::current_waker()),
+        latch: ScopeLatch::new(current_waker()),
         scope: PhantomData,
         env: PhantomData,
     };

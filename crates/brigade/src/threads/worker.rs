@@ -1,10 +1,10 @@
-//! A worker thread: where it finds work, how it waits, and how any thread blocks on a task.
+//! A worker thread: where it finds work, how it waits, and how it helps while a task waits.
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::ptr;
 use std::sync::Arc;
-use std::task::{Wake, Waker};
+use std::task::Waker;
 use std::time::Instant;
 
 use crossbeam_deque::{Steal, Worker};
@@ -12,7 +12,8 @@ use crossbeam_deque::{Steal, Worker};
 use super::job::Job;
 use super::join::StackJob;
 use super::registry::Registry;
-use crate::sync::{Parker, Unparker};
+use crate::sync::Parker;
+use crate::task::block::{self, unpark_waker};
 
 /// Rounds a worker spins over the queues before it sleeps: the first `SPIN_PAUSES` with a
 /// growing busy-wait (cheap when work arrives within microseconds, as in a burst of
@@ -92,31 +93,6 @@ fn registry_id(registry: &Arc<Registry>) -> usize {
     Arc::as_ptr(registry) as usize
 }
 
-crate::sync::thread_local! {
-    /// A parker (and its waker) for threads that are not workers, made on first use.
-    static THREAD_PARKER: (Parker, Waker) = {
-        let parker = Parker::new();
-        let waker = unpark_waker(parker.unparker().clone());
-        (parker, waker)
-    };
-}
-
-struct Unpark(Unparker);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-fn unpark_waker(unparker: Unparker) -> Waker {
-    Waker::from(Arc::new(Unpark(unparker)))
-}
-
 /// Joins `a` and `b` on the calling thread if it is one of `registry`'s workers; hands them
 /// back otherwise.
 #[inline]
@@ -145,12 +121,6 @@ pub(super) fn push_local(registry: &Arc<Registry>, job: Job) -> Result<(), Job> 
     with_worker(Some(registry), job, |worker, job| worker.local.push(job))
 }
 
-/// A waker for the calling thread, whatever it is: the one [`block_until`] parks on.
-pub(super) fn current_waker() -> Waker {
-    with_worker(None, (), |worker, ()| worker.waker.clone())
-        .unwrap_or_else(|()| THREAD_PARKER.with(|(_, waker)| waker.clone()))
-}
-
 /// Runs `f` on one of `registry`'s workers and returns its result: right here if the caller
 /// is one, else on a worker while the caller waits (as a worker of another pool, it helps its
 /// own pool meanwhile). Hands `f` back when the pool cannot take it (shut down, or no thread
@@ -166,57 +136,14 @@ where
     if registry.admit().is_err() {
         return Err(f);
     }
-    let waker = current_waker();
+    let waker = block::current_waker();
     let job = StackJob::new(f, &waker);
     registry.push(Job::stack(&job));
-    block_until(|| job.finished(), |_| {}, None);
+    block::block_until(|| job.finished(), |_| {}, None);
     match job.into_result() {
         Ok(value) => Ok(value),
         Err(panic) => resume_unwind(panic),
     }
-}
-
-/// Blocks the calling thread until `done()` holds or `deadline` passes; returns `done()`.
-///
-/// `register` is called once with a waker that wakes this thread; the caller arranges for it
-/// to be woken whenever `done()` may have become true. A worker of a brigade pool does not
-/// block: it runs its pool's queued work meanwhile (see `WorkerThread::wait_until`).
-pub(crate) fn block_until(
-    mut done: impl FnMut() -> bool,
-    register: impl FnOnce(&Waker),
-    deadline: Option<Instant>,
-) -> bool {
-    if done() {
-        return true;
-    }
-    let helped = with_worker(None, (done, register), |worker, (done, register)| {
-        worker.wait_until(done, register, deadline)
-    });
-    let (mut done, register) = match helped {
-        Ok(outcome) => return outcome,
-        Err(not_a_worker) => not_a_worker,
-    };
-    // A short task is often about to finish: a few rounds of looking again are far cheaper
-    // than a park and the wake-up it then costs the finishing worker.
-    for round in 0..SPIN_PAUSES {
-        (0..1u32 << round).for_each(|_| std::hint::spin_loop());
-        if done() {
-            return true;
-        }
-    }
-    THREAD_PARKER.with(|(parker, waker)| {
-        register(waker);
-        loop {
-            if done() {
-                return true;
-            }
-            match deadline {
-                None => parker.park(),
-                Some(deadline) if Instant::now() >= deadline => return done(),
-                Some(deadline) => parker.park_deadline(deadline),
-            }
-        }
-    })
 }
 
 /// The body of a worker thread.
@@ -235,10 +162,28 @@ pub(super) fn main_loop(registry: Arc<Registry>, index: usize) {
         rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
     };
     let guard = CurrentGuard::set(&worker);
-    worker.wait_until(|| registry.should_exit(), |_| {}, None);
+    block::helping(&worker, || {
+        worker.wait_until(|| registry.should_exit(), |_| {}, None)
+    });
     drop(guard);
     drop(worker);
     registry.worker_exited();
+}
+
+/// A worker that waits on a task runs its pool's work meanwhile: see [`block`].
+impl block::Helper for WorkerThread {
+    fn help_until(
+        &self,
+        done: &mut dyn FnMut() -> bool,
+        register: &mut dyn FnMut(&Waker),
+        deadline: Option<Instant>,
+    ) -> bool {
+        self.wait_until(done, register, deadline)
+    }
+
+    fn waker(&self) -> &Waker {
+        &self.waker
+    }
 }
 
 impl WorkerThread {

@@ -100,11 +100,8 @@ pub(crate) fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         timed("threads", "thread", || {
             let tasks = chunks
                 .iter()
-                .map(|&(a, b)| {
-                    pool.submit(move || Span::thread(Kind::Cpu, || chunk_sum(a, b)))
-                        .map_err(anyhow::Error::from)
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .map(|&(a, b)| pool.submit(move || Span::thread(Kind::Cpu, || chunk_sum(a, b))))
+                .collect::<Vec<_>>();
             finish(tasks)
         })?,
     ));
@@ -120,12 +117,8 @@ pub(crate) fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         timed("processes", "process", || {
             let tasks = chunks
                 .iter()
-                .map(|&range| {
-                    processes
-                        .submit(process_chunk, range)
-                        .map_err(anyhow::Error::from)
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .map(|&range| processes.submit(process_chunk, range))
+                .collect::<Vec<_>>();
             finish(tasks)
         })?,
     ));

@@ -116,9 +116,8 @@ fn pool_threads(
             let path = path.to_owned();
             let n = share(requests, connections, i);
             pool.submit(move || blocking(addr, &path, n))
-                .map_err(anyhow::Error::from)
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Vec<_>>();
     let mut spans = Vec::new();
     for task in tasks {
         spans.extend(task.result()??);
@@ -139,9 +138,8 @@ fn processes(
                 process_connection,
                 (addr, path.to_owned(), share(requests, connections, i)),
             )
-            .map_err(anyhow::Error::from)
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Vec<_>>();
     let mut spans = Vec::new();
     for task in tasks {
         spans.extend(task.result()?.map_err(|e| anyhow::anyhow!(e))?);

@@ -33,8 +33,8 @@ pub(crate) fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     ctx.step("warming the process pool");
     let processes = ProcessPool::builder().workers(1).build()?;
     // Warm every worker once, so that the round trips time warm workers only.
-    threads.submit(|| ())?.result()?;
-    processes.submit(nothing, ())?.result()?;
+    threads.submit(|| ()).result()?;
+    processes.submit(nothing, ()).result()?;
 
     // Each series times `n` operations and gives one span per operation.
     type Series<'a> = Box<dyn FnMut(usize) -> anyhow::Result<Vec<Span>> + 'a>;
@@ -70,7 +70,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             Box::new(|n| {
                 time(n, || {
                     let pool = ProcessPool::builder().workers(1).build()?;
-                    pool.submit(nothing, ())?.result()?;
+                    pool.submit(nothing, ()).result()?;
                     Ok(())
                 })
             }),
@@ -98,7 +98,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             20_000 / scale,
             Box::new(|n| {
                 time(n, || {
-                    threads.submit(|| ())?.result()?;
+                    threads.submit(|| ()).result()?;
                     Ok(())
                 })
             }),
@@ -108,7 +108,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             5_000 / scale,
             Box::new(|n| {
                 time(n, || {
-                    processes.submit(nothing, ())?.result()?;
+                    processes.submit(nothing, ()).result()?;
                     Ok(())
                 })
             }),

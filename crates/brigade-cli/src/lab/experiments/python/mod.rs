@@ -259,11 +259,8 @@ fn rust_cpu(
         let start_ns = now_ns();
         let tasks = bounds
             .iter()
-            .map(|&(a, b)| {
-                pool.submit(move || rust_chunk(a, b))
-                    .map_err(|e| anyhow::anyhow!("submitting a chunk to Rust's pool: {e}"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .map(|&(a, b)| pool.submit(move || rust_chunk(a, b)))
+            .collect::<Vec<_>>();
         let parts = tasks
             .into_iter()
             .map(|t| t.result().context("a chunk on Rust's pool"))
