@@ -3,7 +3,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::panic::Location;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::task::Task;
@@ -18,8 +20,13 @@ pub(crate) type ChunkResults<R> = Vec<Result<R, Error>>;
 pub trait Lane<A, F, R>: Clone {
     /// How many workers the pool has (sizes the default read-ahead).
     fn workers(&self) -> usize;
-    /// Submits one chunk.
-    fn submit_chunk(&self, f: &Arc<F>, items: Vec<A>) -> Result<Task<ChunkResults<R>>, Error>;
+    /// Submits one chunk; `site` is the line that called `map`.
+    fn submit_chunk(
+        &self,
+        f: &Arc<F>,
+        items: Vec<A>,
+        site: &'static Location<'static>,
+    ) -> Result<Task<ChunkResults<R>>, Error>;
 }
 
 /// The results of a chunk that failed as a whole: every item gets the error, so the slots
@@ -44,6 +51,12 @@ struct Feeder<I: Iterator, F, P> {
     exhausted: bool,
     /// Input index of the next chunk's first item.
     next_index: usize,
+    /// The line that called `map`: every chunk's submission site.
+    site: &'static Location<'static>,
+    /// When the whole iteration gives up (see `Map::timeout`).
+    deadline: Option<Instant>,
+    /// The deadline passed: nothing more is submitted or waited for.
+    expired: bool,
 }
 
 impl<I: Iterator, F, P> Feeder<I, F, P> {
@@ -54,7 +67,7 @@ impl<I: Iterator, F, P> Feeder<I, F, P> {
     where
         P: Lane<I::Item, F, R>,
     {
-        if self.exhausted {
+        if self.exhausted || self.expired {
             return None;
         }
         let items: Vec<I::Item> = self.inputs.by_ref().take(self.chunk_size).collect();
@@ -64,7 +77,7 @@ impl<I: Iterator, F, P> Feeder<I, F, P> {
         }
         let (first, len) = (self.next_index, items.len());
         self.next_index += len;
-        match self.pool.submit_chunk(&self.f, items) {
+        match self.pool.submit_chunk(&self.f, items, self.site) {
             Ok(task) => Some((first, len, Chunk::Submitted(task))),
             Err(refused) => {
                 self.exhausted = true;
@@ -85,11 +98,27 @@ impl<I: Iterator, F, P> Feeder<I, F, P> {
 ///
 /// If the pool is shut down mid-way, the items of the refused chunk yield
 /// [`Error::ShutDown`] and the iteration ends, leaving the rest of the input unread.
+///
+/// With a [`timeout`](Self::timeout) for the whole iteration (Python's `map(timeout=)`), the
+/// items not finished when it passes yield [`Error::TimedOut`], their tasks are cancelled
+/// (those already running on a lane that cannot stop them finish unseen), and the iteration
+/// ends, leaving the rest of the input unread.
 #[must_use = "map is lazy: iterate it to run the work"]
 pub struct Map<I: Iterator, F, R, P> {
     feeder: Feeder<I, F, P>,
     queue: InFlight<R>,
     ready: std::vec::IntoIter<Result<R, Error>>,
+}
+
+/// A submitted chunk's results: its own, or, when the iteration's deadline has passed and the
+/// chunk is not done, a time-out for each item (and the chunk is cancelled).
+fn outcome<R>(task: Task<ChunkResults<R>>, len: usize, expired: bool) -> ChunkResults<R> {
+    if expired && !task.is_done() {
+        task.cancel();
+        return errors(&Error::TimedOut, len);
+    }
+    // Any other error: a cancelled chunk (the pool shut down with `cancel_pending`), say.
+    task.result().unwrap_or_else(|e| errors(&e, len))
 }
 
 /// Chunks submitted and not yet consumed, `(first index, length, chunk)`, in input order.
@@ -112,7 +141,7 @@ where
     R: Send,
     P: Lane<I::Item, F, R>,
 {
-    pub(crate) fn new(pool: P, inputs: I, f: F) -> Self {
+    pub(crate) fn new(pool: P, inputs: I, f: F, site: &'static Location<'static>) -> Self {
         let in_flight = 2 * pool.workers();
         Self {
             feeder: Feeder {
@@ -123,6 +152,9 @@ where
                 in_flight,
                 exhausted: false,
                 next_index: 0,
+                site,
+                deadline: None,
+                expired: false,
             },
             queue: InFlight(VecDeque::new()),
             ready: Vec::new().into_iter(),
@@ -162,6 +194,38 @@ where
     pub fn in_flight(mut self, chunks: usize) -> Self {
         assert!(chunks > 0, "in_flight must be at least 1");
         self.feeder.in_flight = chunks;
+        self
+    }
+
+    /// Gives the whole iteration `limit` from now (Python's `Executor.map(timeout=)`): an item
+    /// not finished by then yields [`Error::TimedOut`], as does every other item submitted and
+    /// not yet finished, whose tasks are cancelled; then the iteration ends. Items that did
+    /// finish in time still yield their results. A limit too large for the clock means none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use brigade::{Error, ThreadPool};
+    ///
+    /// let pool = ThreadPool::builder().workers(1).build()?;
+    /// let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+    /// let wait_for_go = std::sync::Mutex::new(wait_for_go);
+    /// let results: Vec<_> = pool
+    ///     .map([1, 2], move |x| if x == 2 { wait_for_go.lock().unwrap().recv().ok(); } else {})
+    ///     .timeout(Duration::from_millis(20))
+    ///     .collect();
+    /// assert_eq!(results[0], Ok(()));
+    /// assert_eq!(results[1], Err(Error::TimedOut));
+    /// go.send(()).unwrap(); // lets the stuck item end
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.feeder.deadline = Instant::now().checked_add(limit);
+        self
+    }
+
+    /// Like [`timeout`](Self::timeout), with a fixed moment instead of a duration from now.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.feeder.deadline = Some(deadline);
         self
     }
 
@@ -213,11 +277,14 @@ where
             }
             let (_, len, chunk) = self.queue.0.pop_front()?;
             self.ready = match chunk {
-                Chunk::Submitted(task) => match task.result() {
-                    Ok(results) => results,
-                    // A cancelled chunk (the pool shut down with `cancel_pending`).
-                    Err(e) => errors(&e, len),
-                },
+                Chunk::Submitted(task) => {
+                    if !self.feeder.expired && !task.wait_until(self.feeder.deadline) {
+                        // Time is up: nothing more is read, and every chunk not done now
+                        // times out below, this one first.
+                        self.feeder.expired = true;
+                    }
+                    outcome(task, len, self.feeder.expired)
+                }
                 Chunk::Refused(e) => errors(&e, len),
             }
             .into_iter();
@@ -289,9 +356,20 @@ where
             if self.tasks.is_empty() {
                 return None;
             }
-            while self.completed.is_empty() {
-                self.watcher.wait(None);
+            while self.completed.is_empty() && !self.feeder.expired {
+                if !self.watcher.wait(self.feeder.deadline) {
+                    self.feeder.expired = true;
+                }
                 self.watcher.drain_into(&mut self.completed);
+            }
+            if self.feeder.expired {
+                // Time is up: whatever finished yields its results, the rest time out.
+                let mut left: Vec<_> = self.tasks.drain().map(|(_, chunk)| chunk).collect();
+                left.sort_by_key(|(first, _, _)| *first);
+                for (first, len, task) in left {
+                    self.ready.extend((first..).zip(outcome(task, len, true)));
+                }
+                continue;
             }
             let id = self.completed.pop_front().expect("just filled");
             let (first, len, task) = self.tasks.remove(&id).expect("each chunk completes once");

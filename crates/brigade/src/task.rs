@@ -3,6 +3,7 @@
 pub(crate) mod block;
 pub(crate) mod cell;
 mod completer;
+pub(crate) mod origin;
 pub(crate) mod promise;
 
 pub use completer::Completer;
@@ -75,7 +76,7 @@ impl<T> Task<T> {
     where
         T: Send + 'static,
     {
-        let cell: Arc<Cell<T, cell::Work<()>>> = Arc::new(Cell::new(()));
+        let cell: Arc<Cell<T, cell::Work<()>>> = Arc::new(Cell::new((), origin::Origin::UNKNOWN));
         cell.abandon(error);
         Self::from_cell(cell)
     }
@@ -96,7 +97,7 @@ impl<T> Task<T> {
     }
 
     /// Blocks until the task is settled, or `deadline` passes. True when settled.
-    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+    pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> bool {
         if self.is_settled() {
             return true;
         }
@@ -314,7 +315,13 @@ impl<T> fmt::Debug for Task<T> {
         } else {
             "pending"
         };
-        f.debug_struct("Task").field("status", &status).finish()
+        let origin = &self.header().origin;
+        let mut debug = f.debug_struct("Task");
+        debug.field("lane", &origin.lane());
+        if let Some(site) = origin.site {
+            debug.field("site", &format_args!("{site}"));
+        }
+        debug.field("status", &status).finish()
     }
 }
 

@@ -184,3 +184,89 @@ fn a_pool_shut_down_midway_fails_the_rest_and_stops() {
     assert!(rest[..rest.len() - 1].iter().all(Result::is_ok));
     assert!(pulled.load(Ordering::SeqCst) <= 4);
 }
+
+/// Item 1 blocks until the test lets it go; every item counts its runs.
+fn stuck_second(
+    ran: Arc<AtomicUsize>,
+) -> (
+    mpsc::Sender<()>,
+    impl Fn(u64) -> u64 + Send + Sync + 'static,
+) {
+    let (go, wait_for_go) = mpsc::channel::<()>();
+    let wait_for_go = std::sync::Mutex::new(wait_for_go);
+    let f = move |x: u64| {
+        ran.fetch_add(1, Ordering::SeqCst);
+        if x == 1 {
+            let _ = wait_for_go.lock().unwrap().recv();
+        }
+        x
+    };
+    (go, f)
+}
+
+#[test]
+fn a_deadline_for_the_whole_map_times_out_the_late_items_and_cancels_the_rest() {
+    let _w =
+        Watchdog::new("a_deadline_for_the_whole_map_times_out_the_late_items_and_cancels_the_rest");
+    let pool = ThreadPool::builder().workers(1).build().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (go, f) = stuck_second(ran.clone());
+    let (pulled, input) = counted();
+    let results: Vec<_> = pool
+        .map(input, f)
+        .in_flight(3)
+        .timeout(std::time::Duration::from_millis(300)) // item 0 finishes long before
+        .collect();
+    assert_eq!(results[0], Ok(0));
+    assert!(results.len() >= 2, "{results:?}");
+    assert!(
+        results[1..].iter().all(|r| r == &Err(Error::TimedOut)),
+        "{results:?}"
+    );
+    assert_eq!(
+        results.len(),
+        pulled.load(Ordering::SeqCst),
+        "one result per item read, then the end"
+    );
+    go.send(()).unwrap();
+    // Only items 0 and 1 ever ran: the queued ones behind the stuck one were cancelled.
+    pool.shutdown(Shutdown::graceful());
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn an_unordered_map_with_a_deadline_yields_what_finished_and_times_out_the_rest() {
+    let _w = Watchdog::new(
+        "an_unordered_map_with_a_deadline_yields_what_finished_and_times_out_the_rest",
+    );
+    let pool = ThreadPool::builder().workers(1).build().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (go, f) = stuck_second(ran.clone());
+    let mut results: Vec<_> = pool
+        .map(0..5u64, f)
+        .in_flight(5)
+        .timeout(std::time::Duration::from_millis(300)) // item 0 finishes long before
+        .unordered()
+        .collect();
+    results.sort_by_key(|(i, _)| *i);
+    assert_eq!(results.len(), 5);
+    assert_eq!(results[0], (0, Ok(0)));
+    for (i, r) in &results[1..] {
+        assert_eq!(r, &Err(Error::TimedOut), "item {i}");
+    }
+    go.send(()).unwrap();
+    pool.shutdown(Shutdown::graceful());
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_huge_map_timeout_means_no_limit() {
+    let _w = Watchdog::new("a_huge_map_timeout_means_no_limit");
+    let pool = ThreadPool::builder().workers(2).build().unwrap();
+    let out: Vec<_> = pool
+        .map(0..100u64, |x| x + 1)
+        .timeout(std::time::Duration::MAX)
+        .collect();
+    assert_eq!(out.len(), 100);
+    assert!(out.iter().all(Result::is_ok));
+}

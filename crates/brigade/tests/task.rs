@@ -422,3 +422,24 @@ fn inside_a_done_callback_the_task_is_done_already() {
     let task = Arc::try_unwrap(task).unwrap_or_else(|_| panic!("the callback let go"));
     assert_eq!(task.result(), Ok(3));
 }
+
+#[test]
+fn a_task_debug_names_its_lane_and_the_line_that_submitted_it() {
+    let _w = Watchdog::new("a_task_debug_names_its_lane_and_the_line_that_submitted_it");
+    let pool = one_worker();
+    let line = line!() + 1;
+    let task = pool.submit(|| 1);
+    let shown = format!("{task:?}");
+    assert!(shown.contains("thread pool"), "{shown}");
+    assert!(shown.contains(&format!("tests/task.rs:{line}:")), "{shown}");
+    task.result().unwrap();
+
+    let (completer, task) = brigade::Completer::<u8>::new();
+    let shown = format!("{task:?}");
+    assert!(
+        shown.contains("completer") && shown.contains("pending"),
+        "{shown}"
+    );
+    completer.set_result(1);
+    assert!(format!("{task:?}").contains("finished"));
+}

@@ -68,6 +68,7 @@ pub use join::{gather, gather_results};
 
 use crate::error::{BuildError, Error};
 use crate::task::Task;
+use crate::task::origin::{LaneName, Origin};
 use crate::task::promise::Promise;
 use detect::{Sites, Stats};
 use driver::{Control, Driver};
@@ -301,9 +302,13 @@ impl EventLoop {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        let origin = Origin {
+            lane: LaneName::EventLoop,
+            site: Some(site),
+        };
         let site = self.inner.sites.get(site);
         let flagged = site.is_flagged();
-        let (promise, task) = Promise::<F::Output, (), Control>::new((), Control::new());
+        let (promise, task) = Promise::<F::Output, (), Control>::new_at((), Control::new(), origin);
         let control = promise.share_extra();
         let driver = Driver::new(future, promise, Stats::new(site), flagged);
         let on_worker = if flagged {
@@ -363,12 +368,14 @@ impl EventLoop {
     /// });
     /// assert_eq!(task.result(), Ok((true, 5050)));
     /// ```
+    #[track_caller]
     pub fn to_thread<F, T>(&self, work: F) -> Task<T>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let (mut promise, task) = Promise::<T, F>::new(work, ());
+        let (mut promise, task) =
+            Promise::<T, F>::new_at(work, (), Origin::here(LaneName::Blocking));
         drop(self.inner.handle.spawn_blocking(move || {
             if let Some(work) = promise.start() {
                 let outcome = driver::blocking_allowed(|| catch_unwind(AssertUnwindSafe(work)))

@@ -85,6 +85,7 @@ mod wire;
 mod worker;
 
 use std::fmt;
+use std::panic::Location;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -99,6 +100,7 @@ use crate::map::{ChunkResults, Lane, Map};
 use crate::pool::Shutdown;
 use crate::sync::Mutex;
 use crate::task::Task;
+use crate::task::origin::{LaneName, Origin};
 use crate::task::promise::Promise;
 use call::Trampoline;
 use supervisor::{Config, Job, Pending, Shared, StartError};
@@ -433,6 +435,7 @@ impl ProcessPool {
     /// assert_eq!(failed, Err(Error::Panicked { message: "division by zero".into() }));
     /// # Ok::<(), brigade::BuildError>(())
     /// ```
+    #[track_caller]
     pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Task<R>
     where
         A: Serialize + DeserializeOwned,
@@ -457,6 +460,7 @@ impl ProcessPool {
     /// assert_eq!(refused.into_inner(), 8);
     /// # Ok::<(), brigade::BuildError>(())
     /// ```
+    #[track_caller]
     pub fn try_submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Task<R>, SubmitError<A>>
     where
         A: Serialize + DeserializeOwned,
@@ -482,6 +486,7 @@ impl ProcessPool {
     /// assert_eq!(task.result(), Err(Error::TimedOut));
     /// # Ok::<(), brigade::BuildError>(())
     /// ```
+    #[track_caller]
     pub fn submit_timeout<A, R>(&self, f: fn(A) -> R, arg: A, timeout: Duration) -> Task<R>
     where
         A: Serialize + DeserializeOwned,
@@ -491,6 +496,7 @@ impl ProcessPool {
             .unwrap_or_else(|refused| Task::failed(refused.reason().clone()))
     }
 
+    #[track_caller]
     fn submit_with<A, R>(
         &self,
         f: fn(A) -> R,
@@ -506,7 +512,8 @@ impl ProcessPool {
             Ok(frame) => frame,
             Err(e) => return Err(SubmitError::new(arg, e)),
         };
-        let (task, job) = self.job(frame, timeout, call::decode_one::<R>);
+        let origin = Origin::here(LaneName::Processes);
+        let (task, job) = self.job(frame, timeout, call::decode_one::<R>, origin);
         match self.owner.shared.enqueue(job) {
             Ok(()) => Ok(task),
             Err((job, reason)) => {
@@ -544,9 +551,10 @@ impl ProcessPool {
         frame: Vec<u8>,
         timeout: Option<Duration>,
         decode: fn(Status, &[u8]) -> Result<R, Error>,
+        origin: Origin,
     ) -> (Task<R>, Job) {
         let id = wire::frame_call_id(&frame);
-        let (promise, task) = Promise::new((), ());
+        let (promise, task) = Promise::new_at((), (), origin);
         let pending = Box::new(Call {
             promise: Some(promise),
             started: false,
@@ -576,13 +584,14 @@ impl ProcessPool {
     /// assert_eq!(cubes[9], 1_000);
     /// # Ok::<(), brigade::BuildError>(())
     /// ```
+    #[track_caller]
     pub fn map<I, A, R>(&self, inputs: I, f: fn(A) -> R) -> ProcessMap<I::IntoIter, A, R>
     where
         I: IntoIterator<Item = A>,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        Map::new(self.clone(), inputs.into_iter(), f)
+        Map::new(self.clone(), inputs.into_iter(), f, Location::caller())
     }
 
     /// Stops accepting tasks; see [`Shutdown`] for the choices. With `wait`, returns once
@@ -620,19 +629,24 @@ where
         &self,
         f: &Arc<fn(A) -> R>,
         items: Vec<A>,
+        site: &'static Location<'static>,
     ) -> Result<Task<ChunkResults<R>>, Error> {
+        let origin = Origin {
+            lane: LaneName::Processes,
+            site: Some(site),
+        };
         let trampoline: Trampoline = call::call_chunk::<A, R>;
         let len = items.len();
         let frame = match self.frame(trampoline, **f as usize, &items) {
             Ok(frame) => frame,
             Err(e) => {
                 // Not the pool's fault: the items fail, the map goes on.
-                let (promise, task) = Promise::<ChunkResults<R>, ()>::new((), ());
+                let (promise, task) = Promise::<ChunkResults<R>, ()>::new_at((), (), origin);
                 promise.complete(Ok((0..len).map(|_| Err(e.clone())).collect()));
                 return Ok(task);
             }
         };
-        let (task, job) = self.job(frame, None, call::decode_chunk::<R>);
+        let (task, job) = self.job(frame, None, call::decode_chunk::<R>, origin);
         self.owner
             .shared
             .enqueue(job)

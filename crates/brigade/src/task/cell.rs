@@ -39,6 +39,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::task::Waker;
 
+use super::origin::Origin;
 use crate::error::Error;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Mutex, UnsafeCell};
@@ -71,6 +72,8 @@ struct Watchers<T> {
 /// Everything about a task except its work.
 pub(crate) struct Header<T> {
     state: AtomicUsize,
+    /// Where the task comes from; written once, before the task is shared.
+    pub(crate) origin: Origin,
     outcome: UnsafeCell<Option<Outcome<T>>>,
     watchers: Mutex<Option<Box<Watchers<T>>>>,
 }
@@ -94,9 +97,10 @@ pub(crate) enum Claim {
 }
 
 impl<T> Header<T> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(origin: Origin) -> Self {
         Self {
             state: AtomicUsize::new(0),
+            origin,
             outcome: UnsafeCell::new(None),
             watchers: Mutex::new(None),
         }
@@ -331,16 +335,16 @@ pub(crate) struct Cell<T, W: ?Sized> {
 }
 
 impl<T, F> Cell<T, Work<F>> {
-    pub(crate) fn new(work: F) -> Self {
-        Self::with(work, ())
+    pub(crate) fn new(work: F, origin: Origin) -> Self {
+        Self::with(work, (), origin)
     }
 }
 
 impl<T, F, X> Cell<T, Work<F, X>> {
     /// A task whose work slot also keeps `extra`.
-    pub(crate) fn with(work: F, extra: X) -> Self {
+    pub(crate) fn with(work: F, extra: X, origin: Origin) -> Self {
         Self {
-            header: Header::new(),
+            header: Header::new(origin),
             work: Work {
                 f: UnsafeCell::new(Some(work)),
                 extra,
@@ -409,7 +413,7 @@ mod loom_tests {
     type TestCell = Cell<usize, Work<Box<dyn FnOnce() -> usize + Send>>>;
 
     fn cell(value: usize) -> Arc<TestCell> {
-        Arc::new(Cell::new(Box::new(move || value)))
+        Arc::new(Cell::new(Box::new(move || value), Origin::UNKNOWN))
     }
 
     fn outcome(cell: &TestCell) -> Option<Outcome<usize>> {

@@ -4,6 +4,7 @@ use std::fmt;
 
 use super::Task;
 use super::cell::Hooks;
+use super::origin::{LaneName, Origin};
 use super::promise::Promise;
 use crate::error::Error;
 
@@ -62,8 +63,10 @@ impl<T: Send + 'static> Completer<T> {
     /// completer.set_result("ready");
     /// assert_eq!(task.result(), Ok("ready"));
     /// ```
+    #[track_caller]
     pub fn new() -> (Self, Task<T>) {
-        let (promise, task) = Promise::new((), ByCompleter);
+        let origin = Origin::here(LaneName::Completer);
+        let (promise, task) = Promise::new_at((), ByCompleter, origin);
         (Self { promise }, task)
     }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::Task;
 use super::cell::{CANCELLED, Cell, Claim, Hooks, Outcome, Work};
+use super::origin::Origin;
 
 /// The producing side of a task. `P` is the payload the lane needs to start the work (handed
 /// out by [`start`](Self::start), dropped if the task is cancelled first); `X` is what the lane
@@ -30,8 +31,14 @@ where
     X: Hooks + 'static,
 {
     /// A pending task and its promise.
+    #[cfg(test)]
     pub(crate) fn new(payload: P, extra: X) -> (Self, Task<T>) {
-        let cell = Arc::new(Cell::with(payload, extra));
+        Self::new_at(payload, extra, Origin::UNKNOWN)
+    }
+
+    /// A pending task from `origin`, and its promise.
+    pub(crate) fn new_at(payload: P, extra: X, origin: Origin) -> (Self, Task<T>) {
+        let cell = Arc::new(Cell::with(payload, extra, origin));
         let task = Task::from_cell(cell.clone());
         let promise = Self {
             cell,

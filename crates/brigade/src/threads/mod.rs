@@ -46,6 +46,7 @@ use crate::map::Map;
 use crate::pool::{Shutdown, worker_count};
 use crate::task::Task;
 use crate::task::cell::Cell;
+use crate::task::origin::{LaneName, Origin};
 use job::Job;
 use registry::Registry;
 
@@ -155,6 +156,7 @@ impl ThreadPool {
     /// assert_eq!(task.result()?, 19);
     /// # Ok::<(), brigade::Error>(())
     /// ```
+    #[track_caller]
     pub fn submit<F, T>(&self, work: F) -> Task<T>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -178,7 +180,16 @@ impl ThreadPool {
     /// assert_eq!(refused.reason(), &Error::ShutDown);
     /// assert_eq!(refused.into_inner()(), 42); // nothing is lost: run it elsewhere
     /// ```
+    #[track_caller]
     pub fn try_submit<F, T>(&self, work: F) -> Result<Task<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.try_submit_at(work, Origin::here(LaneName::Threads))
+    }
+
+    fn try_submit_at<F, T>(&self, work: F, origin: Origin) -> Result<Task<T>, SubmitError<F>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -187,7 +198,7 @@ impl ThreadPool {
         if let Err(reason) = registry.admit() {
             return Err(SubmitError::new(work, reason));
         }
-        let cell = Arc::new(Cell::new(work));
+        let cell = Arc::new(Cell::new(work, origin));
         registry.push(Job::task(cell.clone()));
         Ok(Task::from_cell(cell))
     }
@@ -304,6 +315,7 @@ impl ThreadPool {
     /// assert!(matches!(results[1], Err(Error::Panicked { .. })));
     /// assert_eq!(results[2], Ok(25));
     /// ```
+    #[track_caller]
     pub fn map<I, F, R>(&self, inputs: I, f: F) -> Map<I::IntoIter, F, R, ThreadPool>
     where
         I: IntoIterator,
@@ -311,7 +323,12 @@ impl ThreadPool {
         F: Fn(I::Item) -> R + Send + Sync + 'static,
         R: Send + 'static,
     {
-        Map::new(self.clone(), inputs.into_iter(), f)
+        Map::new(
+            self.clone(),
+            inputs.into_iter(),
+            f,
+            std::panic::Location::caller(),
+        )
     }
 
     /// Stops accepting work; see [`Shutdown`] for the choices and what the returned `bool`
@@ -418,6 +435,7 @@ where
         &self,
         f: &Arc<F>,
         items: Vec<A>,
+        site: &'static std::panic::Location<'static>,
     ) -> Result<Task<crate::map::ChunkResults<R>>, Error> {
         let f = Arc::clone(f);
         // Each item has its own catch_unwind, so a panic fails only its own slot, chunked or not.
@@ -430,7 +448,11 @@ where
                 })
                 .collect()
         };
-        self.try_submit(work)
+        let origin = Origin {
+            lane: LaneName::Threads,
+            site: Some(site),
+        };
+        self.try_submit_at(work, origin)
             .map_err(|refused| refused.reason().clone())
     }
 }

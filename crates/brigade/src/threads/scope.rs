@@ -13,6 +13,7 @@ use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::task::Task;
 use crate::task::block::{block_until, current_waker};
 use crate::task::cell::{Cell, Erased};
+use crate::task::origin::{LaneName, Origin};
 
 /// Counts a scope's unfinished jobs and wakes its owner when none is left. It lives in the
 /// scope's frame; jobs point at it with a [`LatchRef`].
@@ -120,7 +121,11 @@ impl<'scope> Scope<'scope, '_> {
         T: Send + 'scope,
     {
         self.latch.pending.fetch_add(1, Ordering::Relaxed);
-        let cell = Arc::new(Cell::with(f, LatchRef(&self.latch)));
+        let cell = Arc::new(Cell::with(
+            f,
+            LatchRef(&self.latch),
+            Origin::here(LaneName::Threads),
+        ));
         let handle: Arc<Cell<T, dyn Erased + 'scope>> = cell.clone();
         // SAFETY: only the trait object's lifetime bound changes; the layout is identical.
         // What may outlive the scope is this handle, bounded by `T: 'scope`, and the cell's
