@@ -25,15 +25,15 @@ fn states_go_pending_running_finished() {
 
     assert!(running.is_running() && !running.is_done() && !running.is_cancelled());
     assert!(!queued.is_running() && !queued.is_done() && !queued.is_cancelled());
-    assert_eq!(format!("{queued:?}"), r#"Task { status: "pending" }"#);
-    assert_eq!(format!("{running:?}"), r#"Task { status: "running" }"#);
+    assert!(format!("{queued:?}").ends_with(r#"status: "pending" }"#));
+    assert!(format!("{running:?}").ends_with(r#"status: "running" }"#));
 
     b.release();
     assert_eq!(running.result(), Ok(()));
     let mut queued = queued;
     assert_eq!(queued.result_timeout(common::PATIENCE), Ok(5));
     assert!(queued.is_done() && !queued.is_running() && !queued.is_cancelled());
-    assert_eq!(format!("{queued:?}"), r#"Task { status: "finished" }"#);
+    assert!(format!("{queued:?}").ends_with(r#"status: "finished" }"#));
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn cancel_succeeds_only_while_pending_and_the_work_never_runs() {
     );
     assert!(queued.cancel(), "cancelling again still reports cancelled");
     assert!(queued.is_cancelled() && queued.is_done() && !queued.is_running());
-    assert_eq!(format!("{queued:?}"), r#"Task { status: "cancelled" }"#);
+    assert!(format!("{queued:?}").ends_with(r#"status: "cancelled" }"#));
     assert!(!running.cancel(), "a running task cannot be cancelled");
 
     b.release();
