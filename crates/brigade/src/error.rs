@@ -79,9 +79,9 @@ pub enum Error {
         /// What the codec reported.
         message: String,
     },
-    /// The process pool can run nothing more, for the reason given (a worker's initializer
-    /// failed, or no worker process could be started).
-    #[error("the process pool is broken: {reason}")]
+    /// The pool can run nothing more, for the reason given (a worker's initializer failed,
+    /// or no worker process could be started).
+    #[error("the pool is broken: {reason}")]
     Broken {
         /// Why the pool broke.
         reason: String,

@@ -278,3 +278,56 @@ fn a_job_pushed_by_a_task_after_shutdown_still_runs_in_a_scope() {
     });
     assert_eq!(task.result(), Ok(60));
 }
+
+#[test]
+fn the_initializer_runs_on_each_worker_before_its_first_task() {
+    let _w = Watchdog::new("the_initializer_runs_on_each_worker_before_its_first_task");
+    thread_local! { static READY: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) }; }
+    let inits = Arc::new(AtomicUsize::new(0));
+    let counted = inits.clone();
+    let pool = ThreadPool::builder()
+        .workers(2)
+        .initializer(move |index| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            READY.set(Some(index));
+        })
+        .build()
+        .unwrap();
+    // Two tasks that meet at a barrier occupy both workers, so both have started.
+    let barrier = Arc::new(Barrier::new(2));
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let barrier = barrier.clone();
+            pool.submit(move || {
+                barrier.wait();
+                READY.get()
+            })
+        })
+        .collect();
+    let mut seen: Vec<_> = tasks.into_iter().map(|t| t.result().unwrap()).collect();
+    seen.sort();
+    assert_eq!(seen, [Some(0), Some(1)]);
+    assert_eq!(inits.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_panicking_initializer_breaks_the_pool_and_says_why() {
+    let _w = Watchdog::new("a_panicking_initializer_breaks_the_pool_and_says_why");
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .initializer(|_| panic!("no database"))
+        .build()
+        .unwrap();
+    let first = pool.submit(|| 1);
+    match first.result() {
+        Err(Error::Broken { reason }) => assert!(reason.contains("no database"), "{reason}"),
+        other => panic!("expected Broken, got {other:?}"),
+    }
+    assert!(pool.is_shut_down());
+    let refused = pool.try_submit(|| 2).unwrap_err();
+    assert!(matches!(refused.reason(), Error::Broken { .. }));
+    assert!(matches!(
+        pool.submit(|| 3).result(),
+        Err(Error::Broken { .. })
+    ));
+}

@@ -380,11 +380,23 @@ impl fmt::Debug for ThreadPool {
 /// assert_eq!(name.result().unwrap().as_deref(), Some("oven-0"));
 /// # Ok::<(), brigade::BuildError>(())
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Builder {
     workers: Option<usize>,
     thread_name: Option<String>,
     stack_size: Option<usize>,
+    initializer: Option<registry::Initializer>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("workers", &self.workers)
+            .field("thread_name", &self.thread_name)
+            .field("stack_size", &self.stack_size)
+            .field("initializer", &self.initializer.is_some())
+            .finish()
+    }
 }
 
 impl Builder {
@@ -410,11 +422,46 @@ impl Builder {
         self
     }
 
+    /// Runs `init(index)` on each worker thread when it starts, before its first task
+    /// (Python's `ThreadPoolExecutor(initializer=…)`): set up per-thread state such as a
+    /// thread-local connection, cache or RNG. Workers start on demand, so a worker that never
+    /// starts never runs it.
+    ///
+    /// If it panics, the pool is **broken**: the task that started the worker and every task
+    /// queued or submitted later fail with [`Error::Broken`], naming the panic (as Python
+    /// fails them with `BrokenThreadPool`); tasks already running finish.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    ///
+    /// thread_local! { static SEED: Cell<u64> = const { Cell::new(0) }; }
+    ///
+    /// let pool = brigade::ThreadPool::builder()
+    ///     .workers(2)
+    ///     .initializer(|index| SEED.set(1000 + index as u64))
+    ///     .build()?;
+    /// let seed = pool.submit(|| SEED.get()).result().unwrap();
+    /// assert!(seed >= 1000);
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn initializer<F>(mut self, init: F) -> Self
+    where
+        F: Fn(usize) + Send + Sync + 'static,
+    {
+        self.initializer = Some(Arc::new(init));
+        self
+    }
+
     /// Builds the pool. No thread starts until work arrives.
     pub fn build(self) -> Result<ThreadPool, BuildError> {
         let workers = worker_count(self.workers)?;
         let name = self.thread_name.unwrap_or_else(|| "brigade".to_owned());
-        let registry = Arc::new(Registry::new(workers, name, self.stack_size));
+        let registry = Arc::new(Registry::new(
+            workers,
+            name,
+            self.stack_size,
+            self.initializer,
+        ));
         Ok(ThreadPool {
             owner: Arc::new(Owner { registry }),
         })

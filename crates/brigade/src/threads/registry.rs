@@ -74,10 +74,24 @@ pub(crate) struct Registry {
     exited: Condvar,
     name: String,
     stack_size: Option<usize>,
+    /// Runs on each worker thread before its first task.
+    pub(super) initializer: Option<Initializer>,
+    /// Why the pool broke (an initializer panicked); set once.
+    broken: Mutex<Option<String>>,
+    /// `broken` is set: checked without the lock, before `terminating`'s effects.
+    is_broken: AtomicBool,
 }
 
+/// A worker thread's initializer: called with the worker's index.
+pub(crate) type Initializer = Arc<dyn Fn(usize) + Send + Sync>;
+
 impl Registry {
-    pub(crate) fn new(max: usize, name: String, stack_size: Option<usize>) -> Self {
+    pub(crate) fn new(
+        max: usize,
+        name: String,
+        stack_size: Option<usize>,
+        initializer: Option<Initializer>,
+    ) -> Self {
         let mut stealers = Vec::with_capacity(max);
         let mut seats = Vec::with_capacity(max);
         let mut unparkers = Vec::with_capacity(max);
@@ -103,6 +117,9 @@ impl Registry {
             exited: Condvar::new(),
             name,
             stack_size,
+            initializer,
+            broken: Mutex::new(None),
+            is_broken: AtomicBool::new(false),
         }
     }
 
@@ -146,9 +163,12 @@ impl Registry {
             self.injector.push(job);
         }
         self.notify_one();
-        if self.is_terminating() && *self.live.lock() == 0 {
-            // Pushed while the last worker was leaving: nobody will run it.
-            self.drain(Error::ShutDown);
+        if self.is_terminating()
+            && (self.is_broken.load(Ordering::SeqCst) || *self.live.lock() == 0)
+        {
+            // Pushed while the last worker was leaving (nobody will run it), or into a broken
+            // pool (nobody may).
+            self.drain(self.refusal());
         }
     }
 
@@ -172,7 +192,7 @@ impl Registry {
     #[inline]
     pub(crate) fn admit(self: &Arc<Self>) -> Result<(), Error> {
         if self.is_terminating() {
-            return Err(Error::ShutDown);
+            return Err(self.refusal());
         }
         self.ensure_worker()
     }
@@ -305,6 +325,28 @@ impl Registry {
         }
     }
 
+    /// Why a terminating pool refuses work: broken, or shut down.
+    #[cold]
+    fn refusal(&self) -> Error {
+        match &*self.broken.lock() {
+            Some(reason) => Error::Broken {
+                reason: reason.clone(),
+            },
+            None => Error::ShutDown,
+        }
+    }
+
+    /// A worker's initializer failed: the pool takes no more work, and what is queued fails
+    /// with the reason (as Python's `BrokenThreadPool`).
+    pub(super) fn break_pool(&self, reason: String) {
+        tracing::error!(%reason, "brigade: the thread pool is broken");
+        self.broken.lock().get_or_insert(reason.clone());
+        // Before `terminate`: a submitter that sees `terminating` also sees this, and drains.
+        self.is_broken.store(true, Ordering::SeqCst);
+        self.terminate();
+        self.drain(Error::Broken { reason });
+    }
+
     /// Stops accepting work and tells every worker to leave once the queues are empty.
     pub(crate) fn terminate(&self) {
         self.terminating.store(true, Ordering::SeqCst);
@@ -340,7 +382,7 @@ impl Registry {
         self.exited.notify_all();
         if last && self.has_work() {
             // A job slipped in after the others left: see `push`.
-            self.drain(Error::ShutDown);
+            self.drain(self.refusal());
         }
     }
 

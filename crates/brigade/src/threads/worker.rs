@@ -12,6 +12,7 @@ use crossbeam_deque::{Steal, Worker};
 use super::job::Job;
 use super::join::StackJob;
 use super::registry::Registry;
+use crate::error::Error;
 use crate::sync::Parker;
 use crate::task::block::{self, unpark_waker};
 
@@ -162,9 +163,18 @@ pub(super) fn main_loop(registry: Arc<Registry>, index: usize) {
         rng: Cell::new(0x9E37_79B9 ^ (index as u32).wrapping_mul(0x85EB_CA6B) | 1),
     };
     let guard = CurrentGuard::set(&worker);
-    block::helping(&worker, || {
-        worker.wait_until(|| registry.should_exit(), |_| {}, None)
-    });
+    if let Some(init) = &registry.initializer
+        && let Err(panic) = catch_unwind(AssertUnwindSafe(|| init(index)))
+    {
+        let Error::Panicked { message } = Error::from_panic(&*panic) else {
+            unreachable!("from_panic gives Panicked")
+        };
+        registry.break_pool(format!("worker {index}'s initializer panicked: {message}"));
+    } else {
+        block::helping(&worker, || {
+            worker.wait_until(|| registry.should_exit(), |_| {}, None)
+        });
+    }
     drop(guard);
     drop(worker);
     registry.worker_exited();
