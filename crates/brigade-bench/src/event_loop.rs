@@ -18,7 +18,7 @@ use brigade::{EventLoop, ThreadPool};
 use serde_json::{Value, json};
 
 use crate::measure::{emit, median, merge, round3};
-use brigade_cli::lab::http::{Server, blocking_connection, hyper_connection, path, share};
+use brigade_http::{Server, blocking_connection, hyper_connection, path, share};
 use scheduling::Blocking;
 
 const SUITE: &str = "event-loop";
@@ -349,7 +349,7 @@ fn brigade_http(
         start,
         bytes
             .into_iter()
-            .collect::<anyhow::Result<Vec<u64>>>()?
+            .collect::<std::io::Result<Vec<u64>>>()?
             .iter()
             .sum(),
     ))

@@ -125,7 +125,7 @@
 //! # Ok::<(), brigade::BuildError>(())
 //! ```
 
-#![warn(missing_docs, unreachable_pub)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod error;
 pub mod event_loop;

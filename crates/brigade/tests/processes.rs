@@ -369,7 +369,7 @@ fn ten_thousand_tasks_with_random_crashes_fail_exactly_the_crashed_ones() {
         let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % 1500 == 0
+        (z ^ (z >> 31)).is_multiple_of(1500)
     }
     let pool = pool(2);
     let tasks: Vec<_> = (0..10_000u64)

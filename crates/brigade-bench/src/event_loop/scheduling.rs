@@ -48,7 +48,7 @@ impl Suite<'_> {
             sleeps,
         } = shape;
         let every = (sleepers / blockers.max(1)).max(1);
-        let is_blocker_after = move |i: usize| i % every == 0 && i / every < blockers;
+        let is_blocker_after = move |i: usize| i.is_multiple_of(every) && i / every < blockers;
         let checksum = (sleepers * sleeps) as u64;
         let flatten = |start: Instant, lists: Vec<Vec<f64>>| {
             let lateness_us: Vec<f64> = lists.into_iter().flatten().collect();

@@ -5,7 +5,6 @@
 //! measured, and adds its timelines to a self-contained HTML report.
 
 mod experiments;
-pub mod http;
 mod outcome;
 mod progress;
 mod record;
@@ -126,7 +125,7 @@ pub(crate) struct Ctx {
     pub(crate) workers: usize,
     /// CPUs this process may run on.
     pub(crate) cores: usize,
-    server: Option<http::Server>,
+    server: Option<brigade_http::Server>,
     pub(crate) done: Vec<Outcome>,
     progress: Progress,
 }
@@ -140,7 +139,8 @@ impl Ctx {
     /// The embedded HTTP server, started on first use and shared by the experiments after.
     pub(crate) fn server(&mut self) -> anyhow::Result<std::net::SocketAddr> {
         if self.server.is_none() {
-            self.server = Some(http::Server::start(1).context("starting the local HTTP server")?);
+            self.server =
+                Some(brigade_http::Server::start(1).context("starting the local HTTP server")?);
         }
         Ok(self.server.as_ref().expect("just started").addr)
     }

@@ -295,7 +295,7 @@ fn count(n: usize, noun: &str) -> String {
     let digits = n.to_string();
     let mut n_text = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             n_text.push(',');
         }
         n_text.push(c);

@@ -148,10 +148,11 @@ impl Sites {
     /// counts. Their number is bounded by the program's spawn sites times its loops.
     pub(super) fn get(&self, location: &'static Location<'static>) -> &'static Site {
         let address = std::ptr::from_ref(location) as usize;
-        if let Some((id, at, site)) = LAST.with(std::cell::Cell::get) {
-            if id == self.id && at == address {
-                return site;
-            }
+        if let Some((id, at, site)) = LAST.with(std::cell::Cell::get)
+            && id == self.id
+            && at == address
+        {
+            return site;
         }
         // Keyed by value, not address: a generic function instantiated in several codegen
         // units may have a `Location` static in each, and it is still one line of code.

@@ -78,11 +78,11 @@ impl Lane {
         if let Some(slot) = free {
             return Some(Arc::clone(slot));
         }
-        if slots.len() < MAX_THREADS {
-            if let Some(slot) = self.start_thread(slots.len()) {
-                slots.push(Arc::clone(&slot));
-                return Some(slot);
-            }
+        if slots.len() < MAX_THREADS
+            && let Some(slot) = self.start_thread(slots.len())
+        {
+            slots.push(Arc::clone(&slot));
+            return Some(slot);
         }
         // Every thread is stuck and no more may start (or the system refused one): share.
         slots.get(start % slots.len().max(1)).cloned()

@@ -735,14 +735,14 @@ fn settle(
             },
         }),
     };
-    if let Some(error) = head_error {
-        if let Some(head) = in_flight.next() {
-            if !matches!(error, Error::TimedOut) {
-                tracing::warn!(pid, %error, "a worker process died while running a task");
-            }
-            head.pending.fail(error);
-            failed = 1;
+    if let Some(error) = head_error
+        && let Some(head) = in_flight.next()
+    {
+        if !matches!(error, Error::TimedOut) {
+            tracing::warn!(pid, %error, "a worker process died while running a task");
         }
+        head.pending.fail(error);
+        failed = 1;
     }
     let back: Vec<Job> = in_flight.collect();
     if !back.is_empty() {
@@ -796,13 +796,15 @@ impl Shared {
                             let job = io.in_flight.pop_front().expect("checked");
                             io.record_busy(busy_nanos);
                             self.new_head(slot_index, &mut io);
-                            if let Some(max) = self.config.max_tasks {
-                                if io.sent >= max && io.in_flight.is_empty() && !io.exiting {
-                                    // Recycled: it leaves cleanly, and a fresh one takes its place.
-                                    io.exiting = true;
-                                    let exit = FrameWriter::exit().seal().expect("tiny frame");
-                                    let _ = send_all(&worker.socket, &exit);
-                                }
+                            if let Some(max) = self.config.max_tasks
+                                && io.sent >= max
+                                && io.in_flight.is_empty()
+                                && !io.exiting
+                            {
+                                // Recycled: it leaves cleanly, and a fresh one takes its place.
+                                io.exiting = true;
+                                let exit = FrameWriter::exit().seal().expect("tiny frame");
+                                let _ = send_all(&worker.socket, &exit);
                             }
                             slot.room.store(io.room(&self.config), Ordering::Release);
                             job

@@ -9,10 +9,10 @@ use brigade::event_loop::gather;
 use brigade::{EventLoop, ProcessPool, ThreadPool};
 
 use super::compared;
-use crate::lab::http::{blocking_connection, hyper_connection, path, share};
 use crate::lab::outcome::{factor, number};
 use crate::lab::record::{Worker, now_ns};
 use crate::lab::{Ctx, Kind, Outcome, Span, Timeline};
+use brigade_http::{blocking_connection, hyper_connection, path, share};
 
 /// One span per answered request: the time since the previous answer (or since the start)
 /// on one connection, whose requests go one after another.

@@ -14,7 +14,8 @@ use anyhow::{Context as _, bail, ensure};
 use super::cpu_bound::{chunk_sum, split};
 use crate::lab::outcome::{factor, number};
 use crate::lab::record::{Worker, now_ns};
-use crate::lab::{Ctx, Kind, Outcome, Span, Timeline, http};
+use crate::lab::{Ctx, Kind, Outcome, Span, Timeline};
+use brigade_http as http;
 
 /// The script, shipped inside the binary.
 const SCRIPT: &str = include_str!("../../../../python/lab.py");

@@ -2,14 +2,23 @@
 //! 127.0.0.1 that answers after a delay given in the path, one hyper client for async code, and
 //! a minimal blocking HTTP/1.1 client for threads and processes.
 //!
-//! The lab's I/O experiments and the event-loop benchmarks (crate `brigade-bench`) share it.
+//! Internal to the workspace (not published): the lab's I/O experiments (`brigade lab`) and
+//! the benchmarks (`brigade-bench`) share it, without the bench depending on the CLI.
+//!
+//! ```
+//! let server = brigade_http::Server::start(1)?;
+//! let bytes = brigade_http::blocking_connection(server.addr, &brigade_http::path(0), 3, || {})?;
+//! assert_eq!(bytes, 3 * brigade_http::BODY.len() as u64);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -17,12 +26,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use std::io;
 
 /// The body every response carries.
 pub const BODY: &[u8] = b"ok";
 
 /// The server, on its own runtime and threads so that it never shares a scheduler with the
 /// client under test. Dropping it stops it.
+#[derive(Debug)]
 pub struct Server {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -31,7 +42,7 @@ pub struct Server {
 
 impl Server {
     /// Starts a server with `threads` threads of its own.
-    pub fn start(threads: usize) -> anyhow::Result<Self> {
+    pub fn start(threads: usize) -> io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("brigade-http")
@@ -99,20 +110,33 @@ pub async fn hyper_connection(
     path: String,
     requests: usize,
     mut answered: impl FnMut() + Send,
-) -> anyhow::Result<u64> {
+) -> io::Result<u64> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
     let work = async move {
         let mut bytes = 0u64;
         for _ in 0..requests {
             let request = Request::get(path.as_str())
                 .header(hyper::header::HOST, "127.0.0.1")
-                .body(Empty::new())?;
-            let response = sender.send_request(request).await?;
-            anyhow::ensure!(response.status() == 200, "status {}", response.status());
-            bytes += response.into_body().collect().await?.to_bytes().len() as u64;
+                .body(Empty::new())
+                .map_err(io::Error::other)?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(io::Error::other)?;
+            if response.status() != 200 {
+                return Err(io::Error::other(format!("status {}", response.status())));
+            }
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(io::Error::other)?;
+            bytes += body.to_bytes().len() as u64;
             answered();
         }
         Ok(bytes)
@@ -122,7 +146,7 @@ pub async fn hyper_connection(
     // spawner of its own for it.
     let (driven, bytes) = tokio::join!(connection, work);
     let bytes = bytes?;
-    driven.context("connection")?;
+    driven.map_err(|e| io::Error::other(format!("connection: {e}")))?;
     Ok(bytes)
 }
 
@@ -134,7 +158,7 @@ pub fn blocking_connection(
     path: &str,
     requests: usize,
     mut answered: impl FnMut(),
-) -> anyhow::Result<u64> {
+) -> io::Result<u64> {
     let stream = std::net::TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
@@ -147,22 +171,29 @@ pub fn blocking_connection(
         writer.write_all(request.as_bytes())?;
         line.clear();
         reader.read_line(&mut line)?;
-        anyhow::ensure!(line.starts_with("HTTP/1.1 200"), "bad status line {line:?}");
+        if !line.starts_with("HTTP/1.1 200") {
+            return Err(io::Error::other(format!("bad status line {line:?}")));
+        }
         let mut length = None;
         loop {
             line.clear();
-            anyhow::ensure!(reader.read_line(&mut line)? > 0, "connection closed");
+            if reader.read_line(&mut line)? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
             let header = line.trim_end();
             if header.is_empty() {
                 break;
             }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = Some(value.trim().parse::<usize>()?);
-                }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = Some(value.trim().parse::<usize>().map_err(io::Error::other)?);
             }
         }
-        body.resize(length.context("no content-length")?, 0);
+        body.resize(
+            length.ok_or_else(|| io::Error::other("no content-length"))?,
+            0,
+        );
         reader.read_exact(&mut body)?;
         bytes += body.len() as u64;
         answered();
