@@ -100,6 +100,60 @@
 //! }).unwrap();
 //! ```
 //!
+//! # What the compiler checks for you
+//!
+//! Data races and dangling borrows are compile errors, not test failures. Each of these is a
+//! doc test that must *fail* to compile:
+//!
+//! A closure that is not `Send` (it holds an `Rc`) cannot go to another thread:
+//!
+//! ```compile_fail,E0277
+//! let pool = brigade::ThreadPool::new();
+//! let shared = std::rc::Rc::new(5);
+//! let task = pool.submit(move || *shared + 1);
+//! ```
+//!
+//! `submit` outlives the caller's frame, so its closure may not borrow from it (use
+//! [`ThreadPool::scope`] for that):
+//!
+//! ```compile_fail,E0597
+//! let pool = brigade::ThreadPool::new();
+//! let data = vec![1, 2, 3];
+//! let borrowed = &data;
+//! let task = pool.submit(move || borrowed.len());
+//! drop(data);
+//! task.result().unwrap();
+//! ```
+//!
+//! A scope's tasks may borrow, but a borrow may not outlive what it borrows: a task that
+//! hands out a reference into the scope's data cannot leave the block that owns the data:
+//!
+//! ```compile_fail,E0597
+//! let pool = brigade::ThreadPool::new();
+//! let first = {
+//!     let data = vec![1, 2, 3];
+//!     pool.scope(|s| s.spawn(|| &data[0]))
+//! };
+//! assert_eq!(first.result(), Ok(&1));
+//! ```
+//!
+//! Nor may the scope itself escape its closure:
+//!
+//! ```compile_fail,E0521
+//! let pool = brigade::ThreadPool::new();
+//! let mut leaked = None;
+//! pool.scope(|s| leaked = Some(s));
+//! ```
+//!
+//! A process pool's argument must travel to another process, so it must be serializable:
+//!
+//! ```compile_fail,E0277
+//! struct Opaque(u32); // no `Serialize`/`Deserialize`
+//! fn count(x: Opaque) -> u32 { x.0 }
+//! let pool = brigade::ProcessPool::new().unwrap();
+//! let task = pool.submit(count, Opaque(1));
+//! ```
+//!
 //! # Failures stay where they happen
 //!
 //! A panic inside a task becomes that task's [`Error::Panicked`]; the worker and the pool live
