@@ -187,6 +187,7 @@ mod map;
 pub mod pool;
 #[cfg(all(unix, not(brigade_loom)))]
 pub mod processes;
+mod progress;
 mod sync;
 mod task;
 pub mod threads;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::progress::Bar;
 use crate::task::Task;
 use crate::wait::Watcher;
 
@@ -108,6 +109,7 @@ pub struct Map<I: Iterator, F, R, P> {
     feeder: Feeder<I, F, P>,
     queue: InFlight<R>,
     ready: std::vec::IntoIter<Result<R, Error>>,
+    bar: Bar,
 }
 
 /// A submitted chunk's results: its own, or, when the iteration's deadline has passed and the
@@ -158,7 +160,25 @@ where
             },
             queue: InFlight(VecDeque::new()),
             ready: Vec::new().into_iter(),
+            bar: Bar::default(),
         }
+    }
+
+    /// Draws a progress bar on stderr as results come (feature `progress`), like wrapping
+    /// the iteration in tqdm. The bar knows the total when the input's length is known
+    /// (`size_hint`), and shows a count otherwise. Nothing is drawn when stderr is not a
+    /// terminal.
+    ///
+    /// ```
+    /// let pool = brigade::ThreadPool::new();
+    /// let sum: u64 = pool.map(0..1_000u64, |x| x * 2).progress().map(Result::unwrap).sum();
+    /// assert_eq!(sum, 999_000);
+    /// ```
+    #[cfg(feature = "progress")]
+    pub fn progress(mut self) -> Self {
+        let (low, high) = self.feeder.inputs.size_hint();
+        self.bar.show((high == Some(low)).then_some(low));
+        self
     }
 
     /// Sets how many items each task processes (default 1). Chunks amortize the per-task cost
@@ -243,6 +263,7 @@ where
             - self.ready.len()
             - self.queue.0.iter().map(|(_, len, _)| len).sum::<usize>();
         let mut unordered = Unordered {
+            bar: std::mem::take(&mut self.bar),
             feeder: self.feeder,
             tasks: HashMap::new(),
             watcher: Watcher::new(),
@@ -267,6 +288,7 @@ where
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(result) = self.ready.next() {
+                self.bar.inc();
                 return Some(result);
             }
             while self.queue.0.len() < self.feeder.in_flight {
@@ -275,7 +297,10 @@ where
                     None => break,
                 }
             }
-            let (_, len, chunk) = self.queue.0.pop_front()?;
+            let Some((_, len, chunk)) = self.queue.0.pop_front() else {
+                self.bar.finish();
+                return None;
+            };
             self.ready = match chunk {
                 Chunk::Submitted(task) => {
                     if !self.feeder.expired && !task.wait_until(self.feeder.deadline) {
@@ -312,6 +337,7 @@ pub struct Unordered<I: Iterator, F, R, P> {
     completed: VecDeque<usize>,
     ready: VecDeque<(usize, Result<R, Error>)>,
     next_chunk: usize,
+    bar: Bar,
 }
 
 impl<I: Iterator, F, R: Send, P> Unordered<I, F, R, P> {
@@ -342,6 +368,7 @@ where
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(result) = self.ready.pop_front() {
+                self.bar.inc();
                 return Some(result);
             }
             while self.tasks.len() < self.feeder.in_flight {
@@ -354,6 +381,7 @@ where
                 continue;
             }
             if self.tasks.is_empty() {
+                self.bar.finish();
                 return None;
             }
             while self.completed.is_empty() && !self.feeder.expired {

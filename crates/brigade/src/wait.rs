@@ -7,6 +7,7 @@ use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::progress::Bar;
 use crate::sync::Mutex;
 use crate::task::block::block_until;
 use crate::task::{Status, Task, state_is_done, state_is_error};
@@ -319,6 +320,7 @@ pub fn as_completed<W: Waitable>(
         watcher,
         deadline,
         expired: false,
+        bar: Bar::default(),
     }
 }
 
@@ -331,9 +333,27 @@ pub struct AsCompleted<W> {
     total: usize,
     deadline: Option<Instant>,
     expired: bool,
+    bar: Bar,
 }
 
 impl<W> AsCompleted<W> {
+    /// Draws a progress bar on stderr, one step per finished task (feature `progress`), as
+    /// users wrap `as_completed` in tqdm. Nothing is drawn when stderr is not a terminal.
+    ///
+    /// ```
+    /// use brigade::{ThreadPool, as_completed};
+    ///
+    /// let pool = ThreadPool::new();
+    /// let tasks: Vec<_> = (0..100u64).map(|n| pool.submit(move || n)).collect();
+    /// let done = as_completed(tasks, None).progress().count();
+    /// assert_eq!(done, 100);
+    /// ```
+    #[cfg(feature = "progress")]
+    pub fn progress(mut self) -> Self {
+        self.bar.show(Some(self.remaining));
+        self
+    }
+
     /// The tasks not yielded yet (after a time-out: the unfinished ones), in input order.
     ///
     /// ```
@@ -361,9 +381,11 @@ impl<W> Iterator for AsCompleted<W> {
         loop {
             if let Some(i) = self.ready.pop_front() {
                 self.remaining -= 1;
+                self.bar.inc();
                 return Some(Ok(self.tasks[i].take().expect("each task completes once")));
             }
             if self.remaining == 0 || self.expired {
+                self.bar.finish();
                 return None;
             }
             if self.watcher.wait(self.deadline) {
