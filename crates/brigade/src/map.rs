@@ -347,7 +347,7 @@ impl<I: Iterator, F, R: Send, P> Unordered<I, F, R, P> {
             Chunk::Submitted(task) => {
                 let id = self.next_chunk;
                 self.next_chunk += 1;
-                if !self.watcher.watch(id, task.status()) {
+                if !self.watcher.watch(id, task.completion()) {
                     self.completed.push_back(id);
                 }
                 self.tasks.insert(id, (first, len, task));

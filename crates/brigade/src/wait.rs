@@ -10,16 +10,16 @@ use crate::error::Error;
 use crate::progress::Bar;
 use crate::sync::Mutex;
 use crate::task::block::block_until;
-use crate::task::{Status, Task, state_is_done, state_is_error};
+use crate::task::{Completion, Task, state_is_done, state_is_error};
 
 mod sealed {
-    use crate::task::Status;
+    use crate::task::Completion;
 
     /// Hidden supertrait: only brigade's handles are waitable, and how they are watched stays
     /// private.
     #[allow(unreachable_pub)] // public in a private module: nameable by no one outside
     pub trait Sealed {
-        fn status(&self) -> &dyn Status;
+        fn completion(&self) -> &dyn Completion;
     }
 }
 
@@ -42,37 +42,37 @@ use sealed::Sealed;
 pub trait Waitable: Sealed {}
 
 impl<T: Send> Sealed for Task<T> {
-    fn status(&self) -> &dyn Status {
-        Task::status(self)
+    fn completion(&self) -> &dyn Completion {
+        Task::completion(self)
     }
 }
 impl<T: Send> Waitable for Task<T> {}
 
 impl<T: Send> Sealed for &Task<T> {
-    fn status(&self) -> &dyn Status {
-        Task::status(self)
+    fn completion(&self) -> &dyn Completion {
+        Task::completion(self)
     }
 }
 impl<T: Send> Waitable for &Task<T> {}
 
 impl<K, T: Send> Sealed for (K, Task<T>) {
-    fn status(&self) -> &dyn Status {
-        self.1.status()
+    fn completion(&self) -> &dyn Completion {
+        self.1.completion()
     }
 }
 impl<K, T: Send> Waitable for (K, Task<T>) {}
 
 /// Tasks of different value types can be waited on together as `&dyn Waitable`.
 impl Sealed for &dyn Waitable {
-    fn status(&self) -> &dyn Status {
-        (**self).status()
+    fn completion(&self) -> &dyn Completion {
+        (**self).completion()
     }
 }
 impl Waitable for &dyn Waitable {}
 
 /// The identity of a waitable: the address of its task's shared state.
 fn identity(w: &impl Waitable) -> usize {
-    std::ptr::from_ref(w.status()).cast::<()>() as usize
+    std::ptr::from_ref(w.completion()).cast::<()>() as usize
 }
 
 /// Collects the indices of tasks as they complete and wakes the one thread waiting on them.
@@ -113,14 +113,14 @@ impl Watcher {
         }
     }
 
-    /// Watches `status` under `index`. Returns `false` when it is already done (nothing is
+    /// Watches `completion` under `index`. Returns `false` when it is already done (nothing is
     /// registered and the caller should treat it as ready at once).
-    pub(crate) fn watch(&self, index: usize, status: &dyn Status) -> bool {
+    pub(crate) fn watch(&self, index: usize, completion: &dyn Completion) -> bool {
         let waker = Waker::from(Arc::new(Notify {
             shared: Arc::clone(&self.shared),
             index,
         }));
-        status.watch(&waker)
+        completion.watch(&waker)
     }
 
     /// Moves the indices of tasks completed since the last call into `into`.
@@ -240,13 +240,13 @@ pub fn wait<W: Waitable>(
     let settle = |i: usize, done: &mut [bool], remaining: &mut usize, failed: &mut bool| {
         if !std::mem::replace(&mut done[i], true) {
             *remaining -= 1;
-            *failed |= state_is_error(tasks[i].status().state());
+            *failed |= state_is_error(tasks[i].completion().state());
         }
     };
     let watcher = Watcher::new();
     for (i, task) in tasks.iter().enumerate() {
-        let status = task.status();
-        if state_is_done(status.state()) || !watcher.watch(i, status) {
+        let completion = task.completion();
+        if state_is_done(completion.state()) || !watcher.watch(i, completion) {
             settle(i, &mut done, &mut remaining, &mut failed);
         }
     }
@@ -307,8 +307,8 @@ pub fn as_completed<W: Waitable>(
     let watcher = Watcher::new();
     let mut ready = VecDeque::new();
     for (i, task) in tasks.iter().enumerate() {
-        let status = task.status();
-        if state_is_done(status.state()) || !watcher.watch(i, status) {
+        let completion = task.completion();
+        if state_is_done(completion.state()) || !watcher.watch(i, completion) {
             ready.push_back(i);
         }
     }

@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use super::outcome::{Table, number};
 use super::{Outcome, RunInfo, Timeline};
 
-const STYLE: &str = include_str!("report/style.css");
+const STYLE: &str = include_str!("style.css");
 
 /// What each kind of span means, for the legends.
 const KINDS: [(&str, &str); 4] = [

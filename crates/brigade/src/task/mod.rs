@@ -328,14 +328,14 @@ impl<T> fmt::Debug for Task<T> {
 /// The type-erased view of a task that [`wait`](crate::wait()) and
 /// [`as_completed`](crate::as_completed) work with.
 #[allow(unreachable_pub)] // public in a private module, for the sealed `Waitable`
-pub trait Status: Send + Sync {
+pub trait Completion: Send + Sync {
     /// The state bits.
     fn state(&self) -> usize;
     /// See [`Header::watch`].
     fn watch(&self, waker: &std::task::Waker) -> bool;
 }
 
-impl<T: Send> Status for Header<T> {
+impl<T: Send> Completion for Header<T> {
     fn state(&self) -> usize {
         Header::state(self)
     }
@@ -346,18 +346,18 @@ impl<T: Send> Status for Header<T> {
 }
 
 impl<T: Send> Task<T> {
-    pub(crate) fn status(&self) -> &dyn Status {
+    pub(crate) fn completion(&self) -> &dyn Completion {
         self.header()
     }
 }
 
-/// Whether a [`Status::state`] is done for waiting's sake: done, with its done callbacks run
+/// Whether a [`Completion::state`] is done for waiting's sake: done, with its done callbacks run
 /// (so whoever a wait returns to can take the outcome at once).
 pub(crate) fn state_is_done(state: usize) -> bool {
     state & SETTLED != 0
 }
 
-/// Whether a [`Status::state`] is done with an error the task raised (not a cancellation).
+/// Whether a [`Completion::state`] is done with an error the task raised (not a cancellation).
 pub(crate) fn state_is_error(state: usize) -> bool {
     state & (COMPLETE | FAILED | CANCELLED) == COMPLETE | FAILED
 }
