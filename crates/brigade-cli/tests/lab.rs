@@ -233,3 +233,27 @@ fn the_text_output_has_a_table_and_verdict_per_experiment() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_out_dir_that_cannot_be_written_is_refused_before_any_experiment_runs() {
+    let dir = temp_dir("unwritable-out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    // A directory cannot be made under a regular file, whoever runs the test (root too).
+    let out_dir = file.join("report");
+    let out = short(&["lab", "--quick", "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--out") && stderr.contains("a-file"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing ran: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

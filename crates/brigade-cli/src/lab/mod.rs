@@ -197,6 +197,10 @@ pub fn run(args: LabArgs) -> ExitCode {
     if chosen.is_empty() {
         chosen = EXPERIMENTS.iter().collect();
     }
+    // Found out now, not after the experiments have run.
+    if let Err(e) = report::check_writable(&args.out) {
+        return usage_error(&format!("--out: {e:#}"));
+    }
     match run_chosen(&args, &chosen) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

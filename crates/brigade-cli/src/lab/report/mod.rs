@@ -32,6 +32,16 @@ const KINDS: [(&str, &str); 4] = [
 ];
 
 /// Writes the report into `dir` (created if need be) and gives its path.
+/// Makes sure a report can be written into `dir` (creating it), before minutes of
+/// experiments: a file is created there and removed again.
+pub(crate) fn check_writable(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let probe = dir.join(format!(".brigade-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| format!("cannot write into {}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 pub(crate) fn write(dir: &Path, info: &RunInfo, outcomes: &[Outcome]) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("report.html");
