@@ -43,6 +43,31 @@
 //! assert_eq!(waited.done.len(), 4);
 //! ```
 //!
+//! # One rule for every pool
+//!
+//! Every pool ([`ThreadPool`], [`ProcessPool`], [`EventLoop`]) is learned once:
+//!
+//! | | the rule |
+//! |---|---|
+//! | submitting | `submit(work)` (`spawn(future)` on the event loop) returns a [`Task<T>`], never a `Result`: a pool that cannot take the work (shut down, broken, an argument that cannot be encoded) hands back a task that is already failed with the reason. `try_submit` / `try_spawn` return `Result<Task<T>, `[`SubmitError<W>`]`>` instead, and the error gives the work back ([`SubmitError::into_inner`]) for callers that want to run it elsewhere. |
+//! | waiting | [`Task::result`] blocks, [`Task::result_timeout`] gives up without cancelling, [`Task::try_result`] never blocks, `.await` works from async code; the same on every lane. |
+//! | many at once | [`wait`](wait()) and [`as_completed`] take tasks from any mix of lanes; `map` on every pool returns the same lazy, bounded, ordered [`Map`] (`chunk_size`, `in_flight`, `timeout` for the whole iteration, `unordered`). |
+//! | shutting down | `shutdown(`[`Shutdown`]`) -> bool` (graceful, or cancel what is pending; wait, not wait, or wait with a timeout); dropping the last handle does the graceful one. |
+//! | sizing | `builder().workers(n)`, else `BRIGADE_WORKERS`, else the cores: one rule ([`pool`]). |
+//! | your own tasks | a [`Completer`] makes a [`Task<T>`] that your code completes, and that every waiting function understands. |
+//! | failures | one [`Error`] for every task outcome; a task's `Debug` names its lane and the line that submitted it. |
+//!
+//! ```
+//! use brigade::{Error, Shutdown, ThreadPool};
+//!
+//! let pool = ThreadPool::new();
+//! assert_eq!(pool.submit(|| 6 * 7).result(), Ok(42)); // the everyday line: no second unwrap
+//! pool.shutdown(Shutdown::graceful());
+//! assert_eq!(pool.submit(|| 1).result(), Err(Error::ShutDown)); // refused: already failed
+//! let work = pool.try_submit(|| 2).unwrap_err().into_inner(); // or: get the work back
+//! assert_eq!(work(), 2);
+//! ```
+//!
 //! # Borrowing instead of copying
 //!
 //! Threads share memory, so [`ThreadPool::scope`] lets tasks borrow the caller's data:
