@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use super::detect::Stats;
-use super::{lane, sched};
+use super::{blocking_lane, sched};
 use crate::error::Error;
 use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, Ordering};
@@ -175,7 +175,7 @@ impl<F: Future> Future for Driver<F> {
         if !*this.started {
             *this.started = true;
             if *this.on_lane {
-                lane::first_poll();
+                blocking_lane::first_poll();
             }
             if promise.start().is_none() {
                 // Cancelled before it ran: the handle already has its outcome.
@@ -199,7 +199,7 @@ impl<F: Future> Future for Driver<F> {
             sched::poll_starts(start);
             let polled = {
                 let _guard = PollGuard::enter();
-                let _mark = this.on_lane.then(lane::PollMark::enter);
+                let _mark = this.on_lane.then(blocking_lane::PollMark::enter);
                 if hand_off {
                     tokio::task::block_in_place(|| {
                         catch_unwind(AssertUnwindSafe(|| future.poll(cx)))

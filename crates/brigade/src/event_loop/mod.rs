@@ -49,12 +49,14 @@
 //! first slow poll of a site still stalls its worker: detection learns from it, it cannot undo
 //! it.
 
+mod blocking_lane;
 mod detect;
 mod driver;
-mod helpers;
-mod join;
-mod lane;
+mod gather;
+mod group;
+mod map_limited;
 mod sched;
+mod timeout;
 
 use std::fmt;
 use std::future::Future;
@@ -63,15 +65,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use detect::SiteReport;
-pub use helpers::{GroupError, TaskGroup, timeout};
-pub use join::{gather, gather_results};
+pub use gather::{gather, gather_results};
+pub use group::{GroupError, TaskGroup};
+pub use timeout::timeout;
 
 use crate::error::{BuildError, Error};
 use crate::task::Task;
 use crate::task::promise::Promise;
+use blocking_lane::BlockingLane;
 use detect::{Sites, Stats};
 use driver::{Control, Driver};
-use lane::Lane;
 
 /// The blocking threshold unless configured: a poll longer than this flags its spawn site.
 ///
@@ -109,7 +112,7 @@ struct Inner {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     sites: Sites,
-    lane: Lane,
+    lane: BlockingLane,
     workers: usize,
 }
 
@@ -204,7 +207,7 @@ impl Builder {
                 handle: runtime.handle().clone(),
                 runtime: Some(runtime),
                 sites: Sites::new(self.threshold),
-                lane: Lane::new(&self.thread_name),
+                lane: BlockingLane::new(&self.thread_name),
                 workers,
             }),
         })

@@ -30,7 +30,7 @@ struct Slot {
     stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
-pub(super) struct Lane {
+pub(super) struct BlockingLane {
     slots: Mutex<Vec<Arc<Slot>>>,
     next: AtomicUsize,
     thread_name: String,
@@ -41,7 +41,7 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<Slot>>> = const { RefCell::new(None) };
 }
 
-impl Lane {
+impl BlockingLane {
     pub(super) fn new(thread_name: &str) -> Self {
         Self {
             slots: Mutex::new(Vec::new()),
@@ -115,7 +115,7 @@ impl Lane {
     }
 }
 
-impl Drop for Lane {
+impl Drop for BlockingLane {
     fn drop(&mut self) {
         for slot in self.slots.lock().drain(..) {
             drop(slot.stop.lock().take());

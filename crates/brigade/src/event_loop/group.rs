@@ -1,14 +1,11 @@
-//! asyncio's helpers with its tested semantics: a task group that fails together, a timeout
-//! that cancels, and a concurrency-limited map.
+//! [`TaskGroup`]: tasks that succeed or fail together, like Python's `asyncio.TaskGroup`.
 
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
-use std::sync::Arc;
-use std::time::Duration;
 
 use super::EventLoop;
-use super::join::{Joiner, gather_results};
+use super::gather::Joiner;
 use crate::error::Error;
 use crate::task::Task;
 
@@ -92,76 +89,6 @@ impl EventLoop {
         TaskGroup {
             lp: self.clone(),
             tasks: Vec::new(),
-        }
-    }
-
-    /// Runs `f` over `inputs` with at most `limit` calls in flight at once, and returns every
-    /// outcome in input order; one failure fails only its own slot.
-    ///
-    /// Inputs are taken from the iterator only as slots free up (a semaphore inside), so an
-    /// endless or expensive iterator is fine, and they start in input order (first in, first
-    /// out). Each call runs as its own task, spawned from the caller's location for blocking
-    /// detection. A `limit` of 0 counts as 1. Dropping the returned future stops taking
-    /// inputs; calls already started run on, detached.
-    ///
-    /// ```
-    /// use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-    /// use std::sync::Arc;
-    ///
-    /// let lp = brigade::EventLoop::new();
-    /// let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    /// let (n, m) = (now.clone(), most.clone());
-    /// let doubled = lp.block_on(lp.map_limited(3, 1..=10u64, move |x| {
-    ///     let (now, most) = (n.clone(), m.clone());
-    ///     async move {
-    ///         most.fetch_max(now.fetch_add(1, SeqCst) + 1, SeqCst);
-    ///         tokio::task::yield_now().await;
-    ///         now.fetch_sub(1, SeqCst);
-    ///         x * 2
-    ///     }
-    /// })).unwrap();
-    /// assert_eq!(doubled.len(), 10);
-    /// assert_eq!(doubled[9], Ok(20));
-    /// assert!(most.load(SeqCst) <= 3);
-    /// ```
-    #[track_caller]
-    pub fn map_limited<I, F, Fut>(
-        &self,
-        limit: usize,
-        inputs: I,
-        f: F,
-    ) -> impl Future<Output = Vec<Result<Fut::Output, Error>>> + Send + 'static
-    where
-        I: IntoIterator,
-        I::IntoIter: Send + 'static,
-        F: FnMut(I::Item) -> Fut + Send + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: Send + 'static,
-    {
-        let site = Location::caller();
-        let lp = self.clone();
-        let inputs = inputs.into_iter();
-        let slots = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
-        let mut f = f;
-        async move {
-            let mut inputs = inputs;
-            let mut tasks = Vec::new();
-            loop {
-                // tokio's semaphore is fair (first in, first out), and the permit comes before
-                // the input, so nothing is pulled from the iterator before it can start.
-                let permit = Arc::clone(&slots)
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                let Some(input) = inputs.next() else { break };
-                let call = f(input);
-                tasks.push(lp.spawn_at(site, async move {
-                    let value = call.await;
-                    drop(permit);
-                    value
-                }));
-            }
-            gather_results(tasks).await
         }
     }
 }
@@ -274,36 +201,5 @@ impl<T> fmt::Debug for TaskGroup<T> {
         f.debug_struct("TaskGroup")
             .field("tasks", &self.tasks.len())
             .finish()
-    }
-}
-
-/// Waits for `task` at most `limit`; on time-out cancels it and returns [`Error::TimedOut`],
-/// like `asyncio.wait_for`.
-///
-/// An async task stops at its next `.await`; a thread-pool task is cancelled only if it has
-/// not started (see [`Task::cancel`]). Unlike [`Task::result_timeout`], which gives up
-/// *without* cancelling, the task does not outlive the time-out. Must be awaited inside an
-/// event loop (a task, or [`EventLoop::block_on`]): it uses the loop's timers.
-///
-/// ```
-/// use std::time::Duration;
-/// use brigade::{Error, EventLoop};
-/// use brigade::event_loop::timeout;
-///
-/// let lp = EventLoop::new();
-/// let slow = lp.spawn(std::future::pending::<()>());
-/// let fast = lp.spawn(async { 7 });
-/// lp.block_on(async {
-///     assert_eq!(timeout(Duration::from_millis(5), slow).await, Err(Error::TimedOut));
-///     assert_eq!(timeout(Duration::from_secs(60), fast).await, Ok(7));
-/// }).unwrap();
-/// ```
-pub async fn timeout<T>(limit: Duration, mut task: Task<T>) -> Result<T, Error> {
-    match tokio::time::timeout(limit, &mut task).await {
-        Ok(outcome) => outcome,
-        Err(_elapsed) => {
-            task.cancel();
-            Err(Error::TimedOut)
-        }
     }
 }
