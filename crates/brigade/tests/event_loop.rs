@@ -431,3 +431,35 @@ fn awaiting_many_finished_tasks_still_lets_other_tasks_run() {
     assert_eq!(awaiter.result(), Ok((12_497_500, true)));
     other.result().unwrap();
 }
+
+#[test]
+fn block_on_under_any_runtimes_block_on_is_an_error_not_a_panic() {
+    let _w = Watchdog::new("block_on_under_any_runtimes_block_on_is_an_error_not_a_panic");
+    let lp = quiet_loop(1);
+    // Under `#[tokio::main]` (both flavours): the main thread is inside tokio's block_on,
+    // not inside a task, and blocking there would panic inside tokio.
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        multi.block_on(async { lp.block_on(async { 1 }) }),
+        Err(BlockOnError::InsideLoop)
+    );
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        current.block_on(async { lp.block_on(async { 2 }) }),
+        Err(BlockOnError::InsideLoop)
+    );
+    // Inside brigade's own block_on, whose future is not a task either.
+    assert_eq!(
+        lp.block_on(async { lp.block_on(async { 3 }) }),
+        Ok(Err(BlockOnError::InsideLoop))
+    );
+    // The thread is fine afterwards: the refusals left no runtime entered.
+    assert_eq!(lp.block_on(async { 4 }), Ok(4));
+}

@@ -27,13 +27,16 @@ thread_local! {
 }
 
 /// Whether the calling thread is inside an event loop, where `block_on` must not be called.
+///
+/// Inside a poll of a brigade task, always. Elsewhere, tokio's runtime context is the tell:
+/// it is set on a runtime's workers, inside any runtime's `block_on` (`#[tokio::main]`
+/// included, whose future is not a task), on tokio's blocking threads, and after
+/// `Handle::enter`. tokio panics on a nested `block_on` in most of these, and offers no way to
+/// tell them apart, so all of them are refused, except the loop's own
+/// [`to_thread`](super::EventLoop::to_thread) threads, which exist to block.
 pub(super) fn inside_a_loop() -> bool {
     IN_POLL.with(Cell::get)
-        || (!BLOCKING_OK.with(Cell::get) && tokio::runtime::Handle::try_current().is_ok() && {
-            // A worker of some tokio runtime polling a task: blocking here stalls it, and tokio
-            // would panic. (`try_id` is `None` on plain threads that merely entered a handle.)
-            tokio::task::try_id().is_some()
-        })
+        || (!BLOCKING_OK.with(Cell::get) && tokio::runtime::Handle::try_current().is_ok())
 }
 
 /// Runs `f` on a thread where blocking is allowed even though tokio counts it as a task.

@@ -224,14 +224,19 @@ impl Builder {
 /// let inner = lp.clone();
 /// let task = lp.spawn(async move { inner.block_on(async { 1 }) });
 /// assert_eq!(task.result().unwrap(), Err(BlockOnError::InsideLoop));
+/// // Under `#[tokio::main]`, or inside another `block_on`, too:
+/// assert_eq!(lp.block_on(async { lp.block_on(async { 2 }) }), Ok(Err(BlockOnError::InsideLoop)));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BlockOnError {
-    /// The caller is a task of an event loop (brigade's or tokio's): blocking there would
-    /// stall the loop, and could deadlock it. `.await` the future instead.
+    /// The caller is inside an event loop (brigade's or tokio's): a task, a `block_on` (such
+    /// as `#[tokio::main]`'s), or any thread inside tokio's runtime context. Blocking there
+    /// would stall that loop, and could deadlock it. `.await` the future instead, or, from a
+    /// thread that may block, [`spawn`](EventLoop::spawn) it and wait with
+    /// [`Task::result`].
     #[error(
-        "block_on called from inside an event loop task; `.await` the future, or spawn it and await its Task"
+        "block_on called from inside an event loop; `.await` the future, or spawn it and await its Task"
     )]
     InsideLoop,
 }
@@ -323,8 +328,11 @@ impl EventLoop {
     /// Runs `future` to completion on the calling thread, with this loop's reactor and timers,
     /// and returns its output: the entry point from synchronous code.
     ///
-    /// Called from inside a task of an event loop, it returns [`BlockOnError::InsideLoop`]
-    /// instead of blocking the loop (tokio panics there). Inside async code, `.await` instead.
+    /// Called from inside an event loop (a task of any loop, another runtime's `block_on` such
+    /// as `#[tokio::main]`'s, or any thread in tokio's runtime context other than this loop's
+    /// [`to_thread`](Self::to_thread) threads), it returns [`BlockOnError::InsideLoop`] instead
+    /// of blocking the loop (tokio panics there). Inside async code, `.await` instead; from a
+    /// thread that may block, `spawn(future).result()` works anywhere.
     ///
     /// ```
     /// let lp = brigade::EventLoop::new();
