@@ -3,7 +3,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -125,6 +125,25 @@ impl Watcher {
     /// Moves the indices of tasks completed since the last call into `into`.
     pub(crate) fn drain_into(&self, into: &mut VecDeque<usize>) {
         into.extend(self.shared.ready.lock().drain(..));
+    }
+
+    /// Ready when some watched task completed since the last drain; otherwise arranges for
+    /// `cx`'s waker to be woken when one does: [`wait`](Self::wait) for async code.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        {
+            let mut owner = self.shared.owner.lock();
+            if !owner.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *owner = Some(cx.waker().clone());
+            }
+        }
+        // The waker is in place before `ready` is looked at, and a completion pushes its index
+        // before it looks for the waker (each under its lock): either we see the index, or the
+        // completion sees our waker.
+        if self.shared.ready.lock().is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     }
 
     /// Blocks until some watched task completes or `deadline` passes. True if one completed.

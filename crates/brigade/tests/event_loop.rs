@@ -463,3 +463,88 @@ fn block_on_under_any_runtimes_block_on_is_an_error_not_a_panic() {
     // The thread is fine afterwards: the refusals left no runtime entered.
     assert_eq!(lp.block_on(async { 4 }), Ok(4));
 }
+
+/// `n` tasks that say they started, then wait forever, and say when their future is dropped.
+fn stuck_tasks(
+    lp: &EventLoop,
+    n: usize,
+) -> (
+    Vec<brigade::Task<u32>>,
+    mpsc::Receiver<()>,
+    mpsc::Receiver<&'static str>,
+) {
+    let (started_tx, started) = mpsc::channel();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let tasks = (0..n)
+        .map(|_| {
+            let (started_tx, dropped_tx) = (started_tx.clone(), dropped_tx.clone());
+            lp.spawn(async move {
+                let _signal = DropSignal(Some(dropped_tx), "child dropped");
+                started_tx.send(()).unwrap();
+                std::future::pending::<u32>().await
+            })
+        })
+        .collect();
+    (tasks, started, dropped)
+}
+
+#[test]
+fn cancelling_the_task_that_awaits_a_gather_cancels_its_unfinished_tasks() {
+    let _w = Watchdog::new("cancelling_the_task_that_awaits_a_gather_cancels_its_unfinished_tasks");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    for results in [false, true] {
+        let (mut tasks, started, dropped) = stuck_tasks(&lp, 2);
+        tasks.push(lp.spawn(async { 7 })); // finishes: nothing to cancel there
+        for _ in 0..2 {
+            recv(&started);
+        }
+        let (awaiting_tx, awaiting) = mpsc::channel();
+        let awaiter = lp.spawn(async move {
+            awaiting_tx.send(()).unwrap();
+            if results {
+                drop(gather_results(tasks).await);
+            } else {
+                drop(gather(tasks).await);
+            }
+        });
+        recv(&awaiting);
+        assert!(awaiter.cancel());
+        for _ in 0..2 {
+            assert_eq!(recv(&dropped), "child dropped");
+        }
+        assert_eq!(awaiter.result(), Err(Error::Cancelled));
+    }
+}
+
+#[test]
+fn dropping_a_gather_before_it_is_done_cancels_its_tasks_but_not_after_its_first_error() {
+    use futures::FutureExt;
+    let _w = Watchdog::new(
+        "dropping_a_gather_before_it_is_done_cancels_its_tasks_but_not_after_its_first_error",
+    );
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (tasks, started, dropped) = stuck_tasks(&lp, 3);
+    for _ in 0..3 {
+        recv(&started);
+    }
+    let mut pending = gather(tasks);
+    assert!((&mut pending).now_or_never().is_none());
+    drop(pending);
+    for _ in 0..3 {
+        assert_eq!(recv(&dropped), "child dropped");
+    }
+
+    // A gather that has returned its first error leaves the others running, as asyncio does.
+    let (release, released) = oneshot::channel::<()>();
+    let (finished_tx, finished) = mpsc::channel();
+    let survivor = lp.spawn(async move {
+        released.await.unwrap();
+        finished_tx.send("survivor finished").unwrap();
+        1
+    });
+    let failing = lp.spawn(async { panic!("first") });
+    let outcome = lp.block_on(gather([survivor, failing])).unwrap();
+    assert!(matches!(outcome, Err(Error::Panicked { .. })));
+    release.send(()).unwrap();
+    assert_eq!(recv(&finished), "survivor finished");
+}

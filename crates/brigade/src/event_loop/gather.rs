@@ -1,64 +1,41 @@
 //! Awaiting many tasks at once: [`gather`], [`gather_results`], and the completion-order
 //! stream that they and [`TaskGroup`](super::TaskGroup) are built on.
 //!
-//! Each task gets its own waker that records its index, so a completion costs one poll of
-//! that task, not a poll of every task still pending.
+//! Completions are watched through the floor's [`Watcher`]: each task's waker records its
+//! index, so a completion costs a look at that one task, not a poll of every task still
+//! pending.
+//!
+//! As in asyncio, whoever stops waiting on a gather (its future is dropped: the task awaiting
+//! it was cancelled, a timeout around it fired) cancels the tasks that have not finished.
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, ready};
 
 use crate::error::Error;
-use crate::sync::Mutex;
 use crate::task::Task;
-
-struct Ready {
-    indices: Mutex<Vec<usize>>,
-    parent: Mutex<Option<Waker>>,
-}
-
-struct Slot {
-    ready: Arc<Ready>,
-    index: usize,
-}
-
-impl Wake for Slot {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.indices.lock().push(self.index);
-        if let Some(parent) = self.ready.parent.lock().as_ref() {
-            parent.wake_by_ref();
-        }
-    }
-}
+use crate::wait::Watcher;
 
 /// Tasks, yielded with their index as they finish.
 pub(super) struct Joiner<T> {
     tasks: Vec<Option<Task<T>>>,
-    wakers: Vec<Waker>,
-    ready: Arc<Ready>,
-    to_poll: Vec<usize>,
+    watcher: Watcher,
+    ready: VecDeque<usize>,
     remaining: usize,
+    watching: bool,
 }
 
-impl<T> Joiner<T> {
+impl<T: Send> Joiner<T> {
     pub(super) fn new(tasks: impl IntoIterator<Item = Task<T>>) -> Self {
         let tasks: Vec<Option<Task<T>>> = tasks.into_iter().map(Some).collect();
-        let ready = Arc::new(Ready {
-            indices: Mutex::new(Vec::new()),
-            parent: Mutex::new(None),
-        });
         Self {
             remaining: tasks.len(),
-            // Everything is polled once at first; after that, only what woke.
-            to_poll: (0..tasks.len()).rev().collect(),
             tasks,
-            wakers: Vec::new(),
-            ready,
+            watcher: Watcher::new(),
+            ready: VecDeque::new(),
+            watching: false,
         }
     }
 
@@ -66,7 +43,7 @@ impl<T> Joiner<T> {
         self.tasks.len()
     }
 
-    /// Cancels every task not yet yielded; returns how many accepted.
+    /// Cancels every task not yet yielded.
     pub(super) fn cancel_rest(&self) {
         for task in self.tasks.iter().flatten() {
             task.cancel();
@@ -81,51 +58,96 @@ impl<T> Joiner<T> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
-        {
-            let mut parent = self.ready.parent.lock();
-            if !parent.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *parent = Some(cx.waker().clone());
+        if !self.watching {
+            // Watched on the first poll, not at construction: a gather that is never awaited
+            // registers nothing.
+            self.watching = true;
+            for (index, task) in self.tasks.iter().enumerate() {
+                let task = task.as_ref().expect("nothing is yielded before watching");
+                if !self.watcher.watch(index, task.status()) {
+                    self.ready.push_back(index);
+                }
             }
         }
-        if self.wakers.is_empty() {
-            self.wakers = (0..self.tasks.len())
-                .map(|index| {
-                    Waker::from(Arc::new(Slot {
-                        ready: Arc::clone(&self.ready),
-                        index,
-                    }))
-                })
-                .collect();
-        }
-        // The woken indices are taken at most once per call: a task that is pending only
-        // because tokio's budget ran out wakes its slot at once, and taking them again here
-        // would spin. Every index pushed later also wakes the parent, so none is lost.
-        let mut drained = false;
         loop {
-            if self.to_poll.is_empty() {
-                let mut woken = self.ready.indices.lock();
-                if woken.is_empty() || drained {
-                    return Poll::Pending;
-                }
-                std::mem::swap(&mut self.to_poll, &mut woken);
-                drained = true;
+            if self.ready.is_empty() {
+                ready!(self.watcher.poll_ready(cx));
+                self.watcher.drain_into(&mut self.ready);
             }
-            while let Some(index) = self.to_poll.pop() {
-                let Some(task) = self.tasks[index].as_mut() else {
-                    continue; // woken twice
-                };
-                let mut child = Context::from_waker(&self.wakers[index]);
-                if let Poll::Ready(outcome) = Pin::new(task).poll(&mut child) {
-                    self.tasks[index] = None;
-                    self.remaining -= 1;
-                    return Poll::Ready(Some((index, outcome)));
-                }
-            }
+            // Like awaiting a `JoinHandle`, each finished task spends tokio's budget, so a
+            // gather over many finished tasks still lets its worker's other tasks run.
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
+            let index = self.ready.pop_front().expect("not empty");
+            let Some(mut task) = self.tasks[index].take() else {
+                continue; // woken twice
+            };
+            let outcome = task
+                .try_result()
+                .expect("a watched task is reported once it is settled");
+            coop.made_progress();
+            self.remaining -= 1;
+            return Poll::Ready(Some((index, outcome)));
         }
     }
 
     pub(super) async fn next(&mut self) -> Option<(usize, Result<T, Error>)> {
         poll_fn(|cx| self.poll_next(cx)).await
+    }
+}
+
+/// What [`gather`] returns: a future of every task's value, in input order.
+///
+/// Dropping it before it is done (the task awaiting it was cancelled, a timeout around it
+/// fired) cancels the tasks that have not finished; once it has returned, even with an error,
+/// the tasks still running are left alone.
+#[must_use = "a gather does nothing unless awaited, and dropping it cancels its tasks"]
+pub struct Gather<T> {
+    joiner: Joiner<T>,
+    values: Vec<Option<T>>,
+    returned: bool,
+}
+
+// Nothing in a gather is ever pinned: it holds task handles and plain values.
+impl<T> Unpin for Gather<T> {}
+
+impl<T: Send + 'static> Future for Gather<T> {
+    type Output = Result<Vec<T>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        while let Some((index, outcome)) = ready!(this.joiner.poll_next(cx)) {
+            match outcome {
+                Ok(value) => this.values[index] = Some(value),
+                Err(error) => {
+                    this.returned = true;
+                    return Poll::Ready(Err(error));
+                }
+            }
+        }
+        this.returned = true;
+        Poll::Ready(Ok(std::mem::take(&mut this.values)
+            .into_iter()
+            .map(|v| v.expect("every task was yielded once"))
+            .collect()))
+    }
+}
+
+impl<T> Drop for Gather<T> {
+    fn drop(&mut self) {
+        if !self.returned {
+            for task in self.joiner.tasks.iter().flatten() {
+                task.cancel();
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Gather<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gather")
+            .field("tasks", &self.joiner.tasks.len())
+            .field("remaining", &self.joiner.remaining)
+            .finish()
     }
 }
 
@@ -136,6 +158,9 @@ impl<T> Joiner<T> {
 /// every outcome instead, use [`gather_results`]; to cancel the rest on the first failure,
 /// use a [`TaskGroup`](super::TaskGroup). Works with tasks from any lane.
 ///
+/// Also as in asyncio, cancelling whatever awaits the gather cancels the tasks that have not
+/// finished: dropping the [`Gather`] before it has returned does (see there).
+///
 /// ```
 /// use brigade::EventLoop;
 /// use brigade::event_loop::gather;
@@ -144,27 +169,85 @@ impl<T> Joiner<T> {
 /// let tasks: Vec<_> = (1..=4u64).map(|n| lp.spawn(async move { n * 10 })).collect();
 /// assert_eq!(lp.block_on(gather(tasks)).unwrap(), Ok(vec![10, 20, 30, 40]));
 /// ```
-pub fn gather<T>(
-    tasks: impl IntoIterator<Item = Task<T>>,
-) -> impl Future<Output = Result<Vec<T>, Error>> + Send
+///
+/// ```
+/// use std::time::Duration;
+/// use brigade::{Error, EventLoop};
+/// use brigade::event_loop::gather;
+///
+/// let lp = EventLoop::new();
+/// let stuck = lp.spawn(std::future::pending::<()>());
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// stuck.add_done_callback(move |outcome| tx.send(outcome.clone()).unwrap());
+/// let waited = lp.block_on(async { tokio::time::timeout(Duration::from_millis(5), gather([stuck])).await });
+/// assert!(waited.unwrap().is_err()); // timed out: the gather was dropped...
+/// assert_eq!(rx.recv().unwrap(), Err(Error::Cancelled)); // ...and cancelled its task
+/// ```
+pub fn gather<T>(tasks: impl IntoIterator<Item = Task<T>>) -> Gather<T>
 where
     T: Send + 'static,
 {
-    let mut joiner = Joiner::new(tasks);
-    async move {
-        let mut values: Vec<Option<T>> = (0..joiner.len()).map(|_| None).collect();
-        while let Some((index, outcome)) = joiner.next().await {
-            values[index] = Some(outcome?);
+    let joiner = Joiner::new(tasks);
+    Gather {
+        values: (0..joiner.len()).map(|_| None).collect(),
+        joiner,
+        returned: false,
+    }
+}
+
+/// What [`gather_results`] returns: a future of every task's outcome, in input order.
+///
+/// Dropping it before it is done cancels the tasks that have not finished, as for
+/// [`Gather`].
+#[must_use = "a gather does nothing unless awaited, and dropping it cancels its tasks"]
+pub struct GatherResults<T> {
+    joiner: Joiner<T>,
+    outcomes: Vec<Option<Result<T, Error>>>,
+    returned: bool,
+}
+
+impl<T> Unpin for GatherResults<T> {}
+
+impl<T: Send + 'static> Future for GatherResults<T> {
+    type Output = Vec<Result<T, Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        while let Some((index, outcome)) = ready!(this.joiner.poll_next(cx)) {
+            this.outcomes[index] = Some(outcome);
         }
-        Ok(values
-            .into_iter()
-            .map(|v| v.expect("every task was yielded once"))
-            .collect())
+        this.returned = true;
+        Poll::Ready(
+            std::mem::take(&mut this.outcomes)
+                .into_iter()
+                .map(|o| o.expect("every task was yielded once"))
+                .collect(),
+        )
+    }
+}
+
+impl<T> Drop for GatherResults<T> {
+    fn drop(&mut self) {
+        if !self.returned {
+            for task in self.joiner.tasks.iter().flatten() {
+                task.cancel();
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for GatherResults<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatherResults")
+            .field("tasks", &self.joiner.tasks.len())
+            .field("remaining", &self.joiner.remaining)
+            .finish()
     }
 }
 
 /// Waits for every task and returns each one's outcome in input order, like
 /// `asyncio.gather(..., return_exceptions=True)`: one failure fails only its own slot.
+/// Dropping the future before it is done cancels the tasks that have not finished.
 ///
 /// ```
 /// use brigade::{Error, EventLoop};
@@ -181,21 +264,14 @@ where
 /// assert!(matches!(&outcomes[1], Err(Error::Panicked { message }) if message == "bad input"));
 /// assert_eq!(outcomes[2], Ok(3));
 /// ```
-pub fn gather_results<T>(
-    tasks: impl IntoIterator<Item = Task<T>>,
-) -> impl Future<Output = Vec<Result<T, Error>>> + Send
+pub fn gather_results<T>(tasks: impl IntoIterator<Item = Task<T>>) -> GatherResults<T>
 where
     T: Send + 'static,
 {
-    let mut joiner = Joiner::new(tasks);
-    async move {
-        let mut outcomes: Vec<Option<Result<T, Error>>> = (0..joiner.len()).map(|_| None).collect();
-        while let Some((index, outcome)) = joiner.next().await {
-            outcomes[index] = Some(outcome);
-        }
-        outcomes
-            .into_iter()
-            .map(|o| o.expect("every task was yielded once"))
-            .collect()
+    let joiner = Joiner::new(tasks);
+    GatherResults {
+        outcomes: (0..joiner.len()).map(|_| None).collect(),
+        joiner,
+        returned: false,
     }
 }
