@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use brigade::event_loop::{BlockOnError, gather, gather_results, timeout};
+use brigade::event_loop::{BlockOnError, gather, gather_results, timeout, timeout_at};
 use brigade::{Error, EventLoop, ThreadPool};
 use common::{DropSignal, PATIENCE, Watchdog, recv};
 use tokio::sync::oneshot;
@@ -107,25 +107,88 @@ fn cancelling_a_running_task_stops_it_at_its_next_await() {
 }
 
 #[test]
-fn timeout_cancels_the_inner_task_and_passes_values_through() {
-    let _w = Watchdog::new("timeout_cancels_the_inner_task_and_passes_values_through");
+fn timeout_cancels_any_future_and_returns_only_after_its_cleanup() {
+    let _w = Watchdog::new("timeout_cancels_any_future_and_returns_only_after_its_cleanup");
     let lp = EventLoop::builder().workers(2).build().unwrap();
     let (dropped_tx, dropped) = mpsc::channel();
-    let stuck = lp.spawn(async move {
+    let stuck = async move {
         let _signal = DropSignal(Some(dropped_tx), "stuck dropped");
         std::future::pending::<u32>().await
-    });
-    let quick = lp.spawn(async { 5u32 });
+    };
     let outcomes = lp
         .block_on(async {
+            let timed_out = timeout(Duration::from_millis(1), stuck).await;
+            // Already dropped when `timeout` returned: no waiting for it here.
+            let cleaned_up = dropped.try_recv();
             (
-                timeout(Duration::from_millis(1), stuck).await,
-                timeout(PATIENCE, quick).await,
+                timed_out,
+                cleaned_up,
+                timeout(PATIENCE, async { 5u32 }).await,
             )
         })
         .unwrap();
-    assert_eq!(outcomes, (Err(Error::TimedOut), Ok(5)));
-    assert_eq!(recv(&dropped), "stuck dropped");
+    assert_eq!(outcomes, (Err(Error::TimedOut), Ok("stuck dropped"), Ok(5)));
+
+    // Under a plain executor (no tokio), with a deadline shared by two steps.
+    let deadline = std::time::Instant::now() + Duration::from_millis(20);
+    let steps = futures::executor::block_on(async {
+        let first = timeout_at(deadline, async { 1 }).await;
+        let second = timeout_at(deadline, std::future::pending::<u8>()).await;
+        (first, second)
+    });
+    assert_eq!(steps, (Ok(1), Err(Error::TimedOut)));
+    assert!(std::time::Instant::now() >= deadline);
+}
+
+#[test]
+fn cancelling_the_task_that_awaits_a_timeout_cancels_the_work_inside() {
+    let _w = Watchdog::new("cancelling_the_task_that_awaits_a_timeout_cancels_the_work_inside");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let (started_tx, started) = mpsc::channel();
+    let awaiter = lp.spawn(async move {
+        timeout(PATIENCE, async move {
+            let _signal = DropSignal(Some(dropped_tx), "work dropped");
+            started_tx.send(()).unwrap();
+            std::future::pending::<()>().await
+        })
+        .await
+    });
+    recv(&started);
+    assert!(awaiter.cancel());
+    assert_eq!(recv(&dropped), "work dropped");
+    assert_eq!(awaiter.result(), Err(Error::Cancelled));
+}
+
+#[test]
+fn a_task_under_timeout_runs_on_unless_a_gather_holds_it() {
+    let _w = Watchdog::new("a_task_under_timeout_runs_on_unless_a_gather_holds_it");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (release, released) = oneshot::channel::<()>();
+    let detached = lp.spawn(async move {
+        released.await.unwrap();
+        "ran on"
+    });
+    let (dropped_tx, dropped) = mpsc::channel();
+    let gathered = lp.spawn(async move {
+        let _signal = DropSignal(Some(dropped_tx), "gathered task dropped");
+        std::future::pending::<&str>().await
+    });
+    let (tx, rx) = mpsc::channel();
+    detached.add_done_callback(move |outcome| tx.send(outcome.clone()).unwrap());
+    let outcomes = lp
+        .block_on(async {
+            (
+                timeout(Duration::from_millis(1), detached).await,
+                timeout(Duration::from_millis(1), gather([gathered])).await,
+            )
+        })
+        .unwrap();
+    assert_eq!(outcomes, (Err(Error::TimedOut), Err(Error::TimedOut)));
+    assert_eq!(recv(&dropped), "gathered task dropped");
+    // The handle was dropped, which detaches a task: it still runs to its end.
+    release.send(()).unwrap();
+    assert_eq!(recv(&rx), Ok("ran on"));
 }
 
 #[test]

@@ -67,7 +67,7 @@ use std::time::Duration;
 pub use detect::SiteReport;
 pub use gather::{gather, gather_results};
 pub use group::{GroupError, TaskGroup};
-pub use timeout::timeout;
+pub use timeout::{Timeout, timeout, timeout_at};
 
 use crate::error::{BuildError, Error};
 use crate::task::Task;
