@@ -611,3 +611,39 @@ fn dropping_a_gather_before_it_is_done_cancels_its_tasks_but_not_after_its_first
     release.send(()).unwrap();
     assert_eq!(recv(&finished), "survivor finished");
 }
+
+#[test]
+fn a_shielded_task_runs_on_when_what_waits_for_it_is_cancelled() {
+    let _w = Watchdog::new("a_shielded_task_runs_on_when_what_waits_for_it_is_cancelled");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (started_tx, started) = mpsc::channel();
+    let (release, released) = oneshot::channel::<()>();
+    let (finished_tx, finished) = mpsc::channel();
+    let shielded = lp.shield(async move {
+        started_tx.send(()).unwrap();
+        released.await.unwrap();
+        finished_tx.send("shielded work finished").unwrap();
+        42
+    });
+    assert!(shielded.is_running(), "running from the start");
+    assert!(!shielded.cancel(), "its handle cannot cancel it");
+    recv(&started);
+    // The task awaiting a gather of it is cancelled: the gather cancels what it holds, which
+    // the shield refuses.
+    let (awaiting_tx, awaiting) = mpsc::channel();
+    let awaiter = lp.spawn(async move {
+        awaiting_tx.send(()).unwrap();
+        gather([shielded]).await
+    });
+    recv(&awaiting);
+    assert!(awaiter.cancel());
+    assert_eq!(awaiter.result(), Err(Error::Cancelled));
+    release.send(()).unwrap();
+    assert_eq!(recv(&finished), "shielded work finished");
+    // Panics still become the task's error.
+    let panicking = lp.shield(async { panic!("shielded panic") });
+    assert!(matches!(
+        panicking.result(),
+        Err::<(), _>(Error::Panicked { .. })
+    ));
+}

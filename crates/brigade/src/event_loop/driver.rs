@@ -70,6 +70,9 @@ impl Drop for PollGuard {
 /// time the future is pending (a task that finishes in one poll never pays for it): a tokio
 /// task's waker, like `block_on`'s, stays the same for its whole life.
 pub(super) struct Control {
+    /// A shielded task (see [`EventLoop::shield`](super::EventLoop::shield)) refuses
+    /// interruption: its handle's `cancel` answers `false`, as for a running thread.
+    shielded: bool,
     interrupted: AtomicBool,
     waker: Mutex<Option<Waker>>,
     /// tokio's handle on the task, kept so that tokio's allocation is freed where the brigade
@@ -81,8 +84,9 @@ pub(super) struct Control {
 }
 
 impl Control {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(shielded: bool) -> Self {
         Self {
+            shielded,
             interrupted: AtomicBool::new(false),
             waker: Mutex::new(None),
             join: std::sync::OnceLock::new(),
@@ -101,6 +105,9 @@ impl Control {
 
 impl Hooks for Control {
     fn interrupt(&self) -> bool {
+        if self.shielded {
+            return false;
+        }
         // The flag is set before the waker is looked at, and `Driver` records the waker before
         // it reads the flag (both under the lock): either we find the waker, or it finds the
         // flag.
@@ -180,7 +187,9 @@ impl<F: Future> Future for Driver<F> {
             if *this.on_lane {
                 blocking_lane::first_poll();
             }
-            if promise.start().is_none() {
+            // A shielded task was claimed at spawn; any other is claimed here, unless its
+            // handle cancelled it first.
+            if !promise.is_started() && promise.start().is_none() {
                 // Cancelled before it ran: the handle already has its outcome.
                 this.future.set(None);
                 *this.promise = None;

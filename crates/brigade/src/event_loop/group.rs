@@ -108,7 +108,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<Result<T, E>> {
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let task = self.lp.spawn_at(Location::caller(), future);
+        let task = self.lp.spawn_at(Location::caller(), future, false);
         self.tasks.push(task);
     }
 

@@ -301,17 +301,61 @@ impl EventLoop {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_at(Location::caller(), future)
+        self.spawn_at(Location::caller(), future, false)
     }
 
-    pub(crate) fn spawn_at<F>(&self, site: &'static Location<'static>, future: F) -> Task<F::Output>
+    /// Runs `future` as a task that cancellation does not reach, like `asyncio.shield`: the
+    /// work goes on when whatever waits for it gives up.
+    ///
+    /// The handle's [`cancel`](Task::cancel) answers `false` (the task counts as running from
+    /// the start, and is not interrupted), so a [`gather`] or [`TaskGroup`] that cancels the
+    /// tasks it holds, a cancelled task that was awaiting it, or a [`timeout`] that expires
+    /// around it, all leave it running; dropping the handle detaches it as always. The
+    /// caller's location is its spawn site, as with [`spawn`](Self::spawn).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use brigade::{Error, EventLoop};
+    /// use brigade::event_loop::{gather, timeout};
+    ///
+    /// let lp = EventLoop::new();
+    /// let (saved_tx, saved) = std::sync::mpsc::channel();
+    /// let save = lp.shield(async move {
+    ///     tokio::time::sleep(Duration::from_millis(20)).await; // a write that must finish
+    ///     saved_tx.send("saved").unwrap();
+    /// });
+    /// assert!(!save.cancel());
+    /// let waited = lp.block_on(timeout(Duration::from_millis(1), gather([save]))).unwrap();
+    /// assert_eq!(waited, Err(Error::TimedOut)); // the gather gave up and cancelled what it held...
+    /// assert_eq!(saved.recv().unwrap(), "saved"); // ...but the shielded work finished
+    /// ```
+    #[track_caller]
+    pub fn shield<F>(&self, future: F) -> Task<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_at(Location::caller(), future, true)
+    }
+
+    pub(crate) fn spawn_at<F>(
+        &self,
+        site: &'static Location<'static>,
+        future: F,
+        shielded: bool,
+    ) -> Task<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let site = self.inner.sites.get(site);
         let flagged = site.is_flagged();
-        let (promise, task) = Promise::<F::Output, (), Control>::new((), Control::new());
+        let (mut promise, task) =
+            Promise::<F::Output, (), Control>::new((), Control::new(shielded));
+        if shielded {
+            // Running from the start, so that no cancel ever claims it.
+            let _ = promise.start();
+        }
         let control = promise.share_extra();
         let driver = Driver::new(future, promise, Stats::new(site), flagged);
         let on_worker = if flagged {
