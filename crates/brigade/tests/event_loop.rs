@@ -248,20 +248,25 @@ fn gather_reports_the_first_error_and_gather_results_every_outcome() {
 }
 
 #[test]
-fn a_group_returns_values_in_spawn_order() {
-    let _w = Watchdog::new("a_group_returns_values_in_spawn_order");
+fn a_group_hands_back_each_childs_task_and_joins_them_all() {
+    let _w = Watchdog::new("a_group_hands_back_each_childs_task_and_joins_them_all");
     let lp = EventLoop::builder().workers(2).build().unwrap();
-    let mut group = lp.group::<usize, ()>();
-    for i in 0..20 {
-        group.spawn(async move {
-            tokio::task::yield_now().await;
-            Ok(i)
-        });
-    }
-    assert_eq!(
-        lp.block_on(group.join()).unwrap(),
-        Ok((0..20).collect::<Vec<_>>())
-    );
+    let group = lp.group();
+    let children: Vec<_> = (0..20usize)
+        .map(|i| {
+            group.spawn(async move {
+                tokio::task::yield_now().await;
+                Ok::<_, ()>(i)
+            })
+        })
+        .collect();
+    assert_eq!(group.len(), 20);
+    assert_eq!(lp.block_on(group.join()).unwrap(), Ok(()));
+    let values: Vec<usize> = children
+        .into_iter()
+        .map(|c| c.result().unwrap().unwrap())
+        .collect();
+    assert_eq!(values, (0..20).collect::<Vec<_>>());
 }
 
 #[test]
@@ -270,20 +275,22 @@ fn the_first_failure_in_a_group_cancels_the_rest() {
     let lp = EventLoop::builder().workers(2).build().unwrap();
     let (dropped_tx, dropped) = mpsc::channel();
     let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
-    let mut group = lp.group::<u32, &str>();
-    for _ in 0..3 {
-        let dropped_tx = dropped_tx.clone();
-        let started_tx = started_tx.clone();
-        group.spawn(async move {
-            let _signal = DropSignal(Some(dropped_tx), "sibling dropped");
-            started_tx.send(()).unwrap();
-            std::future::pending::<Result<u32, &str>>().await
-        });
-    }
+    let group = lp.group();
+    let siblings: Vec<_> = (0..3)
+        .map(|_| {
+            let dropped_tx = dropped_tx.clone();
+            let started_tx = started_tx.clone();
+            group.spawn(async move {
+                let _signal = DropSignal(Some(dropped_tx), "sibling dropped");
+                started_tx.send(()).unwrap();
+                std::future::pending::<Result<u32, &str>>().await
+            })
+        })
+        .collect();
     let (fail_tx, fail) = oneshot::channel::<()>();
-    group.spawn(async move {
+    let failing = group.spawn(async move {
         fail.await.unwrap();
-        Err("index 3 fails")
+        Err::<u32, _>("index 3 fails")
     });
     let failure = lp
         .block_on(async move {
@@ -295,29 +302,155 @@ fn the_first_failure_in_a_group_cancels_the_rest() {
         })
         .unwrap()
         .unwrap_err();
-    assert_eq!(failure.index, 3);
-    assert_eq!(failure.value, Some("index 3 fails"));
+    assert_eq!(failure.index, Some(3));
+    assert_eq!(failure.message.as_deref(), Some("\"index 3 fails\""));
     assert_eq!(failure.cancelled, 3);
     for _ in 0..3 {
         assert_eq!(recv(&dropped), "sibling dropped");
     }
+    assert_eq!(failing.result(), Ok(Err("index 3 fails")));
+    for sibling in siblings {
+        assert_eq!(sibling.result(), Err(Error::Cancelled));
+    }
+}
+
+/// A group with `n` children that say they started, then wait forever, and say when dropped.
+fn stuck_group(
+    lp: &EventLoop,
+    n: usize,
+) -> (brigade::event_loop::TaskGroup, mpsc::Receiver<&'static str>) {
+    let (started_tx, started) = mpsc::channel();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let group = lp.group();
+    for _ in 0..n {
+        let (started_tx, dropped_tx) = (started_tx.clone(), dropped_tx.clone());
+        drop(group.spawn(async move {
+            let _signal = DropSignal(Some(dropped_tx), "child dropped");
+            started_tx.send(()).unwrap();
+            std::future::pending::<Result<(), ()>>().await
+        }));
+    }
+    for _ in 0..n {
+        recv(&started);
+    }
+    (group, dropped)
 }
 
 #[test]
-fn dropping_a_group_cancels_its_tasks() {
-    let _w = Watchdog::new("dropping_a_group_cancels_its_tasks");
+fn dropping_a_group_or_its_join_cancels_its_children() {
+    let _w = Watchdog::new("dropping_a_group_or_its_join_cancels_its_children");
     let lp = EventLoop::builder().workers(1).build().unwrap();
-    let (dropped_tx, dropped) = mpsc::channel();
-    let (started_tx, started) = mpsc::channel();
-    let mut group = lp.group::<(), ()>();
-    group.spawn(async move {
-        let _signal = DropSignal(Some(dropped_tx), "running task dropped");
-        started_tx.send(()).unwrap();
-        std::future::pending().await
-    });
-    recv(&started);
+    let (group, dropped) = stuck_group(&lp, 2);
     drop(group);
-    assert_eq!(recv(&dropped), "running task dropped");
+    for _ in 0..2 {
+        assert_eq!(recv(&dropped), "child dropped");
+    }
+    let (group, dropped) = stuck_group(&lp, 2);
+    let mut join = group.join();
+    assert!(futures::FutureExt::now_or_never(&mut join).is_none());
+    drop(join);
+    for _ in 0..2 {
+        assert_eq!(recv(&dropped), "child dropped");
+    }
+}
+
+#[test]
+fn cancelling_the_task_that_joins_a_group_or_a_timeout_around_join_cancels_its_children() {
+    let _w = Watchdog::new(
+        "cancelling_the_task_that_joins_a_group_or_a_timeout_around_join_cancels_its_children",
+    );
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (group, dropped) = stuck_group(&lp, 3);
+    let (joining_tx, joining) = mpsc::channel();
+    let joiner = lp.spawn(async move {
+        joining_tx.send(()).unwrap();
+        group.join().await
+    });
+    recv(&joining);
+    assert!(joiner.cancel());
+    for _ in 0..3 {
+        assert_eq!(recv(&dropped), "child dropped");
+    }
+    assert_eq!(joiner.result(), Err(Error::Cancelled));
+
+    let (group, dropped) = stuck_group(&lp, 2);
+    let joined = lp
+        .block_on(timeout(Duration::from_millis(1), group.join()))
+        .unwrap();
+    assert_eq!(joined, Err(Error::TimedOut));
+    for _ in 0..2 {
+        assert_eq!(recv(&dropped), "child dropped");
+    }
+}
+
+#[test]
+fn children_spawned_while_the_group_is_joined_are_waited_for() {
+    let _w = Watchdog::new("children_spawned_while_the_group_is_joined_are_waited_for");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let group = lp.group();
+    let spawner = group.spawner();
+    let (joining_tx, joining) = mpsc::channel();
+    let (late_tx, late) = mpsc::channel();
+    let gate = group.spawn(async move {
+        // Holds the group open until the join is under way, then hands over to a late child.
+        joining.recv_timeout(PATIENCE).unwrap();
+        let late_child = spawner.spawn(async {
+            tokio::task::yield_now().await;
+            Ok::<_, ()>("late")
+        });
+        late_tx.send(late_child).unwrap();
+        Ok::<_, ()>("gate")
+    });
+    let join = lp.spawn(group.join());
+    joining_tx.send(()).unwrap();
+    let late_child = recv(&late);
+    assert_eq!(join.result(), Ok(Ok(())));
+    assert!(late_child.is_done(), "join waited for the late child");
+    assert_eq!(late_child.result(), Ok(Ok("late")));
+    assert_eq!(gate.result(), Ok(Ok("gate")));
+}
+
+#[test]
+fn a_cancelled_group_stops_its_children_and_takes_no_more() {
+    let _w = Watchdog::new("a_cancelled_group_stops_its_children_and_takes_no_more");
+    let lp = EventLoop::builder().workers(1).build().unwrap();
+    let (group, dropped) = stuck_group(&lp, 2);
+    let spawner = group.spawner();
+    group.cancel();
+    for _ in 0..2 {
+        assert_eq!(recv(&dropped), "child dropped");
+    }
+    let refused = spawner.spawn(async { Ok::<_, ()>(()) });
+    assert_eq!(refused.result(), Err(Error::Cancelled));
+    let failure = lp.block_on(group.join()).unwrap().unwrap_err();
+    assert_eq!((failure.index, failure.cancelled), (None, 2));
+    assert!(failure.to_string().contains("cancelled"));
+    // After a join, a spawner is refused with ShutDown.
+    let group = lp.group();
+    let spawner = group.spawner();
+    assert_eq!(lp.block_on(group.join()).unwrap(), Ok(()));
+    assert_eq!(
+        spawner.spawn(async { Ok::<_, ()>(()) }).result(),
+        Err(Error::ShutDown)
+    );
+}
+
+#[test]
+fn a_child_cancelled_through_its_own_handle_does_not_fail_the_group() {
+    let _w = Watchdog::new("a_child_cancelled_through_its_own_handle_does_not_fail_the_group");
+    let lp = EventLoop::builder().workers(1).build().unwrap();
+    let group = lp.group();
+    let (started_tx, started) = mpsc::channel();
+    let child = group.spawn(async move {
+        started_tx.send(()).unwrap();
+        std::future::pending::<Result<(), ()>>().await
+    });
+    let sibling = group.spawn(async { Ok::<_, ()>(1) });
+    recv(&started);
+    assert!(child.cancel());
+    assert_eq!(lp.block_on(group.join()).unwrap(), Ok(()));
+    assert_eq!(child.result(), Err(Error::Cancelled));
+    assert_eq!(sibling.result(), Ok(Ok(1)));
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::task::cell::Hooks;
-use crate::task::promise::Promise;
+use crate::task::promise::{Promise, SharedExtra};
 
 thread_local! {
     /// Set while this thread polls a task of any brigade loop: `block_on` here would block
@@ -100,6 +100,22 @@ impl Control {
 
     fn interrupted(&self) -> bool {
         self.interrupted.load(Ordering::Acquire)
+    }
+}
+
+/// A second handle on a task's [`Control`], for whoever must be able to interrupt the task
+/// without holding its [`Task`](crate::Task) (a [`TaskGroup`](super::TaskGroup)).
+pub(super) type ControlRef<T> = SharedExtra<T, (), Control>;
+
+/// Interrupts a task whatever its value type.
+pub(super) trait Interrupt: Send + Sync {
+    /// See [`Hooks::interrupt`]: a task not started yet never runs its future.
+    fn interrupt(&self);
+}
+
+impl<T: Send> Interrupt for ControlRef<T> {
+    fn interrupt(&self) {
+        Hooks::interrupt(&**self);
     }
 }
 

@@ -1,5 +1,5 @@
 //! Awaiting many tasks at once: [`gather`], [`gather_results`], and the completion-order
-//! stream that they and [`TaskGroup`](super::TaskGroup) are built on.
+//! stream that they are built on.
 //!
 //! Completions are watched through the floor's [`Watcher`]: each task's waker records its
 //! index, so a completion costs a look at that one task, not a poll of every task still
@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -19,7 +19,7 @@ use crate::task::Task;
 use crate::wait::Watcher;
 
 /// Tasks, yielded with their index as they finish.
-pub(super) struct Joiner<T> {
+struct Joiner<T> {
     tasks: Vec<Option<Task<T>>>,
     watcher: Watcher,
     ready: VecDeque<usize>,
@@ -27,8 +27,17 @@ pub(super) struct Joiner<T> {
     watching: bool,
 }
 
+impl<T> Joiner<T> {
+    /// Cancels every task not yet yielded.
+    fn cancel_rest(&self) {
+        for task in self.tasks.iter().flatten() {
+            task.cancel();
+        }
+    }
+}
+
 impl<T: Send> Joiner<T> {
-    pub(super) fn new(tasks: impl IntoIterator<Item = Task<T>>) -> Self {
+    fn new(tasks: impl IntoIterator<Item = Task<T>>) -> Self {
         let tasks: Vec<Option<Task<T>>> = tasks.into_iter().map(Some).collect();
         Self {
             remaining: tasks.len(),
@@ -39,22 +48,12 @@ impl<T: Send> Joiner<T> {
         }
     }
 
-    pub(super) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.tasks.len()
     }
 
-    /// Cancels every task not yet yielded.
-    pub(super) fn cancel_rest(&self) {
-        for task in self.tasks.iter().flatten() {
-            task.cancel();
-        }
-    }
-
     /// The next task to finish, with its index; `None` when all have been yielded.
-    pub(super) fn poll_next(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<(usize, Result<T, Error>)>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, Result<T, Error>)>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
@@ -88,10 +87,6 @@ impl<T: Send> Joiner<T> {
             self.remaining -= 1;
             return Poll::Ready(Some((index, outcome)));
         }
-    }
-
-    pub(super) async fn next(&mut self) -> Option<(usize, Result<T, Error>)> {
-        poll_fn(|cx| self.poll_next(cx)).await
     }
 }
 
@@ -135,9 +130,7 @@ impl<T: Send + 'static> Future for Gather<T> {
 impl<T> Drop for Gather<T> {
     fn drop(&mut self) {
         if !self.returned {
-            for task in self.joiner.tasks.iter().flatten() {
-                task.cancel();
-            }
+            self.joiner.cancel_rest();
         }
     }
 }
@@ -229,9 +222,7 @@ impl<T: Send + 'static> Future for GatherResults<T> {
 impl<T> Drop for GatherResults<T> {
     fn drop(&mut self) {
         if !self.returned {
-            for task in self.joiner.tasks.iter().flatten() {
-                task.cancel();
-            }
+            self.joiner.cancel_rest();
         }
     }
 }

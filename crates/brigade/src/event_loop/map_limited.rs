@@ -69,15 +69,18 @@ impl EventLoop {
                     .expect("the semaphore is never closed");
                 let Some(input) = inputs.next() else { break };
                 let call = f(input);
-                tasks.push(lp.spawn_at(
-                    site,
-                    async move {
-                        let value = call.await;
-                        drop(permit);
-                        value
-                    },
-                    false,
-                ));
+                tasks.push(
+                    lp.spawn_at(
+                        site,
+                        async move {
+                            let value = call.await;
+                            drop(permit);
+                            value
+                        },
+                        false,
+                    )
+                    .0,
+                );
             }
             gather_results(tasks).await
         }

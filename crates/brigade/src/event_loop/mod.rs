@@ -66,7 +66,7 @@ use std::time::Duration;
 
 pub use detect::SiteReport;
 pub use gather::{gather, gather_results};
-pub use group::{GroupError, TaskGroup};
+pub use group::{GroupError, GroupJoin, GroupSpawner, TaskGroup};
 pub use timeout::{Timeout, timeout, timeout_at};
 
 use crate::error::{BuildError, Error};
@@ -74,7 +74,7 @@ use crate::task::Task;
 use crate::task::promise::Promise;
 use blocking_lane::BlockingLane;
 use detect::{Sites, Stats};
-use driver::{Control, Driver};
+use driver::{Control, ControlRef, Driver};
 
 /// The blocking threshold unless configured: a poll longer than this flags its spawn site.
 ///
@@ -301,7 +301,7 @@ impl EventLoop {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_at(Location::caller(), future, false)
+        self.spawn_at(Location::caller(), future, false).0
     }
 
     /// Runs `future` as a task that cancellation does not reach, like `asyncio.shield`: the
@@ -335,15 +335,15 @@ impl EventLoop {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_at(Location::caller(), future, true)
+        self.spawn_at(Location::caller(), future, true).0
     }
 
-    pub(crate) fn spawn_at<F>(
+    fn spawn_at<F>(
         &self,
         site: &'static Location<'static>,
         future: F,
         shielded: bool,
-    ) -> Task<F::Output>
+    ) -> (Task<F::Output>, ControlRef<F::Output>)
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -366,7 +366,7 @@ impl EventLoop {
         if let Some(driver) = on_worker {
             control.keep(self.inner.handle.spawn(driver));
         }
-        task
+        (task, control)
     }
 
     /// Runs `future` to completion on the calling thread, with this loop's reactor and timers,
