@@ -564,20 +564,6 @@ fn block_on_inside_the_loop_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn dropping_the_loop_ends_unfinished_tasks_with_shut_down() {
-    let _w = Watchdog::new("dropping_the_loop_ends_unfinished_tasks_with_shut_down");
-    let lp = EventLoop::builder().workers(1).build().unwrap();
-    let (started_tx, started) = mpsc::channel();
-    let stuck = lp.spawn(async move {
-        started_tx.send(()).unwrap();
-        std::future::pending::<()>().await
-    });
-    recv(&started);
-    drop(lp);
-    assert_eq!(stuck.result(), Err(Error::ShutDown));
-}
-
-#[test]
 fn the_last_handle_may_be_dropped_inside_a_task() {
     let _w = Watchdog::new("the_last_handle_may_be_dropped_inside_a_task");
     let lp = EventLoop::builder().workers(1).build().unwrap();

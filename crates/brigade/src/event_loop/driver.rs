@@ -10,6 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use super::detect::Stats;
+use super::shutdown::{LiveGuard, LoopState};
 use super::{blocking_lane, sched};
 use crate::error::Error;
 use crate::sync::Mutex;
@@ -70,6 +71,9 @@ impl Drop for PollGuard {
 /// time the future is pending (a task that finishes in one poll never pays for it): a tokio
 /// task's waker, like `block_on`'s, stays the same for its whole life.
 pub(super) struct Control {
+    /// The loop's shutdown state: a task dropped unfinished while the loop cancels its tasks
+    /// ends cancelled.
+    state: &'static LoopState,
     /// A shielded task (see [`EventLoop::shield`](super::EventLoop::shield)) refuses
     /// interruption: its handle's `cancel` answers `false`, as for a running thread.
     shielded: bool,
@@ -84,8 +88,9 @@ pub(super) struct Control {
 }
 
 impl Control {
-    pub(super) fn new(shielded: bool) -> Self {
+    pub(super) fn new(shielded: bool, state: &'static LoopState) -> Self {
         Self {
+            state,
             shielded,
             interrupted: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -135,7 +140,7 @@ impl Hooks for Control {
     }
 
     fn abandoned(&self) -> Error {
-        if self.interrupted() {
+        if self.interrupted() || self.state.is_cancelling() {
             Error::Cancelled
         } else {
             Error::ShutDown
@@ -158,6 +163,8 @@ pin_project_lite::pin_project! {
         started: bool,
         // Whether the control knows this task's waker yet.
         waker_known: bool,
+        // Counts the task as live until the driver goes (after the outcome is published).
+        live: LiveGuard,
     }
 }
 
@@ -170,8 +177,10 @@ where
         promise: Promise<F::Output, (), Control>,
         stats: Stats,
         on_lane: bool,
+        live: LiveGuard,
     ) -> Self {
         Self {
+            live,
             future: Some(future),
             promise: Some(promise),
             stats,
@@ -212,7 +221,9 @@ impl<F: Future> Future for Driver<F> {
                 return Poll::Ready(());
             }
         }
-        let outcome = if promise.extra().interrupted() {
+        // Interrupted through its handle, or its loop is cancelling every task (a shutdown
+        // with `cancel_pending`): it stops here, at an await (or before it ever ran).
+        let outcome = if promise.extra().interrupted() || promise.extra().state.is_cancelling() {
             Err(Error::Cancelled)
         } else {
             let Some(future) = this.future.as_mut().as_pin_mut() else {

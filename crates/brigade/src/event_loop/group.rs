@@ -51,9 +51,14 @@ use crate::wait::Watcher;
 ///
 /// let lp = EventLoop::new();
 /// let group = lp.group();
+/// let (fail, failing) = tokio::sync::oneshot::channel::<()>();
 /// let first = group.spawn(async { Ok::<_, String>(1) });
-/// let second = group.spawn(async { Err::<u32, _>("the second fails".to_string()) });
+/// let second = group.spawn(async move {
+///     failing.await.unwrap();
+///     Err::<u32, _>("the second fails".to_string())
+/// });
 /// let forever = group.spawn(async { std::future::pending::<Result<(), String>>().await });
+/// fail.send(()).unwrap();
 /// let failure = lp.block_on(group.join()).unwrap().unwrap_err();
 /// assert_eq!(failure.index, Some(1));
 /// assert_eq!(failure.cancelled, 1); // `forever` was stopped
@@ -395,14 +400,15 @@ impl GroupSpawner {
                 state.settled += 1;
             }
             let stopping = state.failure.is_some() || state.closed;
-            match state.running.iter_mut().find(|(i, _)| *i == index) {
+            // `None` when the loop refused the child: its wrapper is dropped, and has reported.
+            match (state.running.iter_mut().find(|(i, _)| *i == index), control) {
                 // Still running: keep its control, unless the group began stopping meanwhile.
-                Some(slot) if !stopping => {
+                (Some(slot), Some(control)) if !stopping => {
                     slot.1 = Some(Box::new(control));
                     None
                 }
-                Some(_) => Some(control),
-                None => None, // it already ended
+                (Some(_), control) => control,
+                (None, _) => None, // it already ended
             }
         };
         if let Some(control) = stopping {
