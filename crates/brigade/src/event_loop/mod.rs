@@ -28,7 +28,9 @@
 //! async code freezes every task that shares its worker. brigade times every poll of every
 //! task. A poll longer than the loop's threshold (10 ms unless
 //! [configured](Builder::blocking_threshold)) flags the task's *spawn site*, the line of code
-//! that called `spawn`, and logs one `tracing` warning naming it. From then on:
+//! that called `spawn`, and logs one `tracing` warning naming it (target
+//! `brigade::event_loop`, with the fields `site`, `file`, `line`, `column`, `poll_ms` and
+//! `threshold_ms`; silent unless the program installs a subscriber). From then on:
 //!
 //! * tasks spawned from a flagged site run on the loop's *blocking lane*: threads that are
 //!   small event loops of their own (tokio current-thread runtimes, with timers and I/O). A new

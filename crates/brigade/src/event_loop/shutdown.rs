@@ -203,6 +203,7 @@ impl LoopState {
                     let left = at.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         tracing::warn!(
+                            target: "brigade::event_loop",
                             unfinished = self.live(),
                             "brigade: the event loop's last handle was dropped and tasks were \
                              still running after its grace period; cancelling them"
