@@ -10,9 +10,12 @@
 //! | wait for a future from sync code | [`EventLoop::block_on`], or [`Task::result`] |
 //! | run blocking code from async code | [`EventLoop::to_thread`], or `pool.submit(f).await` on a [`ThreadPool`](crate::ThreadPool) |
 //! | all results, in order | [`gather`], [`gather_results`] |
-//! | fail together | [`TaskGroup`] |
-//! | give up after a while | [`timeout`] |
+//! | fail together, cancel together | [`TaskGroup`] ([`EventLoop::group`]) |
+//! | give up after a while (any future) | [`timeout`], [`timeout_at`] |
+//! | work that must not be cancelled with its waiter | [`EventLoop::shield`] |
+//! | wait on tasks of any lane without blocking the loop | [`wait_async`](crate::wait_async), [`as_completed_async`](crate::as_completed_async) |
 //! | an async function over many inputs, a few at a time | [`EventLoop::map_limited`] |
+//! | stop the loop | [`EventLoop::shutdown`], or drop the last handle (see [Shutting down](#shutting-down)) |
 //!
 //! # Cancelling: tasks versus threads
 //!
