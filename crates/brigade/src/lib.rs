@@ -226,7 +226,10 @@ pub use pool::Shutdown;
 pub use processes::ProcessPool;
 pub use task::{Completer, Task};
 pub use threads::ThreadPool;
-pub use wait::{AsCompleted, Until, Waitable, Waited, as_completed, wait};
+pub use wait::{
+    AsCompleted, AsCompletedStream, Until, Waitable, Waited, as_completed, as_completed_async,
+    wait, wait_async,
+};
 
 /// The README's examples, compiled and run as doc tests so that they cannot drift.
 #[cfg(doctest)]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use brigade::event_loop::{BlockOnError, gather, gather_results, timeout};
+use brigade::event_loop::{BlockOnError, gather, gather_results, timeout, timeout_at};
 use brigade::{Error, EventLoop, ThreadPool};
 use common::{DropSignal, PATIENCE, Watchdog, recv};
 use tokio::sync::oneshot;
@@ -107,25 +107,88 @@ fn cancelling_a_running_task_stops_it_at_its_next_await() {
 }
 
 #[test]
-fn timeout_cancels_the_inner_task_and_passes_values_through() {
-    let _w = Watchdog::new("timeout_cancels_the_inner_task_and_passes_values_through");
+fn timeout_cancels_any_future_and_returns_only_after_its_cleanup() {
+    let _w = Watchdog::new("timeout_cancels_any_future_and_returns_only_after_its_cleanup");
     let lp = EventLoop::builder().workers(2).build().unwrap();
     let (dropped_tx, dropped) = mpsc::channel();
-    let stuck = lp.spawn(async move {
+    let stuck = async move {
         let _signal = DropSignal(Some(dropped_tx), "stuck dropped");
         std::future::pending::<u32>().await
-    });
-    let quick = lp.spawn(async { 5u32 });
+    };
     let outcomes = lp
         .block_on(async {
+            let timed_out = timeout(Duration::from_millis(1), stuck).await;
+            // Already dropped when `timeout` returned: no waiting for it here.
+            let cleaned_up = dropped.try_recv();
             (
-                timeout(Duration::from_millis(1), stuck).await,
-                timeout(PATIENCE, quick).await,
+                timed_out,
+                cleaned_up,
+                timeout(PATIENCE, async { 5u32 }).await,
             )
         })
         .unwrap();
-    assert_eq!(outcomes, (Err(Error::TimedOut), Ok(5)));
-    assert_eq!(recv(&dropped), "stuck dropped");
+    assert_eq!(outcomes, (Err(Error::TimedOut), Ok("stuck dropped"), Ok(5)));
+
+    // Under a plain executor (no tokio), with a deadline shared by two steps.
+    let deadline = std::time::Instant::now() + Duration::from_millis(20);
+    let steps = futures::executor::block_on(async {
+        let first = timeout_at(deadline, async { 1 }).await;
+        let second = timeout_at(deadline, std::future::pending::<u8>()).await;
+        (first, second)
+    });
+    assert_eq!(steps, (Ok(1), Err(Error::TimedOut)));
+    assert!(std::time::Instant::now() >= deadline);
+}
+
+#[test]
+fn cancelling_the_task_that_awaits_a_timeout_cancels_the_work_inside() {
+    let _w = Watchdog::new("cancelling_the_task_that_awaits_a_timeout_cancels_the_work_inside");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let (started_tx, started) = mpsc::channel();
+    let awaiter = lp.spawn(async move {
+        timeout(PATIENCE, async move {
+            let _signal = DropSignal(Some(dropped_tx), "work dropped");
+            started_tx.send(()).unwrap();
+            std::future::pending::<()>().await
+        })
+        .await
+    });
+    recv(&started);
+    assert!(awaiter.cancel());
+    assert_eq!(recv(&dropped), "work dropped");
+    assert_eq!(awaiter.result(), Err(Error::Cancelled));
+}
+
+#[test]
+fn a_task_under_timeout_runs_on_unless_a_gather_holds_it() {
+    let _w = Watchdog::new("a_task_under_timeout_runs_on_unless_a_gather_holds_it");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (release, released) = oneshot::channel::<()>();
+    let detached = lp.spawn(async move {
+        released.await.unwrap();
+        "ran on"
+    });
+    let (dropped_tx, dropped) = mpsc::channel();
+    let gathered = lp.spawn(async move {
+        let _signal = DropSignal(Some(dropped_tx), "gathered task dropped");
+        std::future::pending::<&str>().await
+    });
+    let (tx, rx) = mpsc::channel();
+    detached.add_done_callback(move |outcome| tx.send(outcome.clone()).unwrap());
+    let outcomes = lp
+        .block_on(async {
+            (
+                timeout(Duration::from_millis(1), detached).await,
+                timeout(Duration::from_millis(1), gather([gathered])).await,
+            )
+        })
+        .unwrap();
+    assert_eq!(outcomes, (Err(Error::TimedOut), Err(Error::TimedOut)));
+    assert_eq!(recv(&dropped), "gathered task dropped");
+    // The handle was dropped, which detaches a task: it still runs to its end.
+    release.send(()).unwrap();
+    assert_eq!(recv(&rx), Ok("ran on"));
 }
 
 #[test]
@@ -185,20 +248,25 @@ fn gather_reports_the_first_error_and_gather_results_every_outcome() {
 }
 
 #[test]
-fn a_group_returns_values_in_spawn_order() {
-    let _w = Watchdog::new("a_group_returns_values_in_spawn_order");
+fn a_group_hands_back_each_childs_task_and_joins_them_all() {
+    let _w = Watchdog::new("a_group_hands_back_each_childs_task_and_joins_them_all");
     let lp = EventLoop::builder().workers(2).build().unwrap();
-    let mut group = lp.group::<usize, ()>();
-    for i in 0..20 {
-        group.spawn(async move {
-            tokio::task::yield_now().await;
-            Ok(i)
-        });
-    }
-    assert_eq!(
-        lp.block_on(group.join()).unwrap(),
-        Ok((0..20).collect::<Vec<_>>())
-    );
+    let group = lp.group();
+    let children: Vec<_> = (0..20usize)
+        .map(|i| {
+            group.spawn(async move {
+                tokio::task::yield_now().await;
+                Ok::<_, ()>(i)
+            })
+        })
+        .collect();
+    assert_eq!(group.len(), 20);
+    assert_eq!(lp.block_on(group.join()).unwrap(), Ok(()));
+    let values: Vec<usize> = children
+        .into_iter()
+        .map(|c| c.result().unwrap().unwrap())
+        .collect();
+    assert_eq!(values, (0..20).collect::<Vec<_>>());
 }
 
 #[test]
@@ -207,20 +275,22 @@ fn the_first_failure_in_a_group_cancels_the_rest() {
     let lp = EventLoop::builder().workers(2).build().unwrap();
     let (dropped_tx, dropped) = mpsc::channel();
     let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
-    let mut group = lp.group::<u32, &str>();
-    for _ in 0..3 {
-        let dropped_tx = dropped_tx.clone();
-        let started_tx = started_tx.clone();
-        group.spawn(async move {
-            let _signal = DropSignal(Some(dropped_tx), "sibling dropped");
-            started_tx.send(()).unwrap();
-            std::future::pending::<Result<u32, &str>>().await
-        });
-    }
+    let group = lp.group();
+    let siblings: Vec<_> = (0..3)
+        .map(|_| {
+            let dropped_tx = dropped_tx.clone();
+            let started_tx = started_tx.clone();
+            group.spawn(async move {
+                let _signal = DropSignal(Some(dropped_tx), "sibling dropped");
+                started_tx.send(()).unwrap();
+                std::future::pending::<Result<u32, &str>>().await
+            })
+        })
+        .collect();
     let (fail_tx, fail) = oneshot::channel::<()>();
-    group.spawn(async move {
+    let failing = group.spawn(async move {
         fail.await.unwrap();
-        Err("index 3 fails")
+        Err::<u32, _>("index 3 fails")
     });
     let failure = lp
         .block_on(async move {
@@ -232,29 +302,155 @@ fn the_first_failure_in_a_group_cancels_the_rest() {
         })
         .unwrap()
         .unwrap_err();
-    assert_eq!(failure.index, 3);
-    assert_eq!(failure.value, Some("index 3 fails"));
+    assert_eq!(failure.index, Some(3));
+    assert_eq!(failure.message.as_deref(), Some("\"index 3 fails\""));
     assert_eq!(failure.cancelled, 3);
     for _ in 0..3 {
         assert_eq!(recv(&dropped), "sibling dropped");
     }
+    assert_eq!(failing.result(), Ok(Err("index 3 fails")));
+    for sibling in siblings {
+        assert_eq!(sibling.result(), Err(Error::Cancelled));
+    }
+}
+
+/// A group with `n` children that say they started, then wait forever, and say when dropped.
+fn stuck_group(
+    lp: &EventLoop,
+    n: usize,
+) -> (brigade::event_loop::TaskGroup, mpsc::Receiver<&'static str>) {
+    let (started_tx, started) = mpsc::channel();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let group = lp.group();
+    for _ in 0..n {
+        let (started_tx, dropped_tx) = (started_tx.clone(), dropped_tx.clone());
+        drop(group.spawn(async move {
+            let _signal = DropSignal(Some(dropped_tx), "child dropped");
+            started_tx.send(()).unwrap();
+            std::future::pending::<Result<(), ()>>().await
+        }));
+    }
+    for _ in 0..n {
+        recv(&started);
+    }
+    (group, dropped)
 }
 
 #[test]
-fn dropping_a_group_cancels_its_tasks() {
-    let _w = Watchdog::new("dropping_a_group_cancels_its_tasks");
+fn dropping_a_group_or_its_join_cancels_its_children() {
+    let _w = Watchdog::new("dropping_a_group_or_its_join_cancels_its_children");
     let lp = EventLoop::builder().workers(1).build().unwrap();
-    let (dropped_tx, dropped) = mpsc::channel();
-    let (started_tx, started) = mpsc::channel();
-    let mut group = lp.group::<(), ()>();
-    group.spawn(async move {
-        let _signal = DropSignal(Some(dropped_tx), "running task dropped");
-        started_tx.send(()).unwrap();
-        std::future::pending().await
-    });
-    recv(&started);
+    let (group, dropped) = stuck_group(&lp, 2);
     drop(group);
-    assert_eq!(recv(&dropped), "running task dropped");
+    for _ in 0..2 {
+        assert_eq!(recv(&dropped), "child dropped");
+    }
+    let (group, dropped) = stuck_group(&lp, 2);
+    let mut join = group.join();
+    assert!(futures::FutureExt::now_or_never(&mut join).is_none());
+    drop(join);
+    for _ in 0..2 {
+        assert_eq!(recv(&dropped), "child dropped");
+    }
+}
+
+#[test]
+fn cancelling_the_task_that_joins_a_group_or_a_timeout_around_join_cancels_its_children() {
+    let _w = Watchdog::new(
+        "cancelling_the_task_that_joins_a_group_or_a_timeout_around_join_cancels_its_children",
+    );
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (group, dropped) = stuck_group(&lp, 3);
+    let (joining_tx, joining) = mpsc::channel();
+    let joiner = lp.spawn(async move {
+        joining_tx.send(()).unwrap();
+        group.join().await
+    });
+    recv(&joining);
+    assert!(joiner.cancel());
+    for _ in 0..3 {
+        assert_eq!(recv(&dropped), "child dropped");
+    }
+    assert_eq!(joiner.result(), Err(Error::Cancelled));
+
+    let (group, dropped) = stuck_group(&lp, 2);
+    let joined = lp
+        .block_on(timeout(Duration::from_millis(1), group.join()))
+        .unwrap();
+    assert_eq!(joined, Err(Error::TimedOut));
+    for _ in 0..2 {
+        assert_eq!(recv(&dropped), "child dropped");
+    }
+}
+
+#[test]
+fn children_spawned_while_the_group_is_joined_are_waited_for() {
+    let _w = Watchdog::new("children_spawned_while_the_group_is_joined_are_waited_for");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let group = lp.group();
+    let spawner = group.spawner();
+    let (joining_tx, joining) = mpsc::channel();
+    let (late_tx, late) = mpsc::channel();
+    let gate = group.spawn(async move {
+        // Holds the group open until the join is under way, then hands over to a late child.
+        joining.recv_timeout(PATIENCE).unwrap();
+        let late_child = spawner.spawn(async {
+            tokio::task::yield_now().await;
+            Ok::<_, ()>("late")
+        });
+        late_tx.send(late_child).unwrap();
+        Ok::<_, ()>("gate")
+    });
+    let join = lp.spawn(group.join());
+    joining_tx.send(()).unwrap();
+    let late_child = recv(&late);
+    assert_eq!(join.result(), Ok(Ok(())));
+    assert!(late_child.is_done(), "join waited for the late child");
+    assert_eq!(late_child.result(), Ok(Ok("late")));
+    assert_eq!(gate.result(), Ok(Ok("gate")));
+}
+
+#[test]
+fn a_cancelled_group_stops_its_children_and_takes_no_more() {
+    let _w = Watchdog::new("a_cancelled_group_stops_its_children_and_takes_no_more");
+    let lp = EventLoop::builder().workers(1).build().unwrap();
+    let (group, dropped) = stuck_group(&lp, 2);
+    let spawner = group.spawner();
+    group.cancel();
+    for _ in 0..2 {
+        assert_eq!(recv(&dropped), "child dropped");
+    }
+    let refused = spawner.spawn(async { Ok::<_, ()>(()) });
+    assert_eq!(refused.result(), Err(Error::Cancelled));
+    let failure = lp.block_on(group.join()).unwrap().unwrap_err();
+    assert_eq!((failure.index, failure.cancelled), (None, 2));
+    assert!(failure.to_string().contains("cancelled"));
+    // After a join, a spawner is refused with ShutDown.
+    let group = lp.group();
+    let spawner = group.spawner();
+    assert_eq!(lp.block_on(group.join()).unwrap(), Ok(()));
+    assert_eq!(
+        spawner.spawn(async { Ok::<_, ()>(()) }).result(),
+        Err(Error::ShutDown)
+    );
+}
+
+#[test]
+fn a_child_cancelled_through_its_own_handle_does_not_fail_the_group() {
+    let _w = Watchdog::new("a_child_cancelled_through_its_own_handle_does_not_fail_the_group");
+    let lp = EventLoop::builder().workers(1).build().unwrap();
+    let group = lp.group();
+    let (started_tx, started) = mpsc::channel();
+    let child = group.spawn(async move {
+        started_tx.send(()).unwrap();
+        std::future::pending::<Result<(), ()>>().await
+    });
+    let sibling = group.spawn(async { Ok::<_, ()>(1) });
+    recv(&started);
+    assert!(child.cancel());
+    assert_eq!(lp.block_on(group.join()).unwrap(), Ok(()));
+    assert_eq!(child.result(), Err(Error::Cancelled));
+    assert_eq!(sibling.result(), Ok(Ok(1)));
 }
 
 #[test]
@@ -368,20 +564,6 @@ fn block_on_inside_the_loop_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn dropping_the_loop_ends_unfinished_tasks_with_shut_down() {
-    let _w = Watchdog::new("dropping_the_loop_ends_unfinished_tasks_with_shut_down");
-    let lp = EventLoop::builder().workers(1).build().unwrap();
-    let (started_tx, started) = mpsc::channel();
-    let stuck = lp.spawn(async move {
-        started_tx.send(()).unwrap();
-        std::future::pending::<()>().await
-    });
-    recv(&started);
-    drop(lp);
-    assert_eq!(stuck.result(), Err(Error::ShutDown));
-}
-
-#[test]
 fn the_last_handle_may_be_dropped_inside_a_task() {
     let _w = Watchdog::new("the_last_handle_may_be_dropped_inside_a_task");
     let lp = EventLoop::builder().workers(1).build().unwrap();
@@ -430,4 +612,157 @@ fn awaiting_many_finished_tasks_still_lets_other_tasks_run() {
     // and the task queued behind it ran before the loop was through.
     assert_eq!(awaiter.result(), Ok((12_497_500, true)));
     other.result().unwrap();
+}
+
+#[test]
+fn block_on_under_any_runtimes_block_on_is_an_error_not_a_panic() {
+    let _w = Watchdog::new("block_on_under_any_runtimes_block_on_is_an_error_not_a_panic");
+    let lp = quiet_loop(1);
+    // Under `#[tokio::main]` (both flavours): the main thread is inside tokio's block_on,
+    // not inside a task, and blocking there would panic inside tokio.
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        multi.block_on(async { lp.block_on(async { 1 }) }),
+        Err(BlockOnError::InsideLoop)
+    );
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        current.block_on(async { lp.block_on(async { 2 }) }),
+        Err(BlockOnError::InsideLoop)
+    );
+    // Inside brigade's own block_on, whose future is not a task either.
+    assert_eq!(
+        lp.block_on(async { lp.block_on(async { 3 }) }),
+        Ok(Err(BlockOnError::InsideLoop))
+    );
+    // The thread is fine afterwards: the refusals left no runtime entered.
+    assert_eq!(lp.block_on(async { 4 }), Ok(4));
+}
+
+/// `n` tasks that say they started, then wait forever, and say when their future is dropped.
+fn stuck_tasks(
+    lp: &EventLoop,
+    n: usize,
+) -> (
+    Vec<brigade::Task<u32>>,
+    mpsc::Receiver<()>,
+    mpsc::Receiver<&'static str>,
+) {
+    let (started_tx, started) = mpsc::channel();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let tasks = (0..n)
+        .map(|_| {
+            let (started_tx, dropped_tx) = (started_tx.clone(), dropped_tx.clone());
+            lp.spawn(async move {
+                let _signal = DropSignal(Some(dropped_tx), "child dropped");
+                started_tx.send(()).unwrap();
+                std::future::pending::<u32>().await
+            })
+        })
+        .collect();
+    (tasks, started, dropped)
+}
+
+#[test]
+fn cancelling_the_task_that_awaits_a_gather_cancels_its_unfinished_tasks() {
+    let _w = Watchdog::new("cancelling_the_task_that_awaits_a_gather_cancels_its_unfinished_tasks");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    for results in [false, true] {
+        let (mut tasks, started, dropped) = stuck_tasks(&lp, 2);
+        tasks.push(lp.spawn(async { 7 })); // finishes: nothing to cancel there
+        for _ in 0..2 {
+            recv(&started);
+        }
+        let (awaiting_tx, awaiting) = mpsc::channel();
+        let awaiter = lp.spawn(async move {
+            awaiting_tx.send(()).unwrap();
+            if results {
+                drop(gather_results(tasks).await);
+            } else {
+                drop(gather(tasks).await);
+            }
+        });
+        recv(&awaiting);
+        assert!(awaiter.cancel());
+        for _ in 0..2 {
+            assert_eq!(recv(&dropped), "child dropped");
+        }
+        assert_eq!(awaiter.result(), Err(Error::Cancelled));
+    }
+}
+
+#[test]
+fn dropping_a_gather_before_it_is_done_cancels_its_tasks_but_not_after_its_first_error() {
+    use futures::FutureExt;
+    let _w = Watchdog::new(
+        "dropping_a_gather_before_it_is_done_cancels_its_tasks_but_not_after_its_first_error",
+    );
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (tasks, started, dropped) = stuck_tasks(&lp, 3);
+    for _ in 0..3 {
+        recv(&started);
+    }
+    let mut pending = gather(tasks);
+    assert!((&mut pending).now_or_never().is_none());
+    drop(pending);
+    for _ in 0..3 {
+        assert_eq!(recv(&dropped), "child dropped");
+    }
+
+    // A gather that has returned its first error leaves the others running, as asyncio does.
+    let (release, released) = oneshot::channel::<()>();
+    let (finished_tx, finished) = mpsc::channel();
+    let survivor = lp.spawn(async move {
+        released.await.unwrap();
+        finished_tx.send("survivor finished").unwrap();
+        1
+    });
+    let failing = lp.spawn(async { panic!("first") });
+    let outcome = lp.block_on(gather([survivor, failing])).unwrap();
+    assert!(matches!(outcome, Err(Error::Panicked { .. })));
+    release.send(()).unwrap();
+    assert_eq!(recv(&finished), "survivor finished");
+}
+
+#[test]
+fn a_shielded_task_runs_on_when_what_waits_for_it_is_cancelled() {
+    let _w = Watchdog::new("a_shielded_task_runs_on_when_what_waits_for_it_is_cancelled");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (started_tx, started) = mpsc::channel();
+    let (release, released) = oneshot::channel::<()>();
+    let (finished_tx, finished) = mpsc::channel();
+    let shielded = lp.shield(async move {
+        started_tx.send(()).unwrap();
+        released.await.unwrap();
+        finished_tx.send("shielded work finished").unwrap();
+        42
+    });
+    assert!(shielded.is_running(), "running from the start");
+    assert!(!shielded.cancel(), "its handle cannot cancel it");
+    recv(&started);
+    // The task awaiting a gather of it is cancelled: the gather cancels what it holds, which
+    // the shield refuses.
+    let (awaiting_tx, awaiting) = mpsc::channel();
+    let awaiter = lp.spawn(async move {
+        awaiting_tx.send(()).unwrap();
+        gather([shielded]).await
+    });
+    recv(&awaiting);
+    assert!(awaiter.cancel());
+    assert_eq!(awaiter.result(), Err(Error::Cancelled));
+    release.send(()).unwrap();
+    assert_eq!(recv(&finished), "shielded work finished");
+    // Panics still become the task's error.
+    let panicking = lp.shield(async { panic!("shielded panic") });
+    assert!(matches!(
+        panicking.result(),
+        Err::<(), _>(Error::Panicked { .. })
+    ));
 }

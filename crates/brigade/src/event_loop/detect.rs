@@ -104,9 +104,17 @@ impl Site {
             .worst_ns
             .fetch_max(ns, Ordering::Relaxed);
         if !handed_off && !self.flagged.swap(true, Ordering::Relaxed) {
+            // Once per site, at the moment it is flagged; silent unless the program installed
+            // a `tracing` subscriber. The fields let a subscriber route or count it without
+            // parsing the message.
             tracing::warn!(
+                target: "brigade::event_loop",
                 site = %self.location,
+                file = self.location.file(),
+                line = self.location.line(),
+                column = self.location.column(),
                 poll_ms = ns as f64 / 1e6,
+                threshold_ms = self.threshold_ns as f64 / 1e6,
                 "a task spawned at {} blocked the event loop for {:.1} ms in one poll; \
                  tasks from this site now run off the loop's workers",
                 self.location,

@@ -10,12 +10,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use super::detect::Stats;
-use super::{lane, sched};
+use super::shutdown::{LiveGuard, LoopState};
+use super::{blocking_lane, sched};
 use crate::error::Error;
 use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::task::cell::Hooks;
-use crate::task::promise::Promise;
+use crate::task::promise::{Promise, SharedExtra};
 
 thread_local! {
     /// Set while this thread polls a task of any brigade loop: `block_on` here would block
@@ -27,13 +28,16 @@ thread_local! {
 }
 
 /// Whether the calling thread is inside an event loop, where `block_on` must not be called.
+///
+/// Inside a poll of a brigade task, always. Elsewhere, tokio's runtime context is the tell:
+/// it is set on a runtime's workers, inside any runtime's `block_on` (`#[tokio::main]`
+/// included, whose future is not a task), on tokio's blocking threads, and after
+/// `Handle::enter`. tokio panics on a nested `block_on` in most of these, and offers no way to
+/// tell them apart, so all of them are refused, except the loop's own
+/// [`to_thread`](super::EventLoop::to_thread) threads, which exist to block.
 pub(super) fn inside_a_loop() -> bool {
     IN_POLL.with(Cell::get)
-        || (!BLOCKING_OK.with(Cell::get) && tokio::runtime::Handle::try_current().is_ok() && {
-            // A worker of some tokio runtime polling a task: blocking here stalls it, and tokio
-            // would panic. (`try_id` is `None` on plain threads that merely entered a handle.)
-            tokio::task::try_id().is_some()
-        })
+        || (!BLOCKING_OK.with(Cell::get) && tokio::runtime::Handle::try_current().is_ok())
 }
 
 /// Runs `f` on a thread where blocking is allowed even though tokio counts it as a task.
@@ -67,6 +71,12 @@ impl Drop for PollGuard {
 /// time the future is pending (a task that finishes in one poll never pays for it): a tokio
 /// task's waker, like `block_on`'s, stays the same for its whole life.
 pub(super) struct Control {
+    /// The loop's shutdown state: a task dropped unfinished while the loop cancels its tasks
+    /// ends cancelled.
+    state: &'static LoopState,
+    /// A shielded task (see [`EventLoop::shield`](super::EventLoop::shield)) refuses
+    /// interruption: its handle's `cancel` answers `false`, as for a running thread.
+    shielded: bool,
     interrupted: AtomicBool,
     waker: Mutex<Option<Waker>>,
     /// tokio's handle on the task, kept so that tokio's allocation is freed where the brigade
@@ -78,8 +88,10 @@ pub(super) struct Control {
 }
 
 impl Control {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(shielded: bool, state: &'static LoopState) -> Self {
         Self {
+            state,
+            shielded,
             interrupted: AtomicBool::new(false),
             waker: Mutex::new(None),
             join: std::sync::OnceLock::new(),
@@ -96,8 +108,27 @@ impl Control {
     }
 }
 
+/// A second handle on a task's [`Control`], for whoever must be able to interrupt the task
+/// without holding its [`Task`](crate::Task) (a [`TaskGroup`](super::TaskGroup)).
+pub(super) type ControlRef<T> = SharedExtra<T, (), Control>;
+
+/// Interrupts a task whatever its value type.
+pub(super) trait Interrupt: Send + Sync {
+    /// See [`Hooks::interrupt`]: a task not started yet never runs its future.
+    fn interrupt(&self);
+}
+
+impl<T: Send> Interrupt for ControlRef<T> {
+    fn interrupt(&self) {
+        Hooks::interrupt(&**self);
+    }
+}
+
 impl Hooks for Control {
     fn interrupt(&self) -> bool {
+        if self.shielded {
+            return false;
+        }
         // The flag is set before the waker is looked at, and `Driver` records the waker before
         // it reads the flag (both under the lock): either we find the waker, or it finds the
         // flag.
@@ -109,7 +140,7 @@ impl Hooks for Control {
     }
 
     fn abandoned(&self) -> Error {
-        if self.interrupted() {
+        if self.interrupted() || self.state.is_cancelling() {
             Error::Cancelled
         } else {
             Error::ShutDown
@@ -132,6 +163,8 @@ pin_project_lite::pin_project! {
         started: bool,
         // Whether the control knows this task's waker yet.
         waker_known: bool,
+        // Counts the task as live until the driver goes (after the outcome is published).
+        live: LiveGuard,
     }
 }
 
@@ -144,8 +177,10 @@ where
         promise: Promise<F::Output, (), Control>,
         stats: Stats,
         on_lane: bool,
+        live: LiveGuard,
     ) -> Self {
         Self {
+            live,
             future: Some(future),
             promise: Some(promise),
             stats,
@@ -175,16 +210,20 @@ impl<F: Future> Future for Driver<F> {
         if !*this.started {
             *this.started = true;
             if *this.on_lane {
-                lane::first_poll();
+                blocking_lane::first_poll();
             }
-            if promise.start().is_none() {
+            // A shielded task was claimed at spawn; any other is claimed here, unless its
+            // handle cancelled it first.
+            if !promise.is_started() && promise.start().is_none() {
                 // Cancelled before it ran: the handle already has its outcome.
                 this.future.set(None);
                 *this.promise = None;
                 return Poll::Ready(());
             }
         }
-        let outcome = if promise.extra().interrupted() {
+        // Interrupted through its handle, or its loop is cancelling every task (a shutdown
+        // with `cancel_pending`): it stops here, at an await (or before it ever ran).
+        let outcome = if promise.extra().interrupted() || promise.extra().state.is_cancelling() {
             Err(Error::Cancelled)
         } else {
             let Some(future) = this.future.as_mut().as_pin_mut() else {
@@ -199,7 +238,7 @@ impl<F: Future> Future for Driver<F> {
             sched::poll_starts(start);
             let polled = {
                 let _guard = PollGuard::enter();
-                let _mark = this.on_lane.then(lane::PollMark::enter);
+                let _mark = this.on_lane.then(blocking_lane::PollMark::enter);
                 if hand_off {
                     tokio::task::block_in_place(|| {
                         catch_unwind(AssertUnwindSafe(|| future.poll(cx)))

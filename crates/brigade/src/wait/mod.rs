@@ -1,9 +1,16 @@
-//! Waiting on many tasks at once, from any mix of lanes: [`wait`] and [`as_completed`].
+//! Waiting on many tasks at once, from any mix of lanes: [`wait`] and [`as_completed`] block
+//! the calling thread; [`wait_async`] and [`as_completed_async`] are their twins for async
+//! code (an event loop's task, any executor), which wait without blocking a thread.
+
+mod stream;
+pub(crate) mod timer;
+
+pub use stream::{AsCompletedStream, as_completed_async, wait_async};
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -70,6 +77,15 @@ impl Sealed for &dyn Waitable {
 }
 impl Waitable for &dyn Waitable {}
 
+/// The same, shareable between threads: what a future that must be `Send` (an event-loop
+/// task waiting with [`wait_async`]) can hold.
+impl Sealed for &(dyn Waitable + Sync) {
+    fn completion(&self) -> &dyn Completion {
+        (**self).completion()
+    }
+}
+impl Waitable for &(dyn Waitable + Sync) {}
+
 /// The identity of a waitable: the address of its task's shared state.
 fn identity(w: &impl Waitable) -> usize {
     std::ptr::from_ref(w.completion()).cast::<()>() as usize
@@ -126,6 +142,25 @@ impl Watcher {
     /// Moves the indices of tasks completed since the last call into `into`.
     pub(crate) fn drain_into(&self, into: &mut VecDeque<usize>) {
         into.extend(self.shared.ready.lock().drain(..));
+    }
+
+    /// Ready when some watched task completed since the last drain; otherwise arranges for
+    /// `cx`'s waker to be woken when one does: [`wait`](Self::wait) for async code.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        {
+            let mut owner = self.shared.owner.lock();
+            if !owner.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *owner = Some(cx.waker().clone());
+            }
+        }
+        // The waker is in place before `ready` is looked at, and a completion pushes its index
+        // before it looks for the waker (each under its lock): either we see the index, or the
+        // completion sees our waker.
+        if self.shared.ready.lock().is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     }
 
     /// Blocks until some watched task completes or `deadline` passes. True if one completed.
@@ -233,47 +268,91 @@ pub fn wait<W: Waitable>(
     timeout: Option<Duration>,
 ) -> Waited<W> {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-    let tasks = dedup(tasks);
-    let mut done = vec![false; tasks.len()];
-    let mut remaining = tasks.len();
-    let mut failed = false;
-    let settle = |i: usize, done: &mut [bool], remaining: &mut usize, failed: &mut bool| {
-        if !std::mem::replace(&mut done[i], true) {
-            *remaining -= 1;
-            *failed |= state_is_error(tasks[i].completion().state());
+    let mut tally = Tally::new(tasks, until);
+    while !tally.met() && tally.watcher.wait(deadline) {
+        tally.settle_ready();
+    }
+    tally.finish()
+}
+
+/// Where a [`wait`] stands: which of its tasks are done, and whether its condition is met.
+/// The blocking and the async wait differ only in how they sleep between completions.
+pub(crate) struct Tally<W> {
+    tasks: Vec<W>,
+    done: Vec<bool>,
+    remaining: usize,
+    failed: bool,
+    until: Until,
+    watcher: Watcher,
+    ready: VecDeque<usize>,
+}
+
+impl<W: Waitable> Tally<W> {
+    /// Deduplicates `tasks` and starts watching the ones not done yet.
+    pub(crate) fn new(tasks: impl IntoIterator<Item = W>, until: Until) -> Self {
+        let tasks = dedup(tasks);
+        let mut tally = Self {
+            done: vec![false; tasks.len()],
+            remaining: tasks.len(),
+            tasks,
+            failed: false,
+            until,
+            watcher: Watcher::new(),
+            ready: VecDeque::new(),
+        };
+        for i in 0..tally.tasks.len() {
+            let completion = tally.tasks[i].completion();
+            if state_is_done(completion.state()) || !tally.watcher.watch(i, completion) {
+                tally.settle(i);
+            }
         }
-    };
-    let watcher = Watcher::new();
-    for (i, task) in tasks.iter().enumerate() {
-        let completion = task.completion();
-        if state_is_done(completion.state()) || !watcher.watch(i, completion) {
-            settle(i, &mut done, &mut remaining, &mut failed);
+        tally
+    }
+
+    fn settle(&mut self, i: usize) {
+        if !std::mem::replace(&mut self.done[i], true) {
+            self.remaining -= 1;
+            self.failed |= state_is_error(self.tasks[i].completion().state());
         }
     }
-    let met = |remaining: usize, failed: bool| match until {
-        Until::FirstCompleted => remaining < tasks.len() || tasks.is_empty(),
-        Until::FirstError => failed || remaining == 0,
-        Until::AllCompleted => remaining == 0,
-    };
-    let mut ready = VecDeque::new();
-    while !met(remaining, failed) && watcher.wait(deadline) {
-        watcher.drain_into(&mut ready);
-        for i in ready.drain(..) {
-            settle(i, &mut done, &mut remaining, &mut failed);
+
+    /// Counts the tasks whose completion was reported since the last call.
+    pub(crate) fn settle_ready(&mut self) {
+        self.watcher.drain_into(&mut self.ready);
+        while let Some(i) = self.ready.pop_front() {
+            self.settle(i);
         }
     }
-    let mut waited = Waited {
-        done: Vec::with_capacity(tasks.len() - remaining),
-        pending: Vec::with_capacity(remaining),
-    };
-    for (task, done) in tasks.into_iter().zip(done) {
-        if done {
-            waited.done.push(task);
-        } else {
-            waited.pending.push(task);
+
+    /// Whether the wait's condition holds.
+    pub(crate) fn met(&self) -> bool {
+        match self.until {
+            Until::FirstCompleted => self.remaining < self.tasks.len() || self.tasks.is_empty(),
+            Until::FirstError => self.failed || self.remaining == 0,
+            Until::AllCompleted => self.remaining == 0,
         }
     }
-    waited
+
+    /// Whose completions to listen for.
+    pub(crate) fn watcher(&self) -> &Watcher {
+        &self.watcher
+    }
+
+    /// The tasks, split into done and pending, each in input order.
+    pub(crate) fn finish(self) -> Waited<W> {
+        let mut waited = Waited {
+            done: Vec::with_capacity(self.tasks.len() - self.remaining),
+            pending: Vec::with_capacity(self.remaining),
+        };
+        for (task, done) in self.tasks.into_iter().zip(self.done) {
+            if done {
+                waited.done.push(task);
+            } else {
+                waited.pending.push(task);
+            }
+        }
+        waited
+    }
 }
 
 /// Yields tasks as they finish, like Python's `concurrent.futures.as_completed`.
@@ -302,30 +381,14 @@ pub fn as_completed<W: Waitable>(
     tasks: impl IntoIterator<Item = W>,
     timeout: Option<Duration>,
 ) -> AsCompleted<W> {
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-    let tasks = dedup(tasks);
-    let watcher = Watcher::new();
-    let mut ready = VecDeque::new();
-    for (i, task) in tasks.iter().enumerate() {
-        let completion = task.completion();
-        if state_is_done(completion.state()) || !watcher.watch(i, completion) {
-            ready.push_back(i);
-        }
-    }
     AsCompleted {
-        remaining: tasks.len(),
-        total: tasks.len(),
-        tasks: tasks.into_iter().map(Some).collect(),
-        ready,
-        watcher,
-        deadline,
-        expired: false,
-        bar: Bar::default(),
+        inner: Completions::new(tasks, timeout),
     }
 }
 
-/// The iterator [`as_completed`] returns; see there for an example.
-pub struct AsCompleted<W> {
+/// Where an [`as_completed`] stands: the tasks not yielded yet and those known to be done.
+/// The iterator and the stream differ only in how they sleep between completions.
+pub(crate) struct Completions<W> {
     tasks: Vec<Option<W>>,
     ready: VecDeque<usize>,
     watcher: Watcher,
@@ -334,6 +397,102 @@ pub struct AsCompleted<W> {
     deadline: Option<Instant>,
     expired: bool,
     bar: Bar,
+}
+
+impl<W: Waitable> Completions<W> {
+    /// Deduplicates `tasks`, notes the ones done already and watches the others; the
+    /// `timeout` runs from now.
+    pub(crate) fn new(tasks: impl IntoIterator<Item = W>, timeout: Option<Duration>) -> Self {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let tasks = dedup(tasks);
+        let watcher = Watcher::new();
+        let mut ready = VecDeque::new();
+        for (i, task) in tasks.iter().enumerate() {
+            let completion = task.completion();
+            if state_is_done(completion.state()) || !watcher.watch(i, completion) {
+                ready.push_back(i);
+            }
+        }
+        Self {
+            remaining: tasks.len(),
+            total: tasks.len(),
+            tasks: tasks.into_iter().map(Some).collect(),
+            ready,
+            watcher,
+            deadline,
+            expired: false,
+            bar: Bar::default(),
+        }
+    }
+}
+
+impl<W> Completions<W> {
+    /// The next item if it needs no waiting: `Some(Some(item))`, or `Some(None)` at the end;
+    /// `None` when the caller must wait for a completion (or the deadline).
+    pub(crate) fn next_ready(&mut self) -> Option<Option<Result<W, Error>>> {
+        if self.has_ready() {
+            let i = self.ready.pop_front().expect("checked");
+            self.remaining -= 1;
+            self.bar.inc();
+            return Some(Some(Ok(self.tasks[i]
+                .take()
+                .expect("each task completes once"))));
+        }
+        if self.remaining == 0 || self.expired {
+            self.bar.finish();
+            return Some(None);
+        }
+        None
+    }
+
+    /// Whether an item is ready to be yielded without waiting.
+    pub(crate) fn has_ready(&mut self) -> bool {
+        if self.expired {
+            return false; // after the time-out's error, the iteration is over
+        }
+        if self.ready.is_empty() {
+            self.watcher.drain_into(&mut self.ready);
+        }
+        !self.ready.is_empty()
+    }
+
+    /// The deadline passed: the one error that says how many tasks were left.
+    pub(crate) fn expire(&mut self) -> Result<W, Error> {
+        self.expired = true;
+        Err(Error::Unfinished {
+            unfinished: self.remaining,
+            total: self.total,
+        })
+    }
+
+    pub(crate) fn watcher(&self) -> &Watcher {
+        &self.watcher
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    pub(crate) fn into_remaining(self) -> Vec<W> {
+        self.tasks.into_iter().flatten().collect()
+    }
+
+    pub(crate) fn size_hint(&self) -> (usize, Option<usize>) {
+        let ready = if self.expired { 0 } else { self.ready.len() };
+        (ready, Some(self.remaining + 1))
+    }
+
+    pub(crate) fn debug(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("remaining", &self.remaining)
+            .field("total", &self.total)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The iterator [`as_completed`] returns; see there for an example.
+pub struct AsCompleted<W> {
+    inner: Completions<W>,
 }
 
 impl<W> AsCompleted<W> {
@@ -350,7 +509,7 @@ impl<W> AsCompleted<W> {
     /// ```
     #[cfg(feature = "progress")]
     pub fn progress(mut self) -> Self {
-        self.bar.show(Some(self.remaining));
+        self.inner.bar.show(Some(self.inner.remaining));
         self
     }
 
@@ -370,7 +529,7 @@ impl<W> AsCompleted<W> {
     /// go.send(()).unwrap();
     /// ```
     pub fn into_remaining(self) -> Vec<W> {
-        self.tasks.into_iter().flatten().collect()
+        self.inner.into_remaining()
     }
 }
 
@@ -379,38 +538,22 @@ impl<W> Iterator for AsCompleted<W> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(i) = self.ready.pop_front() {
-                self.remaining -= 1;
-                self.bar.inc();
-                return Some(Ok(self.tasks[i].take().expect("each task completes once")));
+            if let Some(item) = self.inner.next_ready() {
+                return item;
             }
-            if self.remaining == 0 || self.expired {
-                self.bar.finish();
-                return None;
-            }
-            if self.watcher.wait(self.deadline) {
-                self.watcher.drain_into(&mut self.ready);
-            } else {
-                self.expired = true;
-                return Some(Err(Error::Unfinished {
-                    unfinished: self.remaining,
-                    total: self.total,
-                }));
+            if !self.inner.watcher().wait(self.inner.deadline()) {
+                return Some(self.inner.expire());
             }
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let ready = if self.expired { 0 } else { self.ready.len() };
-        (ready, Some(self.remaining + 1))
+        self.inner.size_hint()
     }
 }
 
 impl<W> fmt::Debug for AsCompleted<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsCompleted")
-            .field("remaining", &self.remaining)
-            .field("total", &self.total)
-            .finish_non_exhaustive()
+        self.inner.debug("AsCompleted", f)
     }
 }

@@ -30,8 +30,8 @@ struct Slot {
     stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
-pub(super) struct Lane {
-    slots: Mutex<Vec<Arc<Slot>>>,
+pub(super) struct BlockingLane {
+    slots: Mutex<Slots>,
     next: AtomicUsize,
     thread_name: String,
 }
@@ -41,10 +41,20 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<Slot>>> = const { RefCell::new(None) };
 }
 
-impl Lane {
+/// The lane's threads.
+#[derive(Default)]
+struct Slots {
+    running: Vec<Arc<Slot>>,
+    /// Kept so that a shutdown can wait for the threads to leave.
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Stopped: no thread starts any more, and no task is taken.
+    stopped: bool,
+}
+
+impl BlockingLane {
     pub(super) fn new(thread_name: &str) -> Self {
         Self {
-            slots: Mutex::new(Vec::new()),
+            slots: Mutex::new(Slots::default()),
             next: AtomicUsize::new(0),
             thread_name: format!("{thread_name}-lane"),
         }
@@ -68,7 +78,15 @@ impl Lane {
     /// A lane thread that is not inside a poll, starting one if all are; round robin among
     /// them.
     fn pick(&self) -> Option<Arc<Slot>> {
-        let mut slots = self.slots.lock();
+        let mut guard = self.slots.lock();
+        if guard.stopped {
+            return None;
+        }
+        let Slots {
+            running: slots,
+            threads,
+            ..
+        } = &mut *guard;
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let free = (0..slots.len())
             .map(|i| &slots[(start + i) % slots.len()])
@@ -79,16 +97,17 @@ impl Lane {
             return Some(Arc::clone(slot));
         }
         if slots.len() < MAX_THREADS
-            && let Some(slot) = self.start_thread(slots.len())
+            && let Some((slot, thread)) = self.start_thread(slots.len())
         {
             slots.push(Arc::clone(&slot));
+            threads.push(thread);
             return Some(slot);
         }
         // Every thread is stuck and no more may start (or the system refused one): share.
         slots.get(start % slots.len().max(1)).cloned()
     }
 
-    fn start_thread(&self, index: usize) -> Option<Arc<Slot>> {
+    fn start_thread(&self, index: usize) -> Option<(Arc<Slot>, std::thread::JoinHandle<()>)> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -111,15 +130,31 @@ impl Lane {
                 drop(runtime);
                 CURRENT.with(|c| *c.borrow_mut() = None);
             });
-        spawned.ok().map(|_| slot)
+        spawned.ok().map(|thread| (slot, thread))
+    }
+
+    /// Takes no more tasks, and tells every lane thread to drop its runtime (ending the tasks
+    /// still there) and leave.
+    pub(super) fn stop(&self) {
+        let mut slots = self.slots.lock();
+        slots.stopped = true;
+        for slot in slots.running.drain(..) {
+            drop(slot.stop.lock().take());
+        }
+    }
+
+    /// Waits for the lane threads to leave (after [`stop`](Self::stop)).
+    pub(super) fn join(&self) {
+        let threads = std::mem::take(&mut self.slots.lock().threads);
+        for thread in threads {
+            let _ = thread.join();
+        }
     }
 }
 
-impl Drop for Lane {
+impl Drop for BlockingLane {
     fn drop(&mut self) {
-        for slot in self.slots.lock().drain(..) {
-            drop(slot.stop.lock().take());
-        }
+        self.stop();
     }
 }
 
