@@ -79,15 +79,26 @@
 //! Unix only. The process that builds the pool must be the program's own executable (not a
 //! library loaded into another program's process, such as a Python extension).
 
+mod builder;
 mod call;
+mod codec;
+mod ledger;
+mod panics;
+mod shared;
+mod slot;
+mod spawn;
 mod supervisor;
+mod timer;
 mod wire;
 mod worker;
 
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod __fuzz;
+
 use std::fmt;
-use std::path::PathBuf;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
@@ -100,9 +111,11 @@ use crate::pool::Shutdown;
 use crate::sync::Mutex;
 use crate::task::Task;
 use crate::task::promise::Promise;
+pub use builder::Builder;
 use call::Trampoline;
-use supervisor::{Config, Job, Pending, Shared, StartError};
-use wire::{FrameWriter, Status};
+pub use panics::BACKTRACE_HEADING;
+use shared::{Completion, Job, Shared};
+use wire::{FrameWriter, Verdict};
 
 /// The iterator [`ProcessPool::map`] returns: [`Map`] over a process pool, with the same
 /// knobs ([`chunk_size`](Map::chunk_size), [`in_flight`](Map::in_flight),
@@ -159,182 +172,14 @@ impl Owner {
     }
 }
 
-/// Settings for a [`ProcessPool`]; start from [`ProcessPool::builder`].
-///
-/// ```
-/// use std::time::Duration;
-///
-/// let pool = brigade::ProcessPool::builder()
-///     .workers(2)
-///     .max_tasks_per_worker(1_000)
-///     .memory_limit(512 << 20)
-///     .task_timeout(Duration::from_secs(60))
-///     .build()?;
-/// assert_eq!(pool.workers(), 2);
-/// # Ok::<(), brigade::BuildError>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct Builder {
-    workers: Option<usize>,
-    max_tasks: Option<usize>,
-    memory_limit: Option<u64>,
-    initializer: Option<fn()>,
-    task_timeout: Option<Duration>,
-    start_timeout: Duration,
-    /// The worker executable; always this program, except in tests of the handshake.
-    program: Option<PathBuf>,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Self {
-            workers: None,
-            max_tasks: None,
-            memory_limit: None,
-            initializer: None,
-            task_timeout: None,
-            start_timeout: Duration::from_secs(10),
-            program: None,
-        }
-    }
-}
-
-impl Builder {
-    /// Number of worker processes (default: the number of CPUs, or
-    /// [`BRIGADE_WORKERS`](crate::pool::WORKERS_ENV) when set).
-    pub fn workers(mut self, workers: usize) -> Self {
-        self.workers = Some(workers);
-        self
-    }
-
-    /// Replaces each worker with a fresh process after it has run `tasks` tasks (a chunk of
-    /// [`map`](ProcessPool::map) counts as one). Contains slow leaks in native code.
-    ///
-    /// # Panics
-    /// If `tasks` is 0.
-    pub fn max_tasks_per_worker(mut self, tasks: usize) -> Self {
-        assert!(tasks > 0, "max_tasks_per_worker must be at least 1");
-        self.max_tasks = Some(tasks);
-        self
-    }
-
-    /// Replaces a worker whose resident memory is above `bytes` after a task. Checked between
-    /// tasks, so a task is never interrupted for it.
-    pub fn memory_limit(mut self, bytes: u64) -> Self {
-        self.memory_limit = Some(bytes.max(1));
-        self
-    }
-
-    /// Runs `init` once in each worker before its first task (replacements included).
-    ///
-    /// If it panics while the pool is being built, [`build`](Self::build) fails with
-    /// [`BuildError::Initializer`]. If it panics later, in a replacement worker, the pool is
-    /// **broken**: queued and later tasks fail with [`Error::Broken`]. An initializer that
-    /// failed once is not retried, since running it again usually fails again.
-    ///
-    /// ```
-    /// fn init() {
-    ///     // e.g. open a per-process connection, seed a per-process cache ...
-    /// }
-    /// let pool = brigade::ProcessPool::builder().workers(1).initializer(init).build()?;
-    /// # Ok::<(), brigade::BuildError>(())
-    /// ```
-    pub fn initializer(mut self, init: fn()) -> Self {
-        self.initializer = Some(init);
-        self
-    }
-
-    /// Default timeout for every task (see [`ProcessPool::submit_timeout`]): a task running
-    /// longer is killed with its worker and fails with [`Error::TimedOut`].
-    pub fn task_timeout(mut self, timeout: Duration) -> Self {
-        self.task_timeout = Some(timeout);
-        self
-    }
-
-    /// How long a new worker may take to start and answer (default 10 s).
-    pub fn start_timeout(mut self, timeout: Duration) -> Self {
-        self.start_timeout = timeout;
-        self
-    }
-
-    /// Starts the workers and waits until each has answered (and run its initializer).
-    pub fn build(self) -> Result<ProcessPool, BuildError> {
-        worker::keep_linked();
-        let workers = crate::pool::worker_count(self.workers)?;
-        let program = if let Some(program) = self.program {
-            program
-        } else if cfg!(target_os = "linux") {
-            // The running image itself, even if its file was replaced since we started.
-            PathBuf::from("/proc/self/exe")
-        } else {
-            std::env::current_exe().map_err(|e| BuildError::WorkerStart {
-                message: format!("cannot find this program's executable: {e}"),
-            })?
-        };
-        let shared = Shared::new(Config {
-            workers,
-            max_tasks: self.max_tasks,
-            memory_limit: self.memory_limit,
-            initializer: self.initializer.map(|f| call::offset_of(f as usize)),
-            task_timeout: self.task_timeout,
-            start_timeout: self.start_timeout,
-            program,
-        });
-        let (started, reports) = mpsc::channel();
-        let mut threads = Vec::with_capacity(workers);
-        let mut failure = None;
-        for index in 0..workers {
-            let shared = Arc::clone(&shared);
-            let started = started.clone();
-            match std::thread::Builder::new()
-                .name(format!("brigade-proc-{index}"))
-                .spawn(move || supervisor::run_slot(shared, index, started))
-            {
-                Ok(thread) => threads.push(thread),
-                Err(e) => {
-                    failure = Some(BuildError::WorkerStart {
-                        message: format!("cannot start a supervising thread: {e}"),
-                    });
-                    break;
-                }
-            }
-        }
-        drop(started);
-        for _ in 0..threads.len() {
-            match reports.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    failure.get_or_insert(match e {
-                        StartError::Start(message) => BuildError::WorkerStart { message },
-                        StartError::Init(message) => BuildError::Initializer { message },
-                    });
-                }
-                Err(_) => break,
-            }
-        }
-        let owner = Owner {
-            shared,
-            thread_ids: threads.iter().map(|t| t.thread().id()).collect(),
-            threads: Mutex::new(threads),
-        };
-        match failure {
-            // Dropping the owner shuts the started workers down and reaps them.
-            Some(e) => Err(e),
-            None => Ok(ProcessPool {
-                owner: Arc::new(owner),
-            }),
-        }
-    }
-}
-
 /// The producing side of a process task: its promise, and how to decode its result.
-struct Call<R> {
+struct Decoding<R> {
     promise: Option<Promise<R, ()>>,
     started: bool,
-    decode: fn(Status, &[u8]) -> Result<R, Error>,
+    decode: fn(Verdict, &[u8]) -> Result<R, Error>,
 }
 
-impl<R: Send + 'static> Pending for Call<R> {
+impl<R: Send + 'static> Completion for Decoding<R> {
     fn start(&mut self) -> bool {
         if !self.started {
             let promise = self.promise.as_mut().expect("present until settled");
@@ -343,8 +188,15 @@ impl<R: Send + 'static> Pending for Call<R> {
         self.started
     }
 
-    fn finish(mut self: Box<Self>, status: Status, payload: &[u8]) {
-        let outcome = (self.decode)(status, payload);
+    fn finish(mut self: Box<Self>, verdict: Verdict, payload: &[u8]) {
+        // The decoders catch panics in the user's `Deserialize`; this guards the slot thread
+        // against anything else.
+        let outcome = catch_unwind(AssertUnwindSafe(|| (self.decode)(verdict, payload)))
+            .unwrap_or_else(|panic| {
+                Err(Error::Codec {
+                    message: format!("result: {}", Error::panic_message(&*panic)),
+                })
+            });
         if let Some(promise) = self.promise.take() {
             promise.complete(outcome);
         }
@@ -430,7 +282,8 @@ impl ProcessPool {
     /// let pool = ProcessPool::builder().workers(1).build()?;
     /// assert_eq!(pool.submit(checked_div, (84, 2)).result(), Ok(42));
     /// let failed = pool.submit(checked_div, (1, 0)).result();
-    /// assert_eq!(failed, Err(Error::Panicked { message: "division by zero".into() }));
+    /// // (With `RUST_BACKTRACE` set, the worker's backtrace follows the message.)
+    /// assert!(matches!(failed, Err(Error::Panicked { message }) if message.starts_with("division by zero")));
     /// # Ok::<(), brigade::BuildError>(())
     /// ```
     pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Task<R>
@@ -517,23 +370,21 @@ impl ProcessPool {
         }
     }
 
-    /// Encodes a call frame.
+    /// Encodes a call frame, after checking that `func` can be named in a worker.
     fn frame<A: Serialize + ?Sized>(
         &self,
         trampoline: Trampoline,
         func: usize,
         arg: &A,
     ) -> Result<Vec<u8>, Error> {
-        let id = self.owner.shared.next_id();
+        call::check_in_executable(func)?;
+        let shared = &self.owner.shared;
         let mut frame = FrameWriter::call(
-            id,
+            shared.next_id(),
             call::offset_of(trampoline as usize),
             call::offset_of(func),
         );
-        let buf = std::mem::take(frame.payload());
-        *frame.payload() = postcard::to_extend(arg, buf).map_err(|e| Error::Codec {
-            message: format!("argument: {e}"),
-        })?;
+        call::encode_argument(arg, frame.payload(), shared.config.message_limit)?;
         frame.seal().map_err(|e| Error::Codec {
             message: e.to_string(),
         })
@@ -543,11 +394,11 @@ impl ProcessPool {
         &self,
         frame: Vec<u8>,
         timeout: Option<Duration>,
-        decode: fn(Status, &[u8]) -> Result<R, Error>,
+        decode: fn(Verdict, &[u8]) -> Result<R, Error>,
     ) -> (Task<R>, Job) {
         let id = wire::frame_call_id(&frame);
         let (promise, task) = Promise::new((), ());
-        let pending = Box::new(Call {
+        let completion = Box::new(Decoding {
             promise: Some(promise),
             started: false,
             decode,
@@ -556,7 +407,7 @@ impl ProcessPool {
             id,
             frame,
             timeout,
-            pending,
+            completion,
         };
         (task, job)
     }
@@ -604,6 +455,56 @@ impl ProcessPool {
     /// ```
     pub fn shutdown(&self, how: Shutdown) -> bool {
         self.owner.shutdown(how)
+    }
+
+    /// Stops every worker process now with `SIGTERM` (Python's `terminate_workers`): the
+    /// tasks they were running, and every queued task, fail with [`Error::Cancelled`]; the pool
+    /// is shut down ([`submit`](Self::submit) then fails with [`Error::ShutDown`]). Returns
+    /// once every worker has exited and been reaped. A task that handles `SIGTERM` and goes on
+    /// keeps this call waiting for it: [`kill_workers`](Self::kill_workers) cannot be ignored.
+    ///
+    /// ```
+    /// use brigade::{Error, ProcessPool};
+    ///
+    /// fn forever(_: ()) { loop { std::thread::park(); } }
+    ///
+    /// let pool = ProcessPool::builder().workers(1).build()?;
+    /// let stuck = pool.submit(forever, ());
+    /// let queued = pool.submit(forever, ());
+    /// pool.terminate_workers();
+    /// assert_eq!(stuck.result(), Err(Error::Cancelled));
+    /// assert_eq!(queued.result(), Err(Error::Cancelled));
+    /// assert!(pool.worker_pids().is_empty());
+    /// assert!(pool.is_shut_down());
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn terminate_workers(&self) {
+        self.stop_workers(rustix::process::Signal::TERM);
+    }
+
+    /// Stops every worker process now with `SIGKILL`, like
+    /// [`terminate_workers`](Self::terminate_workers) but without giving them a chance to
+    /// run signal handlers.
+    ///
+    /// ```
+    /// use brigade::{Error, ProcessPool};
+    ///
+    /// fn forever(_: ()) { loop { std::thread::park(); } }
+    ///
+    /// let pool = ProcessPool::builder().workers(1).build()?;
+    /// let stuck = pool.submit(forever, ());
+    /// pool.kill_workers();
+    /// assert_eq!(stuck.result(), Err(Error::Cancelled));
+    /// assert_eq!(pool.submit(forever, ()).result(), Err(Error::ShutDown));
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn kill_workers(&self) {
+        self.stop_workers(rustix::process::Signal::KILL);
+    }
+
+    fn stop_workers(&self, signal: rustix::process::Signal) {
+        self.owner.shared.terminate(signal);
+        self.owner.shutdown(Shutdown::graceful());
     }
 }
 
@@ -656,13 +557,11 @@ mod tests {
     use super::*;
 
     fn pool_of(program: &str) -> Result<ProcessPool, BuildError> {
-        Builder {
-            program: Some(program.into()),
-            start_timeout: Duration::from_millis(300),
-            ..Builder::default()
-        }
-        .workers(1)
-        .build()
+        let mut builder = Builder::default()
+            .start_timeout(Duration::from_millis(300))
+            .workers(1);
+        builder.program = Some(program.into());
+        builder.build()
     }
 
     #[test]

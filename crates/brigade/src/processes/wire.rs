@@ -10,17 +10,29 @@
 //! for three integers, and the decoder stays small enough to reason about.
 //!
 //! Both sides decode everything that arrives as untrusted: a short, oversized or unknown frame
-//! is a [`WireError`], never a panic (property-tested below).
+//! is a [`WireError`], never a panic, and a length is checked against the limit as soon as its
+//! four bytes arrive; the buffer then grows with the bytes actually received, never with what
+//! a length claims (property-tested below, and fuzzed: see `fuzz/` at the workspace root).
 
 use std::fmt;
+use std::io;
 use std::ops::Range;
+use std::os::fd::AsFd;
 
 /// The version of this protocol; a worker of another build refuses to talk.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
-/// Largest body accepted: a length above this is corruption, not a message (it would otherwise
-/// make the reader allocate whatever a garbled length says).
-pub(crate) const MAX_FRAME: usize = 1 << 31;
+/// The largest encoded argument or result (the default, and the most a pool may allow).
+pub(crate) const MAX_MESSAGE: usize = 1 << 31;
+
+/// Room for a frame's kind and fixed header fields beside its payload.
+pub(crate) const HEADER_ROOM: usize = 64;
+
+/// Largest body accepted: a length above this is corruption, not a message.
+pub(crate) const MAX_FRAME: usize = MAX_MESSAGE + HEADER_ROOM;
+
+/// What a reader asks of the socket at least, per read.
+const READ_CHUNK: usize = 64 * 1024;
 
 const CALL: u8 = 1;
 const INIT: u8 = 2;
@@ -33,9 +45,9 @@ const RETIRING: u8 = 14;
 
 /// How a call went in the worker, as it travels back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Status {
+pub(crate) enum Verdict {
     /// The payload is the encoded result.
-    Ok = 0,
+    Value = 0,
     /// The payload is the panic message.
     Panicked = 1,
     /// The payload is the codec's message (argument or result could not be (de)serialized).
@@ -52,11 +64,14 @@ pub(crate) enum ToWorker<'a> {
         func: i64,
         payload: &'a [u8],
     },
-    /// Start-up settings: the initializer to run first (offset, or none), and the memory
-    /// ceiling in bytes (0: none).
+    /// Start-up settings: the memory ceiling in bytes (0: none), the largest result to send
+    /// back, and the initializer to run first (its trampoline's and function's offsets, and
+    /// its encoded argument in `payload`), if any.
     Init {
-        initializer: Option<i64>,
         memory_limit: u64,
+        message_limit: u64,
+        initializer: Option<(i64, i64)>,
+        payload: &'a [u8],
     },
     /// Finish: exit once this is read.
     Exit,
@@ -76,7 +91,7 @@ pub(crate) enum FromWorker<'a> {
     Done {
         id: u64,
         busy_nanos: u64,
-        status: Status,
+        verdict: Verdict,
         payload: &'a [u8],
     },
     /// The worker passed its memory ceiling (`rss` bytes) after its last call and exits
@@ -142,11 +157,19 @@ impl FrameWriter {
         Self::start(CALL).u64(id).i64(trampoline).i64(func)
     }
 
-    pub(crate) fn init(initializer: Option<i64>, memory_limit: u64) -> Self {
+    /// An init frame; the caller appends the initializer's encoded argument.
+    pub(crate) fn init(
+        memory_limit: u64,
+        message_limit: u64,
+        initializer: Option<(i64, i64)>,
+    ) -> Self {
+        let (trampoline, func) = initializer.unwrap_or((0, 0));
         Self::start(INIT)
-            .u64(u64::from(initializer.is_some()))
-            .i64(initializer.unwrap_or(0))
             .u64(memory_limit)
+            .u64(message_limit)
+            .u64(u64::from(initializer.is_some()))
+            .i64(trampoline)
+            .i64(func)
     }
 
     pub(crate) fn exit() -> Self {
@@ -167,11 +190,24 @@ impl FrameWriter {
         w
     }
 
-    /// A result frame; the caller appends the payload.
-    pub(crate) fn done(id: u64, busy_nanos: u64, status: Status) -> Self {
-        let mut w = Self::start(DONE).u64(id).u64(busy_nanos);
-        w.buf.push(status as u8);
+    /// A result frame; the caller appends the payload, then fills in the call's time and
+    /// verdict with [`set_done`](Self::set_done).
+    pub(crate) fn done(id: u64) -> Self {
+        let mut w = Self::start(DONE).u64(id).u64(0);
+        w.buf.push(Verdict::Value as u8);
         w
+    }
+
+    /// Fills in a [`done`](Self::done) frame's time and verdict.
+    pub(crate) fn set_done(&mut self, busy_nanos: u64, verdict: Verdict) {
+        // Length (4), kind (1), id (8), then the time and the verdict.
+        self.buf[13..21].copy_from_slice(&busy_nanos.to_le_bytes());
+        self.buf[21] = verdict as u8;
+    }
+
+    /// The bytes written so far (header included).
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
     }
 
     pub(crate) fn retiring(rss: u64) -> Self {
@@ -245,18 +281,21 @@ pub(crate) fn decode_to_worker(body: &[u8]) -> Result<ToWorker<'_>, WireError> {
             payload: f.rest,
         }),
         INIT => {
-            let has = f.u64("init flag")?;
-            let initializer = f.i64("init function")?;
             let memory_limit = f.u64("memory limit")?;
-            f.end("init")?;
+            let message_limit = f.u64("message limit")?;
+            let has = f.u64("init flag")?;
+            let trampoline = f.i64("init trampoline")?;
+            let func = f.i64("init function")?;
             let initializer = match has {
                 0 => None,
-                1 => Some(initializer),
+                1 => Some((trampoline, func)),
                 other => return Err(WireError(format!("init flag {other}"))),
             };
             Ok(ToWorker::Init {
-                initializer,
                 memory_limit,
+                message_limit,
+                initializer,
+                payload: f.rest,
             })
         }
         EXIT => f.end("exit").map(|()| ToWorker::Exit),
@@ -286,16 +325,16 @@ pub(crate) fn decode_from_worker(body: &[u8]) -> Result<FromWorker<'_>, WireErro
         DONE => {
             let id = f.u64("result id")?;
             let busy_nanos = f.u64("result time")?;
-            let status = match f.u8("result status")? {
-                0 => Status::Ok,
-                1 => Status::Panicked,
-                2 => Status::Codec,
-                other => return Err(WireError(format!("result status {other}"))),
+            let verdict = match f.u8("result verdict")? {
+                0 => Verdict::Value,
+                1 => Verdict::Panicked,
+                2 => Verdict::Codec,
+                other => return Err(WireError(format!("result verdict {other}"))),
             };
             Ok(FromWorker::Done {
                 id,
                 busy_nanos,
-                status,
+                verdict,
                 payload: f.rest,
             })
         }
@@ -310,19 +349,68 @@ pub(crate) fn decode_from_worker(body: &[u8]) -> Result<FromWorker<'_>, WireErro
     }
 }
 
+/// Writes a whole frame without raising `SIGPIPE` if the other side is gone.
+pub(crate) fn send_all(socket: impl AsFd, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::net::send(&socket, bytes, rustix::net::SendFlags::NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Splits a byte stream into frame bodies. Bytes are appended as they are read; complete
 /// frames are handed out as ranges of the internal buffer.
-#[derive(Default)]
+///
+/// Reads go straight into the buffer's spare capacity (never zeroed first), and the buffer
+/// grows by what is missing of the current frame but at most by what has already arrived of
+/// it: a large frame costs a logarithmic number of growths (linear time overall), and a length
+/// that lies costs at most twice what was really sent.
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
     /// Start of the first byte not yet handed out.
     start: usize,
+    /// The largest body accepted.
+    limit: usize,
 }
 
 impl FrameReader {
-    /// Room to read more into: the caller fills some prefix and reports it with `filled`.
-    pub(crate) fn spare(&mut self, at_least: usize) -> &mut [u8] {
-        if self.start > 0 && self.start == self.buf.len() {
+    /// A reader that refuses bodies over `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            limit: limit.min(u32::MAX as usize),
+        }
+    }
+
+    /// Reads once from `fd` into the buffer; `Ok(0)` at end of stream (a peer that went away
+    /// leaving bytes unread, which resets the connection, included).
+    pub(crate) fn read_from(&mut self, fd: impl AsFd) -> io::Result<usize> {
+        self.make_room();
+        match rustix::io::read(fd, rustix::buffer::spare_capacity(&mut self.buf)) {
+            Ok(n) => Ok(n),
+            Err(rustix::io::Errno::CONNRESET) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes bytes as one read would (as many as the room made for a read holds); returns how
+    /// many it took. For tests and the fuzzer, which have bytes instead of a socket.
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> usize {
+        self.make_room();
+        let took = bytes.len().min(self.buf.capacity() - self.buf.len());
+        self.buf.extend_from_slice(&bytes[..took]);
+        took
+    }
+
+    /// Makes room for the next read (see the type's docs).
+    fn make_room(&mut self) {
+        if self.start == self.buf.len() {
             // Everything was consumed: start over at the front instead of growing.
             self.buf.clear();
             self.start = 0;
@@ -330,15 +418,23 @@ impl FrameReader {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + at_least, 0);
-        &mut self.buf[len..]
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK {
+            let have = self.buf.len() - self.start;
+            self.buf
+                .reserve_exact(self.missing().min(have).max(READ_CHUNK));
+        }
     }
 
-    /// Reports how many bytes of the last [`spare`](Self::spare) were filled.
-    pub(crate) fn filled(&mut self, asked: usize, got: usize) {
-        let len = self.buf.len();
-        self.buf.truncate(len - asked + got);
+    /// How many more bytes the frame being read needs (`READ_CHUNK` when its length is not
+    /// known yet, or is over the limit and about to be refused).
+    fn missing(&self) -> usize {
+        let available = &self.buf[self.start..];
+        match available.first_chunk::<4>() {
+            Some(len) if u32::from_le_bytes(*len) as usize <= self.limit => {
+                (4 + u32::from_le_bytes(*len) as usize).saturating_sub(available.len())
+            }
+            _ => READ_CHUNK,
+        }
     }
 
     /// The next complete frame's body, if one has fully arrived.
@@ -348,12 +444,13 @@ impl FrameReader {
             return Ok(None);
         };
         let len = u32::from_le_bytes(*len) as usize;
-        if len > MAX_FRAME {
-            return Err(WireError(format!("frame length {len} is over the limit")));
+        if len > self.limit {
+            return Err(WireError(format!(
+                "a frame of {len} bytes is over the limit of {} bytes",
+                self.limit
+            )));
         }
         if available.len() < 4 + len {
-            // Make sure the whole body fits on the next read, not just another chunk of it.
-            self.buf.reserve(4 + len - available.len());
             return Ok(None);
         }
         let body = self.start + 4..self.start + 4 + len;
@@ -370,7 +467,7 @@ impl FrameReader {
     /// that ends the buffer takes the buffer itself (with the body's range in it) instead of
     /// being copied; others are copied out.
     pub(crate) fn take_body(&mut self, range: Range<usize>) -> (Vec<u8>, Range<usize>) {
-        if range.len() >= 64 * 1024 && range.end == self.buf.len() {
+        if range.len() >= READ_CHUNK && range.end == self.buf.len() {
             self.start = 0;
             (std::mem::take(&mut self.buf), range)
         } else {
@@ -380,20 +477,62 @@ impl FrameReader {
         }
     }
 
-    /// How many more bytes the frame being read needs (0 when between frames).
-    pub(crate) fn wanted(&self) -> usize {
-        let available = &self.buf[self.start..];
-        match available.first_chunk::<4>() {
-            Some(len) => (4 + u32::from_le_bytes(*len) as usize).saturating_sub(available.len()),
-            None => 0,
-        }
-    }
-
     /// Bytes read but not yet returned as frames (a truncated frame at end of stream).
     #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
         self.buf.len() - self.start
     }
+
+    /// The buffer's capacity (for the tests of its growth).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+/// Feeds `bytes` to a reader in reads of the sizes `chunks` gives (cycled; 0 is taken as 1)
+/// and decodes every frame that comes out as both directions' messages. Checks the reader's
+/// promises as it goes: it never holds more than twice the bytes it was given plus a read's
+/// worth, and it never stalls while bytes are left (every read takes at least one byte).
+/// Returns the frames' bodies, or the first framing error. The property tests and the fuzzer
+/// both run this.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn exercise_reader(
+    bytes: &[u8],
+    chunks: &[usize],
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, WireError> {
+    let chunks = if chunks.is_empty() {
+        &[READ_CHUNK][..]
+    } else {
+        chunks
+    };
+    let mut reader = FrameReader::new(limit);
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    let mut given = 0usize;
+    for &chunk in chunks.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let piece = &rest[..chunk.clamp(1, rest.len())];
+        let took = reader.push(piece);
+        assert!(took > 0, "the reader made no room for a read");
+        rest = &rest[took..];
+        given += took;
+        assert!(
+            reader.capacity() <= 2 * given + 2 * READ_CHUNK,
+            "{} bytes of buffer for {given} bytes received",
+            reader.capacity()
+        );
+        while let Some(range) = reader.next_frame()? {
+            let body = reader.body(range);
+            let _ = decode_to_worker(body);
+            let _ = decode_from_worker(body);
+            out.push(body.to_vec());
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(all(test, not(brigade_loom)))]
@@ -402,17 +541,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn frames(bytes: &[u8], chunk: usize) -> Result<Vec<Vec<u8>>, WireError> {
-        let mut reader = FrameReader::default();
-        let mut out = Vec::new();
-        for piece in bytes.chunks(chunk.max(1)) {
-            let spare = reader.spare(piece.len());
-            spare[..piece.len()].copy_from_slice(piece);
-            reader.filled(piece.len(), piece.len());
-            while let Some(range) = reader.next_frame()? {
-                out.push(reader.body(range).to_vec());
-            }
-        }
-        Ok(out)
+        exercise_reader(bytes, &[chunk], MAX_FRAME)
     }
 
     fn body(frame: &[u8]) -> &[u8] {
@@ -433,14 +562,26 @@ mod tests {
                 payload: b"arg"
             }
         );
-        let init = FrameWriter::init(Some(-5), 1 << 30).seal().unwrap();
+        let mut init = FrameWriter::init(1 << 30, 77, Some((-5, 6)));
+        init.payload().extend_from_slice(b"init arg");
+        let init = init.seal().unwrap();
         assert_eq!(
             decode_to_worker(body(&init)).unwrap(),
             ToWorker::Init {
-                initializer: Some(-5),
-                memory_limit: 1 << 30
+                memory_limit: 1 << 30,
+                message_limit: 77,
+                initializer: Some((-5, 6)),
+                payload: b"init arg",
             }
         );
+        let plain = FrameWriter::init(0, 1, None).seal().unwrap();
+        assert!(matches!(
+            decode_to_worker(body(&plain)).unwrap(),
+            ToWorker::Init {
+                initializer: None,
+                ..
+            }
+        ));
         let exit = FrameWriter::exit().seal().unwrap();
         assert_eq!(decode_to_worker(body(&exit)).unwrap(), ToWorker::Exit);
         let hello = FrameWriter::hello(42, -8).seal().unwrap();
@@ -457,15 +598,16 @@ mod tests {
             decode_from_worker(body(&failed)).unwrap(),
             FromWorker::InitFailed { message: "no db" }
         );
-        let mut done = FrameWriter::done(9, 1234, Status::Panicked);
+        let mut done = FrameWriter::done(9);
         done.payload().extend_from_slice(b"boom");
+        done.set_done(1234, Verdict::Panicked);
         let done = done.seal().unwrap();
         assert_eq!(
             decode_from_worker(body(&done)).unwrap(),
             FromWorker::Done {
                 id: 9,
                 busy_nanos: 1234,
-                status: Status::Panicked,
+                verdict: Verdict::Panicked,
                 payload: b"boom"
             }
         );
@@ -477,38 +619,72 @@ mod tests {
     }
 
     #[test]
-    fn a_garbled_length_is_an_error_not_an_allocation() {
+    fn a_length_over_the_limit_is_refused_as_soon_as_it_arrives() {
+        // 4 GB claimed, 5 bytes sent: refused, and nothing near 4 GB was allocated.
         let mut bytes = u32::MAX.to_le_bytes().to_vec();
         bytes.push(1);
         assert!(frames(&bytes, 64).is_err());
+        // Over a small limit, by one byte: the error names both.
+        let mut reader = FrameReader::new(100);
+        reader.push(&101u32.to_le_bytes());
+        let e = reader.next_frame().unwrap_err();
+        assert!(
+            e.0.contains("101 bytes") && e.0.contains("100 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_length_that_lies_costs_only_what_was_sent() {
+        // Claims 1 GiB, sends 1 MiB: the buffer follows what arrived.
+        let mut reader = FrameReader::new(MAX_FRAME);
+        reader.push(&(1u32 << 30).to_le_bytes());
+        let mut sent = 4;
+        while sent < 4 + (1 << 20) {
+            sent += reader.push(&[7u8; 4096]);
+        }
+        assert_eq!(reader.next_frame().unwrap(), None);
+        assert!(
+            reader.capacity() <= 2 * sent + 2 * READ_CHUNK,
+            "{}",
+            reader.capacity()
+        );
     }
 
     #[test]
     fn a_truncated_frame_stays_pending() {
         let frame = FrameWriter::hello(1, 2).seal().unwrap();
-        let mut reader = FrameReader::default();
+        let mut reader = FrameReader::new(MAX_FRAME);
         let cut = frame.len() - 3;
-        reader.spare(cut)[..cut].copy_from_slice(&frame[..cut]);
+        assert_eq!(reader.push(&frame[..cut]), cut);
         assert_eq!(reader.next_frame().unwrap(), None);
         assert_eq!(reader.pending(), cut);
     }
 
     #[test]
     fn a_large_frame_is_handed_over_without_a_copy_and_a_small_one_is_copied() {
-        let mut reader = FrameReader::default();
+        let mut reader = FrameReader::new(MAX_FRAME);
         let mut stream = FrameWriter::exit().seal().unwrap();
         let mut big = FrameWriter::call(1, 2, 3);
         big.payload().extend(std::iter::repeat_n(7u8, 100_000));
         stream.extend(big.seal().unwrap());
-        let spare = reader.spare(stream.len());
-        spare.copy_from_slice(&stream);
-        let small = reader.next_frame().unwrap().unwrap();
-        let (body, range) = reader.take_body(small);
-        assert_eq!(decode_to_worker(&body[range]).unwrap(), ToWorker::Exit);
-        let large = reader.next_frame().unwrap().unwrap();
-        let (body, range) = reader.take_body(large.clone());
+        let mut rest = &stream[..];
+        let mut bodies = Vec::new();
+        while !rest.is_empty() {
+            let took = reader.push(rest);
+            rest = &rest[took..];
+            while let Some(range) = reader.next_frame().unwrap() {
+                bodies.push((range.clone(), reader.take_body(range)));
+            }
+        }
+        let (_, (body, range)) = &bodies[0];
+        assert_eq!(
+            decode_to_worker(&body[range.clone()]).unwrap(),
+            ToWorker::Exit
+        );
+        let (large, (body, range)) = &bodies[1];
         assert_eq!(range, large, "the buffer itself, body in place");
-        match decode_to_worker(&body[range]).unwrap() {
+        match decode_to_worker(&body[range.clone()]).unwrap() {
             ToWorker::Call { id, payload, .. } => {
                 assert_eq!((id, payload.len()), (1, 100_000));
             }
@@ -518,27 +694,77 @@ mod tests {
         assert_eq!(reader.next_frame().unwrap(), None);
     }
 
+    #[test]
+    fn growing_to_a_large_frame_takes_few_allocations() {
+        // Linear time: the buffer grows geometrically with what arrives, so a 64 MiB frame
+        // read 64 KiB at a time grows a handful of times, not a thousand.
+        let mut reader = FrameReader::new(MAX_FRAME);
+        let len = 64 << 20;
+        reader.push(&(len as u32).to_le_bytes());
+        let block = vec![0u8; READ_CHUNK];
+        let mut got = 0;
+        let mut growths = 0;
+        let mut capacity = reader.capacity();
+        while got < len {
+            got += reader.push(&block[..READ_CHUNK.min(len - got)]);
+            if reader.capacity() != capacity {
+                growths += 1;
+                capacity = reader.capacity();
+            }
+        }
+        assert!(reader.next_frame().unwrap().is_some());
+        assert!(growths <= 16, "{growths} growths");
+    }
+
     proptest! {
         #[test]
-        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn decoding_arbitrary_bytes_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            chunks in proptest::collection::vec(0usize..80, 0..6),
+            limit in prop_oneof![Just(MAX_FRAME), 0usize..300],
+        ) {
             let _ = decode_to_worker(&bytes);
             let _ = decode_from_worker(&bytes);
-            let _ = frames(&bytes, 7);
+            let _ = exercise_reader(&bytes, &chunks, limit);
+        }
+
+        #[test]
+        fn huge_lengths_are_refused_or_wait_without_allocating(
+            len in any::<u32>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..512),
+            limit in prop_oneof![Just(MAX_FRAME), 0usize..(1 << 20)],
+        ) {
+            let mut bytes = len.to_le_bytes().to_vec();
+            bytes.extend_from_slice(&tail);
+            let outcome = exercise_reader(&bytes, &[7, 300], limit);
+            if len as usize > limit {
+                prop_assert!(outcome.is_err());
+            } else if tail.len() < len as usize {
+                prop_assert_eq!(outcome, Ok(Vec::new()));
+            } else if let Ok(frames) = outcome {
+                // (What follows the first frame is arbitrary and may be refused.)
+                prop_assert_eq!(frames[0].len(), len as usize);
+            }
         }
 
         #[test]
         fn every_prefix_of_a_valid_message_is_rejected_or_shorter(
             id in any::<u64>(), busy in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 0..32)
         ) {
-            let mut done = FrameWriter::done(id, busy, Status::Ok);
+            let mut done = FrameWriter::done(id);
             done.payload().extend_from_slice(&payload);
+            done.set_done(busy, Verdict::Value);
             let frame = done.seal().unwrap();
             let full = body(&frame);
             for cut in 0..18 {
                 prop_assert!(decode_from_worker(&full[..cut]).is_err());
             }
             let decoded = decode_from_worker(full).unwrap();
-            prop_assert_eq!(decoded, FromWorker::Done { id, busy_nanos: busy, status: Status::Ok, payload: &payload });
+            prop_assert_eq!(decoded, FromWorker::Done { id, busy_nanos: busy, verdict: Verdict::Value, payload: &payload });
+            // Every truncation of the stream yields no frame, never a wrong one.
+            for cut in 0..frame.len() {
+                prop_assert_eq!(frames(&frame[..cut], 5).unwrap().len(), 0);
+            }
         }
 
         #[test]
