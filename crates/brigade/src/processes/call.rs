@@ -177,18 +177,22 @@ where
 {
     // SAFETY: by this function's contract, `func` is the address of a `fn(A) -> R`.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
-    let arg: A = match decode_caught("argument", payload) {
-        Ok(arg) => arg,
-        Err(message) => return codec_failure(out, &message),
-    };
-    let result = match panics::running(func, || catch_unwind(AssertUnwindSafe(|| f(arg)))) {
-        Ok(result) => result,
-        Err(panic) => {
-            out.extend_from_slice(panics::describe(&*panic).as_bytes());
-            return Verdict::Panicked;
-        }
-    };
-    encode_caught("result", &result, out, limit)
+    // The user's code runs "as" the function throughout, codecs included, so that a panic
+    // line names it.
+    panics::running(func, || {
+        let arg: A = match decode_caught("argument", payload) {
+            Ok(arg) => arg,
+            Err(message) => return codec_failure(out, &message),
+        };
+        let result = match catch_unwind(AssertUnwindSafe(|| f(arg))) {
+            Ok(result) => result,
+            Err(panic) => {
+                out.extend_from_slice(panics::describe(&*panic).as_bytes());
+                return Verdict::Panicked;
+            }
+        };
+        encode_caught("result", &result, out, limit)
+    })
 }
 
 /// Runs the function at `func` on every item of the encoded `Vec<A>` in `payload`, each under
@@ -208,18 +212,20 @@ where
 {
     // SAFETY: as in `call_one`.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
-    let items: Vec<A> = match decode_caught("argument", payload) {
-        Ok(items) => items,
-        Err(message) => return codec_failure(out, &message),
-    };
-    let results: Vec<Result<R, ItemError>> = items
-        .into_iter()
-        .map(|item| {
-            panics::running(func, || catch_unwind(AssertUnwindSafe(|| f(item))))
-                .map_err(|panic| ItemError::Panicked(panics::describe(&*panic)))
-        })
-        .collect();
-    encode_caught("result", &results, out, limit)
+    panics::running(func, || {
+        let items: Vec<A> = match decode_caught("argument", payload) {
+            Ok(items) => items,
+            Err(message) => return codec_failure(out, &message),
+        };
+        let results: Vec<Result<R, ItemError>> = items
+            .into_iter()
+            .map(|item| {
+                catch_unwind(AssertUnwindSafe(|| f(item)))
+                    .map_err(|panic| ItemError::Panicked(panics::describe(&*panic)))
+            })
+            .collect();
+        encode_caught("result", &results, out, limit)
+    })
 }
 
 /// Runs the initializer at `func` with its encoded argument.

@@ -47,6 +47,8 @@ pub(crate) fn running<T>(func: usize, f: impl FnOnce() -> T) -> T {
         }
     }
     let _reset = Reset(RUNNING.with(|r| r.replace(func)));
+    // A backtrace left by a panic that nobody described (in a codec, say) is not this one's.
+    CAPTURED.with(|c| c.borrow_mut().take());
     f()
 }
 

@@ -162,26 +162,28 @@ fn settle(
         shared.finished(n);
         return;
     }
+    // The worker takes calls in `in_flight`'s order: those up to the one its ledger names ran
+    // (or were running); the rest never started. Normally only the head can have run (the
+    // answers of the ones before it arrived before the socket closed); after garbage, answers
+    // that followed it are lost, and those calls ran all the same.
+    let ran = in_flight
+        .iter()
+        .position(|job| job.id == taken)
+        .map_or(0, |k| k + 1);
     let mut in_flight = in_flight.into_iter();
-    let head_taken = in_flight
-        .as_slice()
-        .first()
-        .is_some_and(|head| head.id == taken);
-    let head_error = match end {
-        _ if !head_taken => None,
+    let error = match end {
+        _ if ran == 0 => None,
         End::Retired => None,
-        End::TimedOut { id } => {
-            // The call may have finished just before the kill landed; then the one after it
-            // was killed for nothing and goes back to the queue like the rest.
-            (taken == id).then_some(Error::TimedOut)
-        }
+        // The call may have finished just before the kill landed; then the one after it was
+        // killed for nothing, and fails with the crash it saw.
+        End::TimedOut { id } if id == taken => Some(Error::TimedOut),
         End::Garbled(message) => Some(Error::Codec {
             message: format!(
-                "worker process {pid} sent a malformed message while running this task \
+                "worker process {pid} sent bytes that are not a message while this task ran \
                  ({message}); it was replaced"
             ),
         }),
-        End::Closed => Some(match status {
+        End::Closed | End::TimedOut { .. } => Some(match status {
             Ok(status) => Error::WorkerCrashed {
                 pid,
                 signal: status.signal(),
@@ -195,15 +197,16 @@ fn settle(
         }),
     };
     let mut failed = 0;
-    if let Some(error) = head_error {
-        let head = in_flight.next().expect("the head was taken");
+    if let Some(error) = error {
         if !matches!(error, Error::TimedOut) {
             tracing::warn!(pid, %error, "a worker process died while running a task");
         }
-        head.completion.fail(error);
-        failed = 1;
+        for job in in_flight.by_ref().take(ran) {
+            job.completion.fail(error.clone());
+            failed += 1;
+        }
     } else if let Ok(status) = status {
-        if !status.success() && status.signal() != Some(9) {
+        if !status.success() {
             tracing::warn!(pid, %status, "a worker process died between tasks; replacing it");
         }
     }

@@ -1,8 +1,11 @@
 //! The wire between the pool and its worker processes: length-prefixed frames over a Unix
 //! socket, each holding one message.
 //!
-//! A frame is a little-endian `u32` body length, then the body: a one-byte kind, the kind's
-//! fixed little-endian header fields, then the rest of the frame as the kind's payload. The
+//! A frame is a little-endian `u32` body length and a `u32` check of that length (the length
+//! xor [`CHECK`]), then the body: a one-byte kind, the kind's fixed little-endian header
+//! fields, then the rest of the frame as the kind's payload. The check catches bytes that are
+//! not a frame (a task writing to the wrong descriptor, say) at the first header they spoil,
+//! instead of reading them as a length and waiting for a body that never comes. The
 //! payload of a call or a result is the postcard encoding of the value itself, written straight
 //! into the frame buffer and decoded straight from it, so a large argument or result is copied
 //! once into the frame and once out of it, never into an intermediate message. The fixed
@@ -30,6 +33,12 @@ pub(crate) const HEADER_ROOM: usize = 64;
 
 /// Largest body accepted: a length above this is corruption, not a message.
 pub(crate) const MAX_FRAME: usize = MAX_MESSAGE + HEADER_ROOM;
+
+/// Length and check.
+const FRAME_HEADER: usize = 8;
+
+/// What a frame's length is xor-ed with to make its check.
+const CHECK: u32 = 0xB816_ADE5;
 
 /// What a reader asks of the socket at least, per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -117,7 +126,7 @@ pub(crate) struct FrameWriter {
 impl FrameWriter {
     fn start(kind: u8) -> Self {
         let mut buf = Vec::with_capacity(64);
-        buf.extend_from_slice(&[0; 4]);
+        buf.extend_from_slice(&[0; FRAME_HEADER]);
         buf.push(kind);
         Self { buf }
     }
@@ -143,13 +152,14 @@ impl FrameWriter {
 
     /// Writes the body length; the frame is ready to send. Fails when it is too large.
     pub(crate) fn seal(mut self) -> Result<Vec<u8>, WireError> {
-        let body = self.buf.len() - 4;
+        let body = self.buf.len() - FRAME_HEADER;
         if body > MAX_FRAME {
             return Err(WireError(format!(
                 "a {body}-byte message is over the limit"
             )));
         }
         self.buf[..4].copy_from_slice(&(body as u32).to_le_bytes());
+        self.buf[4..8].copy_from_slice(&(body as u32 ^ CHECK).to_le_bytes());
         Ok(self.buf)
     }
 
@@ -200,9 +210,10 @@ impl FrameWriter {
 
     /// Fills in a [`done`](Self::done) frame's time and verdict.
     pub(crate) fn set_done(&mut self, busy_nanos: u64, verdict: Verdict) {
-        // Length (4), kind (1), id (8), then the time and the verdict.
-        self.buf[13..21].copy_from_slice(&busy_nanos.to_le_bytes());
-        self.buf[21] = verdict as u8;
+        // Frame header, kind (1), id (8), then the time and the verdict.
+        const BUSY: usize = FRAME_HEADER + 9;
+        self.buf[BUSY..BUSY + 8].copy_from_slice(&busy_nanos.to_le_bytes());
+        self.buf[BUSY + 8] = verdict as u8;
     }
 
     /// The bytes written so far (header included).
@@ -217,7 +228,12 @@ impl FrameWriter {
 
 /// The id of a sealed call frame (see [`FrameWriter::call`]).
 pub(crate) fn frame_call_id(frame: &[u8]) -> u64 {
-    u64::from_le_bytes(frame[5..13].try_into().expect("a call frame has an id"))
+    const ID: usize = FRAME_HEADER + 1;
+    u64::from_le_bytes(
+        frame[ID..ID + 8]
+            .try_into()
+            .expect("a call frame has an id"),
+    )
 }
 
 /// Reads the fixed fields of a body, failing instead of panicking when it is short.
@@ -426,34 +442,44 @@ impl FrameReader {
     }
 
     /// How many more bytes the frame being read needs (`READ_CHUNK` when its length is not
-    /// known yet, or is over the limit and about to be refused).
+    /// known yet, or is about to be refused).
     fn missing(&self) -> usize {
-        let available = &self.buf[self.start..];
-        match available.first_chunk::<4>() {
-            Some(len) if u32::from_le_bytes(*len) as usize <= self.limit => {
-                (4 + u32::from_le_bytes(*len) as usize).saturating_sub(available.len())
-            }
+        match self.header() {
+            Some(Ok(len)) => (FRAME_HEADER + len).saturating_sub(self.buf.len() - self.start),
             _ => READ_CHUNK,
         }
     }
 
-    /// The next complete frame's body, if one has fully arrived.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<Range<usize>>, WireError> {
-        let available = &self.buf[self.start..];
-        let Some(len) = available.first_chunk::<4>() else {
-            return Ok(None);
-        };
-        let len = u32::from_le_bytes(*len) as usize;
-        if len > self.limit {
-            return Err(WireError(format!(
+    /// The length of the frame being read, once its header has arrived: checked, and against
+    /// the limit.
+    fn header(&self) -> Option<Result<usize, WireError>> {
+        let header = self.buf[self.start..].first_chunk::<FRAME_HEADER>()?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        let check = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        Some(if len ^ CHECK != check {
+            Err(WireError(
+                "a frame header that does not check out (bytes that are not a frame)".into(),
+            ))
+        } else if len as usize > self.limit {
+            Err(WireError(format!(
                 "a frame of {len} bytes is over the limit of {} bytes",
                 self.limit
-            )));
-        }
-        if available.len() < 4 + len {
+            )))
+        } else {
+            Ok(len as usize)
+        })
+    }
+
+    /// The next complete frame's body, if one has fully arrived.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Range<usize>>, WireError> {
+        let Some(len) = self.header() else {
+            return Ok(None);
+        };
+        let len = len?;
+        if self.buf.len() - self.start < FRAME_HEADER + len {
             return Ok(None);
         }
-        let body = self.start + 4..self.start + 4 + len;
+        let body = self.start + FRAME_HEADER..self.start + FRAME_HEADER + len;
         self.start = body.end;
         Ok(Some(body))
     }
@@ -545,7 +571,13 @@ mod tests {
     }
 
     fn body(frame: &[u8]) -> &[u8] {
-        &frame[4..]
+        &frame[FRAME_HEADER..]
+    }
+
+    fn header(len: u32) -> Vec<u8> {
+        let mut bytes = len.to_le_bytes().to_vec();
+        bytes.extend((len ^ CHECK).to_le_bytes());
+        bytes
     }
 
     #[test]
@@ -621,12 +653,12 @@ mod tests {
     #[test]
     fn a_length_over_the_limit_is_refused_as_soon_as_it_arrives() {
         // 4 GB claimed, 5 bytes sent: refused, and nothing near 4 GB was allocated.
-        let mut bytes = u32::MAX.to_le_bytes().to_vec();
+        let mut bytes = header(u32::MAX);
         bytes.push(1);
         assert!(frames(&bytes, 64).is_err());
         // Over a small limit, by one byte: the error names both.
         let mut reader = FrameReader::new(100);
-        reader.push(&101u32.to_le_bytes());
+        reader.push(&header(101));
         let e = reader.next_frame().unwrap_err();
         assert!(
             e.0.contains("101 bytes") && e.0.contains("100 bytes"),
@@ -638,9 +670,9 @@ mod tests {
     fn a_length_that_lies_costs_only_what_was_sent() {
         // Claims 1 GiB, sends 1 MiB: the buffer follows what arrived.
         let mut reader = FrameReader::new(MAX_FRAME);
-        reader.push(&(1u32 << 30).to_le_bytes());
-        let mut sent = 4;
-        while sent < 4 + (1 << 20) {
+        reader.push(&header(1 << 30));
+        let mut sent = FRAME_HEADER;
+        while sent < FRAME_HEADER + (1 << 20) {
             sent += reader.push(&[7u8; 4096]);
         }
         assert_eq!(reader.next_frame().unwrap(), None);
@@ -649,6 +681,18 @@ mod tests {
             "{}",
             reader.capacity()
         );
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_frame_are_refused_at_their_header() {
+        // A plausible length without its check: refused at once, not waited on.
+        let mut bytes = 100u32.to_le_bytes().to_vec();
+        bytes.extend([0; 4]);
+        assert!(frames(&bytes, 3).is_err());
+        // A valid frame after two stray bytes: misaligned, refused.
+        let mut bytes = vec![1, 2];
+        bytes.extend(FrameWriter::exit().seal().unwrap());
+        assert!(frames(&bytes, 64).is_err());
     }
 
     #[test]
@@ -700,7 +744,7 @@ mod tests {
         // read 64 KiB at a time grows a handful of times, not a thousand.
         let mut reader = FrameReader::new(MAX_FRAME);
         let len = 64 << 20;
-        reader.push(&(len as u32).to_le_bytes());
+        reader.push(&header(len as u32));
         let block = vec![0u8; READ_CHUNK];
         let mut got = 0;
         let mut growths = 0;
@@ -734,7 +778,7 @@ mod tests {
             tail in proptest::collection::vec(any::<u8>(), 0..512),
             limit in prop_oneof![Just(MAX_FRAME), 0usize..(1 << 20)],
         ) {
-            let mut bytes = len.to_le_bytes().to_vec();
+            let mut bytes = header(len);
             bytes.extend_from_slice(&tail);
             let outcome = exercise_reader(&bytes, &[7, 300], limit);
             if len as usize > limit {
