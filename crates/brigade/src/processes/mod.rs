@@ -8,14 +8,30 @@
 //! * a worker killed by a signal (`SIGKILL`, `SIGSEGV`, `abort`) or exiting mid-task fails only
 //!   the task it was running, with [`Error::WorkerCrashed`] naming the pid and the signal or
 //!   exit code; the pool starts a replacement and every other task completes (Python's
-//!   `ProcessPoolExecutor` instead breaks the whole pool);
+//!   `ProcessPoolExecutor` instead breaks the whole pool). Each worker records in a small shared
+//!   file which call it takes, before any of the call's code runs, so the pool knows which task
+//!   was running: a worker killed *between* tasks fails nobody, and the calls it had been sent
+//!   go to the replacement;
 //! * a per-task timeout ([`ProcessPool::submit_timeout`], [`Builder::task_timeout`]) **kills**
 //!   the worker running the task and fails it with [`Error::TimedOut`]. A thread cannot be
 //!   stopped from outside, so a thread-pool task can only be waited on with a timeout, never
 //!   stopped; a process can;
 //! * workers can be recycled after a number of tasks, or when they pass a memory ceiling
 //!   (checked between tasks), so a leaking library is contained;
-//! * a panic in a task comes back as [`Error::Panicked`] with its message, and the worker goes on.
+//! * a panic in a task comes back as [`Error::Panicked`] with its message, and the worker goes
+//!   on. The worker's panic line names the task's function, and with `RUST_BACKTRACE` set the
+//!   worker's backtrace follows the message, after [`BACKTRACE_HEADING`] (as Python shows a
+//!   worker's traceback);
+//! * a replacement that cannot start (the system is out of descriptors or processes) is
+//!   retried with a growing pause while the other workers serve; tasks fail
+//!   ([`Error::WorkerStart`]) only when the pool has had no worker for a whole
+//!   [start timeout](Builder::start_timeout), and it serves again once one starts;
+//! * [`ProcessPool::terminate_workers`] and [`ProcessPool::kill_workers`] stop every worker at
+//!   once, failing what they ran and what was queued with [`Error::Cancelled`].
+//!
+//! Supervision reports through [`tracing`](https://docs.rs/tracing) (a worker crashed, was
+//! killed for a timeout, recycled, replaced, could not be started): silent unless the program
+//! installs a subscriber.
 //!
 //! # Setup: none
 //!
@@ -24,18 +40,26 @@
 //! program runs before `main`, sees that the process was started as a worker, and serves the
 //! pool instead of running `main`. So there is no line to add to `main`, and a pool works the
 //! same from a binary, an example, an integration test (`cargo test`) or a doc test, from any
-//! working directory. If the worker mode cannot start (the program was not built with this
-//! brigade, say), building the pool fails with [`BuildError::WorkerStart`] after
-//! [`Builder::start_timeout`] at most, instead of hanging.
+//! working directory. A process is a worker only when a random token in its environment
+//! matches the one its pool wrote into its socket before starting it: a stray
+//! `BRIGADE_PROCESS_WORKER` variable is removed and otherwise ignored. If the worker mode
+//! cannot start (the program was not built with this brigade, say), building the pool fails
+//! with [`BuildError::WorkerStart`] after [`Builder::start_timeout`] at most, instead of
+//! hanging.
 //!
 //! # Tasks
 //!
 //! A task is a plain function `fn(A) -> R` (a function item, or a closure that captures
 //! nothing) with a serde-serializable argument and result. It is named on the wire by its
-//! place in the executable, so the name is the same in every process running the same build.
+//! place in the executable, so the name is the same in every process running the same build;
+//! a function that is not part of the executable (from a dynamically loaded library) has no
+//! such name and is refused at submit with [`Error::ForeignFunction`].
 //! Arguments and results travel as [postcard](https://docs.rs/postcard) over a Unix socket, in
 //! length-prefixed frames; for large byte payloads, wrap them in `serde_bytes::ByteBuf` (a
-//! plain `Vec<u8>` is encoded byte by byte).
+//! plain `Vec<u8>` is encoded byte by byte). An argument or result that cannot be encoded or
+//! decoded fails its task with [`Error::Codec`], carrying the message of the type's own
+//! `Serialize`/`Deserialize` (a panic in them included), and so does one over
+//! [`Builder::max_message_bytes`] (2 GiB at most), naming its size; the worker lives on.
 //!
 //! ```
 //! use brigade::{Error, ProcessPool};
