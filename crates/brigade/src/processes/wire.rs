@@ -125,7 +125,12 @@ pub(crate) struct FrameWriter {
 
 impl FrameWriter {
     fn start(kind: u8) -> Self {
-        let mut buf = Vec::with_capacity(64);
+        Self::start_in(Vec::with_capacity(64), kind)
+    }
+
+    /// Starts a frame in `buf` (cleared), reusing its memory.
+    fn start_in(mut buf: Vec<u8>, kind: u8) -> Self {
+        buf.clear();
         buf.extend_from_slice(&[0; FRAME_HEADER]);
         buf.push(kind);
         Self { buf }
@@ -202,8 +207,14 @@ impl FrameWriter {
 
     /// A result frame; the caller appends the payload, then fills in the call's time and
     /// verdict with [`set_done`](Self::set_done).
+    #[cfg(test)]
     pub(crate) fn done(id: u64) -> Self {
-        let mut w = Self::start(DONE).u64(id).u64(0);
+        Self::done_in(Vec::new(), id)
+    }
+
+    /// A [`done`](Self::done) frame built in `buf`, reusing its memory.
+    pub(crate) fn done_in(buf: Vec<u8>, id: u64) -> Self {
+        let mut w = Self::start_in(buf, DONE).u64(id).u64(0);
         w.buf.push(Verdict::Value as u8);
         w
     }
@@ -214,11 +225,6 @@ impl FrameWriter {
         const BUSY: usize = FRAME_HEADER + 9;
         self.buf[BUSY..BUSY + 8].copy_from_slice(&busy_nanos.to_le_bytes());
         self.buf[BUSY + 8] = verdict as u8;
-    }
-
-    /// The bytes written so far (header included).
-    pub(crate) fn len(&self) -> usize {
-        self.buf.len()
     }
 
     pub(crate) fn retiring(rss: u64) -> Self {
@@ -422,6 +428,24 @@ impl FrameReader {
         let took = bytes.len().min(self.buf.capacity() - self.buf.len());
         self.buf.extend_from_slice(&bytes[..took]);
         took
+    }
+
+    /// Takes `buf` as the buffer to read into when it is larger than the current one (the
+    /// bytes not yet handed out move into it): a reader handed a buffer back from a finished
+    /// large frame reuses that memory instead of faulting in fresh pages.
+    pub(crate) fn adopt(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() > self.buf.capacity() {
+            buf.clear();
+            buf.extend_from_slice(&self.buf[self.start..]);
+            self.buf = buf;
+            self.start = 0;
+        }
+    }
+
+    /// Whether the frame being read needs more room than the buffer has.
+    pub(crate) fn needs_room(&self) -> bool {
+        self.buf.capacity() - self.start < FRAME_HEADER + READ_CHUNK
+            || self.missing() > self.buf.capacity() - self.buf.len()
     }
 
     /// Makes room for the next read (see the type's docs).

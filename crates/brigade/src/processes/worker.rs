@@ -24,13 +24,14 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
-use std::time::Instant;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use super::call::{self, InitTrampoline, Trampoline};
 use super::ledger::Ledger;
 use super::panics;
-use super::wire::{self, FrameReader, FrameWriter, ToWorker, Verdict};
+use super::wire::{self, FrameReader, FrameWriter, ToWorker};
+use crate::sync::Mutex;
 
 /// Present in a worker's environment (and removed before anything else runs); its value is the
 /// token the pool wrote into the worker's socket, in hex.
@@ -133,13 +134,25 @@ fn accept_greeting(hex: &OsStr) -> Option<(UnixStream, Ledger)> {
     Some((UnixStream::from(socket), ledger))
 }
 
+/// How long a worker keeps its large buffers while idle (see [`Spare`]).
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// The memory of the last large frame a finished call read, handed back to the reader thread
+/// for the next one. On a VM, faulting in fresh pages costs more than copying into warm ones,
+/// so back-to-back large messages reuse the buffers of the previous ones: this one, and the
+/// buffer the answers are written in. Both are let go after [`IDLE_RELEASE`] without calls,
+/// and left out of the memory ceiling's count.
+type Spare = Arc<Mutex<Option<Vec<u8>>>>;
+
 fn serve(mut socket: UnixStream, ledger: Ledger) -> io::Result<()> {
     panics::install_hook();
     let reader_socket = socket.try_clone()?;
     let (frames, inbox) = mpsc::channel::<(Vec<u8>, Range<usize>)>();
+    let spare: Spare = Arc::default();
+    let reader_spare = Arc::clone(&spare);
     std::thread::Builder::new()
         .name("brigade-worker-reader".into())
-        .spawn(move || read_frames(reader_socket, frames))?;
+        .spawn(move || read_frames(reader_socket, frames, reader_spare))?;
 
     let hello = FrameWriter::hello(std::process::id(), call::layout_check());
     send(&mut socket, hello)?;
@@ -176,7 +189,20 @@ fn serve(mut socket: UnixStream, ledger: Ledger) -> io::Result<()> {
     };
     send(&mut socket, FrameWriter::ready())?;
 
-    for (frame, range) in inbox {
+    let mut answers = Vec::new();
+    loop {
+        let (frame, range) = match inbox.recv_timeout(IDLE_RELEASE) {
+            Ok(next) => next,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                answers = Vec::new();
+                spare.lock().take();
+                match inbox.recv() {
+                    Ok(next) => next,
+                    Err(_) => return Ok(()),
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        };
         match wire::decode_to_worker(&frame[range]) {
             Ok(ToWorker::Call {
                 id,
@@ -192,7 +218,7 @@ fn serve(mut socket: UnixStream, ledger: Ledger) -> io::Result<()> {
                     std::mem::transmute::<usize, Trampoline>(call::address_of(trampoline))
                 };
                 let started = Instant::now();
-                let mut done = FrameWriter::done(id);
+                let mut done = FrameWriter::done_in(std::mem::take(&mut answers), id);
                 // SAFETY: the pool paired `func` with this very trampoline, instantiated for
                 // its type, after checking that it lies in the executable
                 // (`call::check_in_executable`); this is the same build.
@@ -206,14 +232,21 @@ fn serve(mut socket: UnixStream, ledger: Ledger) -> io::Result<()> {
                 };
                 let busy = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
                 done.set_done(busy, verdict);
-                debug_assert!(verdict != Verdict::Value || done.len() <= wire::MAX_FRAME);
+                // The call's frame is done with: its memory goes back to the reader before the
+                // answer goes out, ready for the next large frame.
+                if frame.capacity() > answers.capacity() {
+                    *spare.lock() = Some(frame);
+                }
                 // Whatever the task printed goes out before its result: a task's output is
                 // never lost to a crash of a later task.
                 let _ = io::stdout().flush();
-                send(&mut socket, done)?;
+                let sealed = done.seal().map_err(|e| protocol(e.to_string()))?;
+                wire::send_all(&socket, &sealed)?;
+                answers = sealed;
                 if memory_limit > 0 {
+                    let held = answers.capacity() + spare.lock().as_ref().map_or(0, Vec::capacity);
                     let rss = resident_bytes();
-                    if rss > memory_limit {
+                    if rss.saturating_sub(held as u64) > memory_limit {
                         send(&mut socket, FrameWriter::retiring(rss))?;
                         return Ok(());
                     }
@@ -224,7 +257,6 @@ fn serve(mut socket: UnixStream, ledger: Ledger) -> io::Result<()> {
             Err(e) => return Err(protocol(e.to_string())),
         }
     }
-    Ok(())
 }
 
 fn protocol(message: String) -> io::Error {
@@ -237,10 +269,15 @@ fn send(socket: &mut UnixStream, frame: FrameWriter) -> io::Result<()> {
 }
 
 /// Moves frames from the socket to the main thread; ends the process when the socket closes.
-fn read_frames(socket: UnixStream, frames: mpsc::Sender<(Vec<u8>, Range<usize>)>) {
+fn read_frames(socket: UnixStream, frames: mpsc::Sender<(Vec<u8>, Range<usize>)>, spare: Spare) {
     // The pool is trusted to respect its own limit; this bound only guards against corruption.
     let mut reader = FrameReader::new(wire::MAX_FRAME);
     loop {
+        if reader.needs_room() {
+            if let Some(buffer) = spare.lock().take() {
+                reader.adopt(buffer);
+            }
+        }
         let got = match reader.read_from(&socket) {
             Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
