@@ -87,7 +87,7 @@ impl Builder {
 
     /// The largest argument or result, encoded, that may travel between the pool and a worker
     /// (default and most: 2 GiB). A larger argument is refused at submit, and a larger result
-    /// fails its task in the worker, which lives on; both with [`Error::Codec`] naming the
+    /// fails its task in the worker, which lives on; both with [`Error::Codec`](crate::Error::Codec) naming the
     /// size and the limit. Neither side ever allocates past the limit for a message.
     ///
     /// ```
@@ -110,7 +110,7 @@ impl Builder {
     ///
     /// If it panics while the pool is being built, [`build`](Self::build) fails with
     /// [`BuildError::Initializer`]. If it panics later, in a replacement worker, the pool is
-    /// **broken**: queued and later tasks fail with [`Error::Broken`]. An initializer that
+    /// **broken**: queued and later tasks fail with [`Error::Broken`](crate::Error::Broken). An initializer that
     /// failed once is not retried, since running it again usually fails again. For an
     /// initializer that needs data, see [`initializer_with`](Self::initializer_with); a pool
     /// has one initializer, the last one set.
@@ -181,7 +181,7 @@ impl Builder {
     }
 
     /// Default timeout for every task (see [`ProcessPool::submit_timeout`]): a task running
-    /// longer is killed with its worker and fails with [`Error::TimedOut`]. A timeout too long
+    /// longer is killed with its worker and fails with [`Error::TimedOut`](crate::Error::TimedOut). A timeout too long
     /// to represent (such as `Duration::MAX`) means no limit.
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.task_timeout = Some(timeout);
@@ -191,7 +191,7 @@ impl Builder {
     /// How long a new worker may take to start and answer (default 10 s). It is also how long
     /// the pool goes on with no worker at all (none can be started: the system is out of
     /// processes or file descriptors, say) before it fails the queued tasks with
-    /// [`Error::WorkerStart`]; it keeps trying, and serves again once a worker starts. A
+    /// [`Error::WorkerStart`](crate::Error::WorkerStart); it keeps trying, and serves again once a worker starts. A
     /// timeout too long to represent (such as `Duration::MAX`) means no limit.
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
