@@ -305,4 +305,13 @@ mod tests {
         assert!(e.to_string().contains("1002 bytes"), "{e}");
         assert!(e.to_string().contains("999 bytes"), "{e}");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = decode::<Vec<Result<u64, crate::processes::call::ItemError>>>(&bytes);
+            let _ = decode::<(String, Option<Vec<u8>>)>(&bytes);
+            let _ = decode::<Everything>(&bytes);
+        }
+    }
 }
