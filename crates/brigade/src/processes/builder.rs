@@ -109,7 +109,8 @@ impl Builder {
     /// Runs `init` once in each worker before its first task (replacements included).
     ///
     /// If it panics while the pool is being built, [`build`](Self::build) fails with
-    /// [`BuildError::Initializer`]. If it panics later, in a replacement worker, the pool is
+    /// [`BuildError::Initializer`] (its message, then, with backtraces on, the worker's
+    /// backtrace after [`BACKTRACE_HEADING`](super::BACKTRACE_HEADING)). If it panics later, in a replacement worker, the pool is
     /// **broken**: queued and later tasks fail with [`Error::Broken`](crate::Error::Broken). An initializer that
     /// failed once is not retried, since running it again usually fails again. For an
     /// initializer that needs data, see [`initializer_with`](Self::initializer_with); a pool
