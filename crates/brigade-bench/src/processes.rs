@@ -8,16 +8,17 @@ use brigade::{ProcessPool, ThreadPool};
 use serde_bytes::ByteBuf;
 use serde_json::{Value, json};
 
-use crate::measure::{Impl, emit, imp, self_timed};
+use crate::measure::{Impl, emit, imp, median, round3, self_timed};
 use crate::threads::{calibrate_ms, kernel};
 
 const SUITE: &str = "processes";
-const WORKLOADS: [&str; 5] = [
+const WORKLOADS: [&str; 6] = [
     "roundtrip",
     "roundtrip-batched",
     "roundtrip-latency",
     "cpu-fanout",
     "payload",
+    "payload-sweep",
 ];
 /// The Python side, shipped with the bench crate.
 const PYTHON_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/process_pool.py");
@@ -128,6 +129,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     }
     if wants("payload") {
         payload(&bench, 1_000 / scale)?;
+    }
+    if wants("payload-sweep") {
+        // --quick stops at 16 MiB: a smoke test of the harness, not a measurement.
+        let largest = if args.run.quick { 16 << 20 } else { 1 << 30 };
+        payload_sweep(&bench, args.run.reps, largest);
     }
     bench.procspawn.shutdown();
     Ok(())
@@ -276,6 +282,76 @@ fn payload(bench: &Bench, tasks: u64) -> anyhow::Result<()> {
             }),
         ],
     )
+}
+
+/// One round trip at a time with `bytes` in and `bytes` out (1 KiB to 1 GiB): round-trip time
+/// must grow linearly with the size. Each line gives the median over `reps` of one round
+/// trip's time (the input is built before the clock starts), with the throughput counted one
+/// way (`gb_per_s`, the payload's bytes per second) and both ways (`gb_per_s_both_ways`, in
+/// plus out, as `payload`'s `mb_per_s` counts); the anchor is the same work on the thread pool,
+/// where nothing is copied across a process boundary.
+fn payload_sweep(bench: &Bench, reps: usize, largest: usize) {
+    let pool = &bench.brigade;
+    let threads = ThreadPool::builder()
+        .workers(1)
+        .build()
+        .expect("a thread pool");
+    const KIB: usize = 1 << 10;
+    const MIB: usize = 1 << 20;
+    let sizes = [
+        KIB,
+        16 * KIB,
+        256 * KIB,
+        MIB,
+        4 * MIB,
+        16 * MIB,
+        64 * MIB,
+        256 * MIB,
+        512 * MIB,
+        1024 * MIB,
+    ];
+    for bytes in sizes.into_iter().filter(|&b| b <= largest) {
+        let mut times: [Vec<f64>; 2] = [Vec::with_capacity(reps), Vec::with_capacity(reps)];
+        for _ in 0..reps {
+            for (i, on_threads) in [false, true].into_iter().enumerate() {
+                let input = ByteBuf::from(vec![3u8; bytes]);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let start = std::time::Instant::now();
+                let output = if on_threads {
+                    threads.submit(move || flip(input)).result()
+                } else {
+                    pool.submit(flip, input).result()
+                }
+                .expect("the payload comes back");
+                let ms = start.elapsed().as_secs_f64() * 1e3;
+                assert!(output.len() == bytes && output[bytes - 1] == !3u8);
+                drop(output);
+                times[i].push(ms);
+            }
+        }
+        let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+        let anchor = medians[1];
+        for (name, ms) in [("brigade", medians[0]), ("brigade-threads", medians[1])] {
+            let gb_per_s = bytes as f64 / (ms / 1e3) / 1e9;
+            let mut line = bench.run.base.clone();
+            crate::measure::merge(
+                &mut line,
+                &json!({
+                    "suite": SUITE,
+                    "workload": "payload-sweep",
+                    "impl": name,
+                    "payload_bytes": bytes,
+                    "wall_ms": round3(ms),
+                    "reps": reps,
+                    "gb_per_s": round3(gb_per_s),
+                    "gb_per_s_both_ways": round3(2.0 * gb_per_s),
+                    "anchor": "brigade-threads",
+                    "vs_anchor": round3(anchor / ms),
+                }),
+            );
+            emit(&line);
+        }
+    }
 }
 
 /// Runs procspawn calls with at most `window` in flight, folding `value` of each result.

@@ -79,12 +79,31 @@ pub enum Error {
         /// What the codec reported.
         message: String,
     },
-    /// The pool can run nothing more, for the reason given (a worker's initializer failed,
-    /// or no worker process could be started).
+    /// The pool can run nothing more, for the reason given (a thread's initializer failed, or
+    /// a replacement worker process's).
     #[error("the pool is broken: {reason}")]
     Broken {
         /// Why the pool broke.
         reason: String,
+    },
+    /// The process pool had no worker process for a whole start timeout, and could start none
+    /// (the system was out of file descriptors or processes, say). The pool keeps trying, and
+    /// serves again as soon as a worker starts: a later task may succeed.
+    #[error("no worker process could be started: {message}")]
+    WorkerStart {
+        /// What went wrong, and for how long.
+        message: String,
+    },
+    /// The function given to a process pool is not part of the program's executable (it came
+    /// from a dynamically loaded library, say), so a worker process cannot name it; the task
+    /// was refused before anything ran.
+    #[error(
+        "the function at {address:#x} is not in this program's executable (loaded from a shared \
+         library?): a process pool runs only functions its workers have too"
+    )]
+    ForeignFunction {
+        /// The function's address in the pool's process.
+        address: usize,
     },
 }
 
@@ -126,14 +145,20 @@ fn signal_name(signal: i32) -> Option<&'static str> {
 impl Error {
     /// Turns a panic payload (as caught by `catch_unwind`) into [`Error::Panicked`].
     pub(crate) fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
-        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+        Error::Panicked {
+            message: Self::panic_message(payload),
+        }
+    }
+
+    /// The text of a panic payload: the message when it is a string, else a placeholder.
+    pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+        if let Some(s) = payload.downcast_ref::<&'static str>() {
             (*s).to_owned()
         } else if let Some(s) = payload.downcast_ref::<String>() {
             s.clone()
         } else {
             "Box<dyn Any> (a panic payload that is not a string)".to_owned()
-        };
-        Error::Panicked { message }
+        }
     }
 }
 

@@ -89,7 +89,7 @@ fn default_workers(from_env: Option<&str>) -> usize {
 /// A running task is never abandoned by a shutdown: threads cannot be stopped from outside,
 /// and an async task is only cancelled when asked to. To stop running work now, cancel its
 /// tasks (the event loop stops them at their next `.await`) or, for processes,
-/// `ProcessPool::kill_workers`.
+/// [`ProcessPool::kill_workers`](crate::ProcessPool::kill_workers).
 ///
 /// Every pool's `shutdown` returns `true` when the pool was fully stopped on return (every
 /// accepted task done, every worker gone), `false` when it returned before that (`no_wait`,

@@ -7,10 +7,10 @@
 //! the test releases it. Everything waits on events, under the watchdog.
 
 mod common;
+mod processes_common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,14 +20,7 @@ use brigade::{
     BuildError, Error, ProcessPool, Shutdown, ThreadPool, Until, Waitable, as_completed, wait,
 };
 use common::Watchdog;
-
-fn square(x: u64) -> u64 {
-    x * x
-}
-
-fn pid(_: ()) -> u32 {
-    std::process::id()
-}
+use processes_common::*;
 
 fn panics(message: String) -> u32 {
     panic!("{message}")
@@ -54,63 +47,6 @@ fn spins(_: ()) {
     }
 }
 
-/// Connects to the gate at `path`, reports its pid, and blocks until released; returns its pid.
-fn gated(path: String) -> u32 {
-    let mut stream = UnixStream::connect(&path).expect("gate is listening");
-    stream.write_all(&std::process::id().to_le_bytes()).unwrap();
-    let mut byte = [0u8; 1];
-    let _ = stream.read(&mut byte);
-    std::process::id()
-}
-
-/// Where a task in a worker process says it started, and waits to be released.
-struct Gate {
-    path: PathBuf,
-    listener: UnixListener,
-}
-
-impl Gate {
-    fn new(name: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "brigade-gate-{}-{name}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
-        Self { path, listener }
-    }
-
-    fn arg(&self) -> String {
-        self.path.to_str().unwrap().to_owned()
-    }
-
-    /// Waits for a task to arrive; returns its connection (drop or write to release it) and
-    /// the pid of the worker running it.
-    fn arrival(&self) -> (UnixStream, u32) {
-        let (mut stream, _) = self.listener.accept().unwrap();
-        let mut pid = [0u8; 4];
-        stream.read_exact(&mut pid).unwrap();
-        (stream, u32::from_le_bytes(pid))
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn kill(pid: u32, signal: rustix::process::Signal) {
-    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
-    rustix::process::kill_process(pid, signal).unwrap();
-}
-
-fn pool(workers: usize) -> ProcessPool {
-    ProcessPool::builder().workers(workers).build().unwrap()
-}
-
 #[test]
 fn results_come_back_and_panics_fail_only_their_task() {
     let _w = Watchdog::new("results_come_back_and_panics_fail_only_their_task");
@@ -121,12 +57,7 @@ fn results_come_back_and_panics_fail_only_their_task() {
     }
     let before = pool.worker_pids();
     let failed = pool.submit(panics, "no luck".to_owned());
-    assert_eq!(
-        failed.result(),
-        Err(Error::Panicked {
-            message: "no luck".into()
-        })
-    );
+    assert_eq!(panic_text(failed.result()), "no luck");
     assert_eq!(pool.submit(square, 9).result(), Ok(81));
     assert_eq!(pool.worker_pids(), before, "a panic costs no worker");
 }
@@ -302,12 +233,14 @@ fn a_failing_initializer_fails_the_build_with_its_message() {
         .initializer(init_fails)
         .build()
         .unwrap_err();
-    assert_eq!(
-        err,
-        BuildError::Initializer {
-            message: "no database here".into()
-        }
-    );
+    match err {
+        // (With `RUST_BACKTRACE` set, the worker's backtrace follows the message.)
+        BuildError::Initializer { message } => assert_eq!(
+            message.split(brigade::processes::BACKTRACE_HEADING).next(),
+            Some("no database here")
+        ),
+        other => panic!("expected Initializer, got {other:?}"),
+    }
 }
 
 fn flag_path(parent: u32) -> PathBuf {
@@ -437,12 +370,7 @@ fn map_is_ordered_lazy_chunked_and_fails_per_item() {
         if i % 250 != 1 {
             assert_eq!(r, &Ok(i as u64 / 2));
         } else {
-            assert_eq!(
-                r,
-                &Err(Error::Panicked {
-                    message: format!("unlucky {i}")
-                })
-            );
+            assert_eq!(panic_text(r.clone()), format!("unlucky {i}"));
         }
     }
     // An endless input: only what is consumed (plus the bounded read-ahead) is read.
@@ -551,8 +479,6 @@ fn shutdown_can_cancel_what_is_queued() {
 }
 
 // ---- The pool's own process dies: re-run this binary as that process. ----
-
-const CHILD_MODE: &str = "BRIGADE_TEST_CHILD_MODE";
 
 fn print_lines(i: u64) -> u64 {
     let long = "x".repeat(5_000);

@@ -2,25 +2,31 @@
 //!
 //! A worker process is the same executable as the pool's process (it is started from
 //! `/proc/self/exe`, which names the running image even if the file was replaced since). Every
-//! function therefore sits at the same distance from any other function in both processes;
-//! only the load address differs (ASLR). So a function is named by its offset from
-//! [`anchor`], a function in this crate, and the worker turns the offset back into an address
-//! with its own anchor. The name is stable for every process running the same build, which is
-//! what a remote worker would need too, and costs nothing to compute: no registry, no macro,
-//! no setup.
+//! function of the executable therefore sits at the same distance from any other of its
+//! functions in both processes; only the load address differs (ASLR). So a function is named by
+//! its offset from [`anchor`], a function in this crate, and the worker turns the offset back
+//! into an address with its own anchor. The name is stable for every process running the same
+//! build and costs nothing to compute: no registry, no macro, no setup.
+//!
+//! That holds only for functions *of the executable*: a function from a dynamically loaded
+//! library lies at an unrelated distance in each process. [`check_in_executable`] refuses
+//! those at submit, so that the worker never jumps to an address that is not the function.
 //!
 //! The argument type and result type are not in the name: each call also names a
 //! *trampoline*, an instance of [`call_one`] or [`call_chunk`] for the exact types, which
 //! decodes the argument, calls the function under `catch_unwind`, and encodes the result.
 //! Both are instantiated in the pool's process when the task is submitted, so they exist in
-//! the worker too.
+//! the worker too. Trampolines are `unsafe fn`: they turn an address received from the wire
+//! into a function pointer of their types, which is sound only under the pairing above.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::wire::Status;
+use super::codec;
+use super::panics;
+use super::wire::Verdict;
 use crate::error::Error;
 
 /// The fixed point that function offsets are measured from.
@@ -39,17 +45,62 @@ pub(crate) fn address_of(offset: i64) -> usize {
     (anchor as fn() -> &'static str as usize).wrapping_add(offset as usize)
 }
 
-/// The shape of every trampoline: run the function at `func` on `payload`, append the
-/// encoded outcome to `out`, and say what `out` now holds.
-pub(crate) type Trampoline = fn(func: usize, payload: &[u8], out: &mut Vec<u8>) -> Status;
+/// The shape of every call trampoline: run the function at `func` on `payload`, append the
+/// encoded outcome (at most `limit` bytes of it) to `out`, and say what `out` now holds.
+///
+/// # Safety
+/// `func` must be the address, in this process, of a function of the very type this
+/// trampoline was instantiated for (see [`call_one`]).
+pub(crate) type Trampoline =
+    unsafe fn(func: usize, payload: &[u8], out: &mut Vec<u8>, limit: usize) -> Verdict;
 
-/// What a worker's initializer is: a plain function.
-pub(crate) type Initializer = fn();
+/// The shape of an initializer trampoline: run the initializer at `func` on `payload`;
+/// `Err` carries the panic or codec message.
+///
+/// # Safety
+/// As for [`Trampoline`].
+pub(crate) type InitTrampoline = unsafe fn(func: usize, payload: &[u8]) -> Result<(), String>;
 
 /// The layout check a worker sends in its hello: the name of a function both sides know.
 /// Equal names mean both processes lay functions out alike (they run the same build).
 pub(crate) fn layout_check() -> i64 {
     offset_of(call_one::<u64, u64> as Trampoline as usize)
+}
+
+/// Whether `address` lies in the executable itself (not in a shared library): only such a
+/// function can be named on the wire (see the module docs).
+pub(crate) fn check_in_executable(address: usize) -> Result<(), Error> {
+    use crate::sync::atomic::{AtomicUsize, Ordering};
+    // Most pools submit the same few functions again and again: remember the last one seen.
+    static LAST_GOOD: AtomicUsize = AtomicUsize::new(0);
+    if LAST_GOOD.load(Ordering::Relaxed) == address {
+        return Ok(());
+    }
+    let Some(executable) = object_base(anchor as fn() -> &'static str as usize) else {
+        // No dynamic loader information at all: a statically linked program, which loads no
+        // shared library, so every function is its own.
+        return Ok(());
+    };
+    if object_base(address) == Some(executable) {
+        LAST_GOOD.store(address, Ordering::Relaxed);
+        Ok(())
+    } else {
+        Err(Error::ForeignFunction { address })
+    }
+}
+
+/// The load address of the object (executable or shared library) that `address` lies in.
+fn object_base(address: usize) -> Option<usize> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: `dladdr` only reads the loader's own tables for `address` (it never dereferences
+    // it) and writes `info`, which is valid for writes of a `Dl_info`.
+    let found = unsafe { libc::dladdr(address as *const libc::c_void, info.as_mut_ptr()) };
+    if found == 0 {
+        return None;
+    }
+    // SAFETY: a nonzero return means `dladdr` filled `info`.
+    let info = unsafe { info.assume_init() };
+    Some(info.dli_fbase as usize)
 }
 
 /// Why one item of a chunk failed, as it travels back.
@@ -68,102 +119,155 @@ impl From<ItemError> for Error {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    match Error::from_panic(payload) {
-        Error::Panicked { message } => message,
-        _ => unreachable!("from_panic makes Panicked"),
+/// Decodes a `T`, turning a panic in its `Deserialize` into a codec error as well.
+fn decode_caught<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, String> {
+    match catch_unwind(|| codec::decode::<T>(bytes)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(panic) => Err(format!(
+            "{what}: its Deserialize panicked: {}",
+            Error::panic_message(&*panic)
+        )),
     }
+}
+
+/// Appends the encoding of `value` to `out` (at most `limit` bytes), turning a failure or a
+/// panic in its `Serialize` into a codec message in `out` instead.
+fn encode_caught<T: Serialize + ?Sized>(
+    what: &str,
+    value: &T,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Verdict {
+    let mark = out.len();
+    let message = match catch_unwind(AssertUnwindSafe(|| codec::encode(value, out, limit))) {
+        Ok(Ok(())) => return Verdict::Value,
+        Ok(Err(e)) => format!("{what}: {e}"),
+        Err(panic) => format!(
+            "{what}: its Serialize panicked: {}",
+            Error::panic_message(&*panic)
+        ),
+    };
+    out.truncate(mark);
+    out.extend_from_slice(message.as_bytes());
+    Verdict::Codec
+}
+
+fn codec_failure(out: &mut Vec<u8>, message: &str) -> Verdict {
+    out.extend_from_slice(message.as_bytes());
+    Verdict::Codec
 }
 
 /// Runs the function at `func` with the encoded argument in `payload`.
 ///
-/// # Contract
-/// `func` must be the address of a `fn(A) -> R` in this executable: the pool only names
-/// functions it received as `fn(A) -> R` together with this very instance of the trampoline.
-pub(crate) fn call_one<A, R>(func: usize, payload: &[u8], out: &mut Vec<u8>) -> Status
+/// # Safety
+/// `func` must be the address in this process of a `fn(A) -> R`. The pool only ever names a
+/// function it was given as `fn(A) -> R` together with this very instance, after checking
+/// that the function lies in the executable ([`check_in_executable`]); the worker runs the same
+/// build (the hello's layout check), so the offset names the same function there.
+pub(crate) unsafe fn call_one<A, R>(
+    func: usize,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Verdict
 where
     A: DeserializeOwned,
     R: Serialize,
 {
-    // SAFETY: by the contract above `func` came from a `fn(A) -> R` of this same executable
-    // (the pool pairs each function with the trampoline instantiated for its types, and the
-    // worker runs the same build: see the module docs and the hello's layout check).
+    // SAFETY: by this function's contract, `func` is the address of a `fn(A) -> R`.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
-    let arg: A = match postcard::from_bytes(payload) {
-        Ok(arg) => arg,
-        Err(e) => return codec_failure(out, &format!("argument: {e}")),
-    };
-    let result = match catch_unwind(AssertUnwindSafe(|| f(arg))) {
-        Ok(result) => result,
-        Err(panic) => {
-            out.extend_from_slice(panic_message(&*panic).as_bytes());
-            return Status::Panicked;
-        }
-    };
-    let mark = out.len();
-    match postcard::to_extend(&result, std::mem::take(out)) {
-        Ok(filled) => {
-            *out = filled;
-            Status::Ok
-        }
-        Err(e) => {
-            out.truncate(mark);
-            codec_failure(out, &format!("result: {e}"))
-        }
-    }
+    // The user's code runs "as" the function throughout, codecs included, so that a panic
+    // line names it.
+    panics::running(func, || {
+        let arg: A = match decode_caught("argument", payload) {
+            Ok(arg) => arg,
+            Err(message) => return codec_failure(out, &message),
+        };
+        let result = match catch_unwind(AssertUnwindSafe(|| f(arg))) {
+            Ok(result) => result,
+            Err(panic) => {
+                out.extend_from_slice(panics::describe(&*panic).as_bytes());
+                return Verdict::Panicked;
+            }
+        };
+        encode_caught("result", &result, out, limit)
+    })
 }
 
 /// Runs the function at `func` on every item of the encoded `Vec<A>` in `payload`, each under
 /// its own `catch_unwind`, and encodes one `Result<R, ItemError>` per item.
 ///
-/// # Contract
+/// # Safety
 /// As for [`call_one`].
-pub(crate) fn call_chunk<A, R>(func: usize, payload: &[u8], out: &mut Vec<u8>) -> Status
+pub(crate) unsafe fn call_chunk<A, R>(
+    func: usize,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Verdict
 where
     A: DeserializeOwned,
     R: Serialize,
 {
     // SAFETY: as in `call_one`.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
-    let items: Vec<A> = match postcard::from_bytes(payload) {
-        Ok(items) => items,
-        Err(e) => return codec_failure(out, &format!("argument: {e}")),
-    };
-    let results: Vec<Result<R, ItemError>> = items
-        .into_iter()
-        .map(|item| {
-            catch_unwind(AssertUnwindSafe(|| f(item)))
-                .map_err(|panic| ItemError::Panicked(panic_message(&*panic)))
-        })
-        .collect();
-    let mark = out.len();
-    match postcard::to_extend(&results, std::mem::take(out)) {
-        Ok(filled) => {
-            *out = filled;
-            Status::Ok
-        }
-        Err(e) => {
-            out.truncate(mark);
-            codec_failure(out, &format!("result: {e}"))
-        }
-    }
+    panics::running(func, || {
+        let items: Vec<A> = match decode_caught("argument", payload) {
+            Ok(items) => items,
+            Err(message) => return codec_failure(out, &message),
+        };
+        let results: Vec<Result<R, ItemError>> = items
+            .into_iter()
+            .map(|item| {
+                catch_unwind(AssertUnwindSafe(|| f(item)))
+                    .map_err(|panic| ItemError::Panicked(panics::describe(&*panic)))
+            })
+            .collect();
+        encode_caught("result", &results, out, limit)
+    })
 }
 
-fn codec_failure(out: &mut Vec<u8>, message: &str) -> Status {
-    out.extend_from_slice(message.as_bytes());
-    Status::Codec
+/// Runs the initializer at `func` with its encoded argument.
+///
+/// # Safety
+/// `func` must be the address in this process of a `fn(A)`; the builder pairs each initializer
+/// with this very instance, as for [`call_one`].
+pub(crate) unsafe fn init_with<A: DeserializeOwned>(
+    func: usize,
+    payload: &[u8],
+) -> Result<(), String> {
+    // SAFETY: by this function's contract, `func` is the address of a `fn(A)`.
+    let f = unsafe { std::mem::transmute::<usize, fn(A)>(func) };
+    let arg: A = decode_caught("initializer argument", payload)?;
+    panics::running(func, || catch_unwind(AssertUnwindSafe(|| f(arg))))
+        .map_err(|panic| panics::describe(&*panic))
 }
 
-/// Decodes what [`call_one`] sent back.
-pub(crate) fn decode_one<R: DeserializeOwned>(status: Status, payload: &[u8]) -> Result<R, Error> {
-    match status {
-        Status::Ok => postcard::from_bytes(payload).map_err(|e| Error::Codec {
-            message: format!("result: {e}"),
-        }),
-        Status::Panicked => Err(Error::Panicked {
+/// Runs the argument-less initializer at `func`.
+///
+/// # Safety
+/// `func` must be the address in this process of a `fn()` (see [`init_with`]).
+pub(crate) unsafe fn init_plain(func: usize, _payload: &[u8]) -> Result<(), String> {
+    // SAFETY: by this function's contract, `func` is the address of a `fn()`.
+    let f = unsafe { std::mem::transmute::<usize, fn()>(func) };
+    panics::running(func, || catch_unwind(f)).map_err(|panic| panics::describe(&*panic))
+}
+
+/// Decodes what [`call_one`] sent back. Runs the user's `Deserialize` on a slot thread of the
+/// pool, so a panic in it is caught here and fails only this task.
+pub(crate) fn decode_one<R: DeserializeOwned>(
+    verdict: Verdict,
+    payload: &[u8],
+) -> Result<R, Error> {
+    match verdict {
+        Verdict::Value => {
+            decode_caught("result", payload).map_err(|message| Error::Codec { message })
+        }
+        Verdict::Panicked => Err(Error::Panicked {
             message: String::from_utf8_lossy(payload).into_owned(),
         }),
-        Status::Codec => Err(Error::Codec {
+        Verdict::Codec => Err(Error::Codec {
             message: String::from_utf8_lossy(payload).into_owned(),
         }),
     }
@@ -171,11 +275,29 @@ pub(crate) fn decode_one<R: DeserializeOwned>(status: Status, payload: &[u8]) ->
 
 /// Decodes what [`call_chunk`] sent back: one result per item.
 pub(crate) fn decode_chunk<R: DeserializeOwned>(
-    status: Status,
+    verdict: Verdict,
     payload: &[u8],
 ) -> Result<Vec<Result<R, Error>>, Error> {
-    let items: Vec<Result<R, ItemError>> = decode_one(status, payload)?;
+    let items: Vec<Result<R, ItemError>> = decode_one(verdict, payload)?;
     Ok(items.into_iter().map(|r| r.map_err(Error::from)).collect())
+}
+
+/// Encodes an argument for the trip to a worker, at most `limit` bytes of it, after the frame
+/// header already in `out`.
+pub(crate) fn encode_argument<A: Serialize + ?Sized>(
+    arg: &A,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), Error> {
+    let mark = out.len();
+    match encode_caught("argument", arg, out, limit) {
+        Verdict::Value => Ok(()),
+        _ => {
+            let message = String::from_utf8_lossy(&out[mark..]).into_owned();
+            out.truncate(mark);
+            Err(Error::Codec { message })
+        }
+    }
 }
 
 #[cfg(all(test, not(brigade_loom)))]
@@ -190,6 +312,14 @@ mod tests {
         panic!("kaboom")
     }
 
+    fn call(func: fn(u64) -> u64, payload: &[u8], limit: usize) -> Result<u64, Error> {
+        let mut out = Vec::new();
+        // SAFETY: `func` is a `fn(u64) -> u64` of this executable, called through the
+        // trampoline instantiated for those types.
+        let verdict = unsafe { call_one::<u64, u64>(func as usize, payload, &mut out, limit) };
+        decode_one::<u64>(verdict, &out)
+    }
+
     #[test]
     fn an_offset_names_the_function_it_was_taken_from() {
         let offset = offset_of(square as fn(u64) -> u64 as usize);
@@ -198,26 +328,27 @@ mod tests {
 
     #[test]
     fn trampolines_run_decode_and_report() {
-        let mut out = Vec::new();
         let payload = postcard::to_stdvec(&7u64).unwrap();
-        let status = call_one::<u64, u64>(square as fn(u64) -> u64 as usize, &payload, &mut out);
-        assert_eq!(decode_one::<u64>(status, &out), Ok(49));
-
-        out.clear();
-        let status = call_one::<u64, u64>(explode as fn(u64) -> u64 as usize, &payload, &mut out);
-        assert_eq!(
-            decode_one::<u64>(status, &out),
-            Err(Error::Panicked {
-                message: "kaboom".into()
-            })
-        );
-
-        out.clear();
-        let status = call_one::<u64, u64>(square as fn(u64) -> u64 as usize, &[0xff], &mut out);
+        assert_eq!(call(square, &payload, usize::MAX), Ok(49));
+        match call(explode, &payload, usize::MAX) {
+            Err(Error::Panicked { message }) => {
+                assert_eq!(
+                    message.split(panics::BACKTRACE_HEADING).next(),
+                    Some("kaboom")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
-            decode_one::<u64>(status, &out),
+            call(square, &[0xff], usize::MAX),
             Err(Error::Codec { .. })
         ));
+        match call(square, &payload, 0) {
+            Err(Error::Codec { message }) => {
+                assert!(message.contains("over the limit of 0 bytes"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -228,16 +359,33 @@ mod tests {
         }
         let mut out = Vec::new();
         let payload = postcard::to_stdvec(&vec![0u64, 1, 2]).unwrap();
-        let status =
-            call_chunk::<u64, u64>(odd_panics as fn(u64) -> u64 as usize, &payload, &mut out);
-        let results = decode_chunk::<u64>(status, &out).unwrap();
+        // SAFETY: as in `call` above.
+        let verdict = unsafe {
+            call_chunk::<u64, u64>(
+                odd_panics as fn(u64) -> u64 as usize,
+                &payload,
+                &mut out,
+                usize::MAX,
+            )
+        };
+        let results = decode_chunk::<u64>(verdict, &out).unwrap();
         assert_eq!(results[0], Ok(0));
-        assert_eq!(
-            results[1],
-            Err(Error::Panicked {
-                message: "odd 1".into()
-            })
-        );
+        match &results[1] {
+            Err(Error::Panicked { message }) => assert!(message.starts_with("odd 1")),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(results[2], Ok(2));
+    }
+
+    #[test]
+    fn functions_of_the_executable_pass_the_check() {
+        assert_eq!(
+            check_in_executable(square as fn(u64) -> u64 as usize),
+            Ok(())
+        );
+        assert_eq!(
+            check_in_executable(anchor as fn() -> &'static str as usize),
+            Ok(())
+        );
     }
 }

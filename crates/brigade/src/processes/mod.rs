@@ -8,14 +8,30 @@
 //! * a worker killed by a signal (`SIGKILL`, `SIGSEGV`, `abort`) or exiting mid-task fails only
 //!   the task it was running, with [`Error::WorkerCrashed`] naming the pid and the signal or
 //!   exit code; the pool starts a replacement and every other task completes (Python's
-//!   `ProcessPoolExecutor` instead breaks the whole pool);
+//!   `ProcessPoolExecutor` instead breaks the whole pool). Each worker records in a small shared
+//!   file which call it takes, before any of the call's code runs, so the pool knows which task
+//!   was running: a worker killed *between* tasks fails nobody, and the calls it had been sent
+//!   go to the replacement;
 //! * a per-task timeout ([`ProcessPool::submit_timeout`], [`Builder::task_timeout`]) **kills**
 //!   the worker running the task and fails it with [`Error::TimedOut`]. A thread cannot be
 //!   stopped from outside, so a thread-pool task can only be waited on with a timeout, never
 //!   stopped; a process can;
 //! * workers can be recycled after a number of tasks, or when they pass a memory ceiling
 //!   (checked between tasks), so a leaking library is contained;
-//! * a panic in a task comes back as [`Error::Panicked`] with its message, and the worker goes on.
+//! * a panic in a task comes back as [`Error::Panicked`] with its message, and the worker goes
+//!   on. The worker's panic line names the task's function, and with `RUST_BACKTRACE` set the
+//!   worker's backtrace follows the message, after [`BACKTRACE_HEADING`] (as Python shows a
+//!   worker's traceback);
+//! * a replacement that cannot start (the system is out of descriptors or processes) is
+//!   retried with a growing pause while the other workers serve; tasks fail
+//!   ([`Error::WorkerStart`]) only when the pool has had no worker for a whole
+//!   [start timeout](Builder::start_timeout), and it serves again once one starts;
+//! * [`ProcessPool::terminate_workers`] and [`ProcessPool::kill_workers`] stop every worker at
+//!   once, failing what they ran and what was queued with [`Error::Cancelled`].
+//!
+//! Supervision reports through [`tracing`](https://docs.rs/tracing) (a worker crashed, was
+//! killed for a timeout, recycled, replaced, could not be started): silent unless the program
+//! installs a subscriber.
 //!
 //! # Setup: none
 //!
@@ -24,18 +40,26 @@
 //! program runs before `main`, sees that the process was started as a worker, and serves the
 //! pool instead of running `main`. So there is no line to add to `main`, and a pool works the
 //! same from a binary, an example, an integration test (`cargo test`) or a doc test, from any
-//! working directory. If the worker mode cannot start (the program was not built with this
-//! brigade, say), building the pool fails with [`BuildError::WorkerStart`] after
-//! [`Builder::start_timeout`] at most, instead of hanging.
+//! working directory. A process is a worker only when a random token in its environment
+//! matches the one its pool wrote into its socket before starting it: a stray
+//! `BRIGADE_PROCESS_WORKER` variable is removed and otherwise ignored. If the worker mode
+//! cannot start (the program was not built with this brigade, say), building the pool fails
+//! with [`BuildError::WorkerStart`] after [`Builder::start_timeout`] at most, instead of
+//! hanging.
 //!
 //! # Tasks
 //!
 //! A task is a plain function `fn(A) -> R` (a function item, or a closure that captures
 //! nothing) with a serde-serializable argument and result. It is named on the wire by its
-//! place in the executable, so the name is the same in every process running the same build.
+//! place in the executable, so the name is the same in every process running the same build;
+//! a function that is not part of the executable (from a dynamically loaded library) has no
+//! such name and is refused at submit with [`Error::ForeignFunction`].
 //! Arguments and results travel as [postcard](https://docs.rs/postcard) over a Unix socket, in
 //! length-prefixed frames; for large byte payloads, wrap them in `serde_bytes::ByteBuf` (a
-//! plain `Vec<u8>` is encoded byte by byte).
+//! plain `Vec<u8>` is encoded byte by byte). An argument or result that cannot be encoded or
+//! decoded fails its task with [`Error::Codec`], carrying the message of the type's own
+//! `Serialize`/`Deserialize` (a panic in them included), and so does one over
+//! [`Builder::max_message_bytes`] (2 GiB at most), naming its size; the worker lives on.
 //!
 //! ```
 //! use brigade::{Error, ProcessPool};
@@ -79,16 +103,26 @@
 //! Unix only. The process that builds the pool must be the program's own executable (not a
 //! library loaded into another program's process, such as a Python extension).
 
+mod builder;
 mod call;
+mod codec;
+mod ledger;
+mod panics;
+mod shared;
+mod slot;
+mod spawn;
 mod supervisor;
+mod timer;
 mod wire;
 mod worker;
 
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod __fuzz;
+
 use std::fmt;
-use std::panic::Location;
-use std::path::PathBuf;
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
@@ -102,9 +136,11 @@ use crate::sync::Mutex;
 use crate::task::Task;
 use crate::task::origin::{LaneName, Origin};
 use crate::task::promise::Promise;
+pub use builder::Builder;
 use call::Trampoline;
-use supervisor::{Config, Job, Pending, Shared, StartError};
-use wire::{FrameWriter, Status};
+pub use panics::BACKTRACE_HEADING;
+use shared::{Completion, Job, Shared};
+use wire::{FrameWriter, Verdict};
 
 /// The iterator [`ProcessPool::map`] returns: [`Map`] over a process pool, with the same
 /// knobs ([`chunk_size`](Map::chunk_size), [`in_flight`](Map::in_flight),
@@ -161,182 +197,14 @@ impl Owner {
     }
 }
 
-/// Settings for a [`ProcessPool`]; start from [`ProcessPool::builder`].
-///
-/// ```
-/// use std::time::Duration;
-///
-/// let pool = brigade::ProcessPool::builder()
-///     .workers(2)
-///     .max_tasks_per_worker(1_000)
-///     .memory_limit(512 << 20)
-///     .task_timeout(Duration::from_secs(60))
-///     .build()?;
-/// assert_eq!(pool.workers(), 2);
-/// # Ok::<(), brigade::BuildError>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct Builder {
-    workers: Option<usize>,
-    max_tasks: Option<usize>,
-    memory_limit: Option<u64>,
-    initializer: Option<fn()>,
-    task_timeout: Option<Duration>,
-    start_timeout: Duration,
-    /// The worker executable; always this program, except in tests of the handshake.
-    program: Option<PathBuf>,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Self {
-            workers: None,
-            max_tasks: None,
-            memory_limit: None,
-            initializer: None,
-            task_timeout: None,
-            start_timeout: Duration::from_secs(10),
-            program: None,
-        }
-    }
-}
-
-impl Builder {
-    /// Number of worker processes (default: the number of CPUs, or
-    /// [`BRIGADE_WORKERS`](crate::pool::WORKERS_ENV) when set).
-    pub fn workers(mut self, workers: usize) -> Self {
-        self.workers = Some(workers);
-        self
-    }
-
-    /// Replaces each worker with a fresh process after it has run `tasks` tasks (a chunk of
-    /// [`map`](ProcessPool::map) counts as one). Contains slow leaks in native code.
-    ///
-    /// # Panics
-    /// If `tasks` is 0.
-    pub fn max_tasks_per_worker(mut self, tasks: usize) -> Self {
-        assert!(tasks > 0, "max_tasks_per_worker must be at least 1");
-        self.max_tasks = Some(tasks);
-        self
-    }
-
-    /// Replaces a worker whose resident memory is above `bytes` after a task. Checked between
-    /// tasks, so a task is never interrupted for it.
-    pub fn memory_limit(mut self, bytes: u64) -> Self {
-        self.memory_limit = Some(bytes.max(1));
-        self
-    }
-
-    /// Runs `init` once in each worker before its first task (replacements included).
-    ///
-    /// If it panics while the pool is being built, [`build`](Self::build) fails with
-    /// [`BuildError::Initializer`]. If it panics later, in a replacement worker, the pool is
-    /// **broken**: queued and later tasks fail with [`Error::Broken`]. An initializer that
-    /// failed once is not retried, since running it again usually fails again.
-    ///
-    /// ```
-    /// fn init() {
-    ///     // e.g. open a per-process connection, seed a per-process cache ...
-    /// }
-    /// let pool = brigade::ProcessPool::builder().workers(1).initializer(init).build()?;
-    /// # Ok::<(), brigade::BuildError>(())
-    /// ```
-    pub fn initializer(mut self, init: fn()) -> Self {
-        self.initializer = Some(init);
-        self
-    }
-
-    /// Default timeout for every task (see [`ProcessPool::submit_timeout`]): a task running
-    /// longer is killed with its worker and fails with [`Error::TimedOut`].
-    pub fn task_timeout(mut self, timeout: Duration) -> Self {
-        self.task_timeout = Some(timeout);
-        self
-    }
-
-    /// How long a new worker may take to start and answer (default 10 s).
-    pub fn start_timeout(mut self, timeout: Duration) -> Self {
-        self.start_timeout = timeout;
-        self
-    }
-
-    /// Starts the workers and waits until each has answered (and run its initializer).
-    pub fn build(self) -> Result<ProcessPool, BuildError> {
-        worker::keep_linked();
-        let workers = crate::pool::worker_count(self.workers)?;
-        let program = if let Some(program) = self.program {
-            program
-        } else if cfg!(target_os = "linux") {
-            // The running image itself, even if its file was replaced since we started.
-            PathBuf::from("/proc/self/exe")
-        } else {
-            std::env::current_exe().map_err(|e| BuildError::WorkerStart {
-                message: format!("cannot find this program's executable: {e}"),
-            })?
-        };
-        let shared = Shared::new(Config {
-            workers,
-            max_tasks: self.max_tasks,
-            memory_limit: self.memory_limit,
-            initializer: self.initializer.map(|f| call::offset_of(f as usize)),
-            task_timeout: self.task_timeout,
-            start_timeout: self.start_timeout,
-            program,
-        });
-        let (started, reports) = mpsc::channel();
-        let mut threads = Vec::with_capacity(workers);
-        let mut failure = None;
-        for index in 0..workers {
-            let shared = Arc::clone(&shared);
-            let started = started.clone();
-            match std::thread::Builder::new()
-                .name(format!("brigade-proc-{index}"))
-                .spawn(move || supervisor::run_slot(shared, index, started))
-            {
-                Ok(thread) => threads.push(thread),
-                Err(e) => {
-                    failure = Some(BuildError::WorkerStart {
-                        message: format!("cannot start a supervising thread: {e}"),
-                    });
-                    break;
-                }
-            }
-        }
-        drop(started);
-        for _ in 0..threads.len() {
-            match reports.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    failure.get_or_insert(match e {
-                        StartError::Start(message) => BuildError::WorkerStart { message },
-                        StartError::Init(message) => BuildError::Initializer { message },
-                    });
-                }
-                Err(_) => break,
-            }
-        }
-        let owner = Owner {
-            shared,
-            thread_ids: threads.iter().map(|t| t.thread().id()).collect(),
-            threads: Mutex::new(threads),
-        };
-        match failure {
-            // Dropping the owner shuts the started workers down and reaps them.
-            Some(e) => Err(e),
-            None => Ok(ProcessPool {
-                owner: Arc::new(owner),
-            }),
-        }
-    }
-}
-
 /// The producing side of a process task: its promise, and how to decode its result.
-struct Call<R> {
+struct Decoding<R> {
     promise: Option<Promise<R, ()>>,
     started: bool,
-    decode: fn(Status, &[u8]) -> Result<R, Error>,
+    decode: fn(Verdict, &[u8]) -> Result<R, Error>,
 }
 
-impl<R: Send + 'static> Pending for Call<R> {
+impl<R: Send + 'static> Completion for Decoding<R> {
     fn start(&mut self) -> bool {
         if !self.started {
             let promise = self.promise.as_mut().expect("present until settled");
@@ -345,8 +213,15 @@ impl<R: Send + 'static> Pending for Call<R> {
         self.started
     }
 
-    fn finish(mut self: Box<Self>, status: Status, payload: &[u8]) {
-        let outcome = (self.decode)(status, payload);
+    fn finish(mut self: Box<Self>, verdict: Verdict, payload: &[u8]) {
+        // The decoders catch panics in the user's `Deserialize`; this guards the slot thread
+        // against anything else.
+        let outcome = catch_unwind(AssertUnwindSafe(|| (self.decode)(verdict, payload)))
+            .unwrap_or_else(|panic| {
+                Err(Error::Codec {
+                    message: format!("result: {}", Error::panic_message(&*panic)),
+                })
+            });
         if let Some(promise) = self.promise.take() {
             promise.complete(outcome);
         }
@@ -432,7 +307,8 @@ impl ProcessPool {
     /// let pool = ProcessPool::builder().workers(1).build()?;
     /// assert_eq!(pool.submit(checked_div, (84, 2)).result(), Ok(42));
     /// let failed = pool.submit(checked_div, (1, 0)).result();
-    /// assert_eq!(failed, Err(Error::Panicked { message: "division by zero".into() }));
+    /// // (With `RUST_BACKTRACE` set, the worker's backtrace follows the message.)
+    /// assert!(matches!(failed, Err(Error::Panicked { message }) if message.starts_with("division by zero")));
     /// # Ok::<(), brigade::BuildError>(())
     /// ```
     #[track_caller]
@@ -524,23 +400,21 @@ impl ProcessPool {
         }
     }
 
-    /// Encodes a call frame.
+    /// Encodes a call frame, after checking that `func` can be named in a worker.
     fn frame<A: Serialize + ?Sized>(
         &self,
         trampoline: Trampoline,
         func: usize,
         arg: &A,
     ) -> Result<Vec<u8>, Error> {
-        let id = self.owner.shared.next_id();
+        call::check_in_executable(func)?;
+        let shared = &self.owner.shared;
         let mut frame = FrameWriter::call(
-            id,
+            shared.next_id(),
             call::offset_of(trampoline as usize),
             call::offset_of(func),
         );
-        let buf = std::mem::take(frame.payload());
-        *frame.payload() = postcard::to_extend(arg, buf).map_err(|e| Error::Codec {
-            message: format!("argument: {e}"),
-        })?;
+        call::encode_argument(arg, frame.payload(), shared.config.message_limit)?;
         frame.seal().map_err(|e| Error::Codec {
             message: e.to_string(),
         })
@@ -550,12 +424,12 @@ impl ProcessPool {
         &self,
         frame: Vec<u8>,
         timeout: Option<Duration>,
-        decode: fn(Status, &[u8]) -> Result<R, Error>,
+        decode: fn(Verdict, &[u8]) -> Result<R, Error>,
         origin: Origin,
     ) -> (Task<R>, Job) {
         let id = wire::frame_call_id(&frame);
         let (promise, task) = Promise::new_at((), (), origin);
-        let pending = Box::new(Call {
+        let completion = Box::new(Decoding {
             promise: Some(promise),
             started: false,
             decode,
@@ -564,7 +438,7 @@ impl ProcessPool {
             id,
             frame,
             timeout,
-            pending,
+            completion,
         };
         (task, job)
     }
@@ -613,6 +487,56 @@ impl ProcessPool {
     /// ```
     pub fn shutdown(&self, how: Shutdown) -> bool {
         self.owner.shutdown(how)
+    }
+
+    /// Stops every worker process now with `SIGTERM` (Python's `terminate_workers`): the
+    /// tasks they were running, and every queued task, fail with [`Error::Cancelled`]; the pool
+    /// is shut down ([`submit`](Self::submit) then fails with [`Error::ShutDown`]). Returns
+    /// once every worker has exited and been reaped. A task that handles `SIGTERM` and goes on
+    /// keeps this call waiting for it: [`kill_workers`](Self::kill_workers) cannot be ignored.
+    ///
+    /// ```
+    /// use brigade::{Error, ProcessPool};
+    ///
+    /// fn forever(_: ()) { loop { std::thread::park(); } }
+    ///
+    /// let pool = ProcessPool::builder().workers(1).build()?;
+    /// let stuck = pool.submit(forever, ());
+    /// let queued = pool.submit(forever, ());
+    /// pool.terminate_workers();
+    /// assert_eq!(stuck.result(), Err(Error::Cancelled));
+    /// assert_eq!(queued.result(), Err(Error::Cancelled));
+    /// assert!(pool.worker_pids().is_empty());
+    /// assert!(pool.is_shut_down());
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn terminate_workers(&self) {
+        self.stop_workers(rustix::process::Signal::TERM);
+    }
+
+    /// Stops every worker process now with `SIGKILL`, like
+    /// [`terminate_workers`](Self::terminate_workers) but without giving them a chance to
+    /// run signal handlers.
+    ///
+    /// ```
+    /// use brigade::{Error, ProcessPool};
+    ///
+    /// fn forever(_: ()) { loop { std::thread::park(); } }
+    ///
+    /// let pool = ProcessPool::builder().workers(1).build()?;
+    /// let stuck = pool.submit(forever, ());
+    /// pool.kill_workers();
+    /// assert_eq!(stuck.result(), Err(Error::Cancelled));
+    /// assert_eq!(pool.submit(forever, ()).result(), Err(Error::ShutDown));
+    /// # Ok::<(), brigade::BuildError>(())
+    /// ```
+    pub fn kill_workers(&self) {
+        self.stop_workers(rustix::process::Signal::KILL);
+    }
+
+    fn stop_workers(&self, signal: rustix::process::Signal) {
+        self.owner.shared.terminate(signal);
+        self.owner.shutdown(Shutdown::graceful());
     }
 }
 
@@ -670,13 +594,11 @@ mod tests {
     use super::*;
 
     fn pool_of(program: &str) -> Result<ProcessPool, BuildError> {
-        Builder {
-            program: Some(program.into()),
-            start_timeout: Duration::from_millis(300),
-            ..Builder::default()
-        }
-        .workers(1)
-        .build()
+        let mut builder = Builder::default()
+            .start_timeout(Duration::from_millis(300))
+            .workers(1);
+        builder.program = Some(program.into());
+        builder.build()
     }
 
     #[test]

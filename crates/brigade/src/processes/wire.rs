@@ -1,8 +1,11 @@
 //! The wire between the pool and its worker processes: length-prefixed frames over a Unix
 //! socket, each holding one message.
 //!
-//! A frame is a little-endian `u32` body length, then the body: a one-byte kind, the kind's
-//! fixed little-endian header fields, then the rest of the frame as the kind's payload. The
+//! A frame is a little-endian `u32` body length and a `u32` check of that length (the length
+//! xor [`CHECK`]), then the body: a one-byte kind, the kind's fixed little-endian header
+//! fields, then the rest of the frame as the kind's payload. The check catches bytes that are
+//! not a frame (a task writing to the wrong descriptor, say) at the first header they spoil,
+//! instead of reading them as a length and waiting for a body that never comes. The
 //! payload of a call or a result is the postcard encoding of the value itself, written straight
 //! into the frame buffer and decoded straight from it, so a large argument or result is copied
 //! once into the frame and once out of it, never into an intermediate message. The fixed
@@ -10,17 +13,35 @@
 //! for three integers, and the decoder stays small enough to reason about.
 //!
 //! Both sides decode everything that arrives as untrusted: a short, oversized or unknown frame
-//! is a [`WireError`], never a panic (property-tested below).
+//! is a [`WireError`], never a panic, and a length is checked against the limit as soon as its
+//! four bytes arrive; the buffer then grows with the bytes actually received, never with what
+//! a length claims (property-tested below, and fuzzed: see `fuzz/` at the workspace root).
 
 use std::fmt;
+use std::io;
 use std::ops::Range;
+use std::os::fd::AsFd;
 
 /// The version of this protocol; a worker of another build refuses to talk.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
-/// Largest body accepted: a length above this is corruption, not a message (it would otherwise
-/// make the reader allocate whatever a garbled length says).
-pub(crate) const MAX_FRAME: usize = 1 << 31;
+/// The largest encoded argument or result (the default, and the most a pool may allow).
+pub(crate) const MAX_MESSAGE: usize = 1 << 31;
+
+/// Room for a frame's kind and fixed header fields beside its payload.
+pub(crate) const HEADER_ROOM: usize = 64;
+
+/// Largest body accepted: a length above this is corruption, not a message.
+pub(crate) const MAX_FRAME: usize = MAX_MESSAGE + HEADER_ROOM;
+
+/// Length and check.
+const FRAME_HEADER: usize = 8;
+
+/// What a frame's length is xor-ed with to make its check.
+const CHECK: u32 = 0xB816_ADE5;
+
+/// What a reader asks of the socket at least, per read.
+const READ_CHUNK: usize = 64 * 1024;
 
 const CALL: u8 = 1;
 const INIT: u8 = 2;
@@ -33,9 +54,9 @@ const RETIRING: u8 = 14;
 
 /// How a call went in the worker, as it travels back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Status {
+pub(crate) enum Verdict {
     /// The payload is the encoded result.
-    Ok = 0,
+    Value = 0,
     /// The payload is the panic message.
     Panicked = 1,
     /// The payload is the codec's message (argument or result could not be (de)serialized).
@@ -52,11 +73,14 @@ pub(crate) enum ToWorker<'a> {
         func: i64,
         payload: &'a [u8],
     },
-    /// Start-up settings: the initializer to run first (offset, or none), and the memory
-    /// ceiling in bytes (0: none).
+    /// Start-up settings: the memory ceiling in bytes (0: none), the largest result to send
+    /// back, and the initializer to run first (its trampoline's and function's offsets, and
+    /// its encoded argument in `payload`), if any.
     Init {
-        initializer: Option<i64>,
         memory_limit: u64,
+        message_limit: u64,
+        initializer: Option<(i64, i64)>,
+        payload: &'a [u8],
     },
     /// Finish: exit once this is read.
     Exit,
@@ -76,7 +100,7 @@ pub(crate) enum FromWorker<'a> {
     Done {
         id: u64,
         busy_nanos: u64,
-        status: Status,
+        verdict: Verdict,
         payload: &'a [u8],
     },
     /// The worker passed its memory ceiling (`rss` bytes) after its last call and exits
@@ -101,8 +125,13 @@ pub(crate) struct FrameWriter {
 
 impl FrameWriter {
     fn start(kind: u8) -> Self {
-        let mut buf = Vec::with_capacity(64);
-        buf.extend_from_slice(&[0; 4]);
+        Self::start_in(Vec::with_capacity(64), kind)
+    }
+
+    /// Starts a frame in `buf` (cleared), reusing its memory.
+    fn start_in(mut buf: Vec<u8>, kind: u8) -> Self {
+        buf.clear();
+        buf.extend_from_slice(&[0; FRAME_HEADER]);
         buf.push(kind);
         Self { buf }
     }
@@ -128,13 +157,14 @@ impl FrameWriter {
 
     /// Writes the body length; the frame is ready to send. Fails when it is too large.
     pub(crate) fn seal(mut self) -> Result<Vec<u8>, WireError> {
-        let body = self.buf.len() - 4;
+        let body = self.buf.len() - FRAME_HEADER;
         if body > MAX_FRAME {
             return Err(WireError(format!(
                 "a {body}-byte message is over the limit"
             )));
         }
         self.buf[..4].copy_from_slice(&(body as u32).to_le_bytes());
+        self.buf[4..8].copy_from_slice(&(body as u32 ^ CHECK).to_le_bytes());
         Ok(self.buf)
     }
 
@@ -142,11 +172,19 @@ impl FrameWriter {
         Self::start(CALL).u64(id).i64(trampoline).i64(func)
     }
 
-    pub(crate) fn init(initializer: Option<i64>, memory_limit: u64) -> Self {
+    /// An init frame; the caller appends the initializer's encoded argument.
+    pub(crate) fn init(
+        memory_limit: u64,
+        message_limit: u64,
+        initializer: Option<(i64, i64)>,
+    ) -> Self {
+        let (trampoline, func) = initializer.unwrap_or((0, 0));
         Self::start(INIT)
-            .u64(u64::from(initializer.is_some()))
-            .i64(initializer.unwrap_or(0))
             .u64(memory_limit)
+            .u64(message_limit)
+            .u64(u64::from(initializer.is_some()))
+            .i64(trampoline)
+            .i64(func)
     }
 
     pub(crate) fn exit() -> Self {
@@ -167,11 +205,26 @@ impl FrameWriter {
         w
     }
 
-    /// A result frame; the caller appends the payload.
-    pub(crate) fn done(id: u64, busy_nanos: u64, status: Status) -> Self {
-        let mut w = Self::start(DONE).u64(id).u64(busy_nanos);
-        w.buf.push(status as u8);
+    /// A result frame; the caller appends the payload, then fills in the call's time and
+    /// verdict with [`set_done`](Self::set_done).
+    #[cfg(test)]
+    pub(crate) fn done(id: u64) -> Self {
+        Self::done_in(Vec::new(), id)
+    }
+
+    /// A [`done`](Self::done) frame built in `buf`, reusing its memory.
+    pub(crate) fn done_in(buf: Vec<u8>, id: u64) -> Self {
+        let mut w = Self::start_in(buf, DONE).u64(id).u64(0);
+        w.buf.push(Verdict::Value as u8);
         w
+    }
+
+    /// Fills in a [`done`](Self::done) frame's time and verdict.
+    pub(crate) fn set_done(&mut self, busy_nanos: u64, verdict: Verdict) {
+        // Frame header, kind (1), id (8), then the time and the verdict.
+        const BUSY: usize = FRAME_HEADER + 9;
+        self.buf[BUSY..BUSY + 8].copy_from_slice(&busy_nanos.to_le_bytes());
+        self.buf[BUSY + 8] = verdict as u8;
     }
 
     pub(crate) fn retiring(rss: u64) -> Self {
@@ -181,7 +234,12 @@ impl FrameWriter {
 
 /// The id of a sealed call frame (see [`FrameWriter::call`]).
 pub(crate) fn frame_call_id(frame: &[u8]) -> u64 {
-    u64::from_le_bytes(frame[5..13].try_into().expect("a call frame has an id"))
+    const ID: usize = FRAME_HEADER + 1;
+    u64::from_le_bytes(
+        frame[ID..ID + 8]
+            .try_into()
+            .expect("a call frame has an id"),
+    )
 }
 
 /// Reads the fixed fields of a body, failing instead of panicking when it is short.
@@ -245,18 +303,21 @@ pub(crate) fn decode_to_worker(body: &[u8]) -> Result<ToWorker<'_>, WireError> {
             payload: f.rest,
         }),
         INIT => {
-            let has = f.u64("init flag")?;
-            let initializer = f.i64("init function")?;
             let memory_limit = f.u64("memory limit")?;
-            f.end("init")?;
+            let message_limit = f.u64("message limit")?;
+            let has = f.u64("init flag")?;
+            let trampoline = f.i64("init trampoline")?;
+            let func = f.i64("init function")?;
             let initializer = match has {
                 0 => None,
-                1 => Some(initializer),
+                1 => Some((trampoline, func)),
                 other => return Err(WireError(format!("init flag {other}"))),
             };
             Ok(ToWorker::Init {
-                initializer,
                 memory_limit,
+                message_limit,
+                initializer,
+                payload: f.rest,
             })
         }
         EXIT => f.end("exit").map(|()| ToWorker::Exit),
@@ -286,16 +347,16 @@ pub(crate) fn decode_from_worker(body: &[u8]) -> Result<FromWorker<'_>, WireErro
         DONE => {
             let id = f.u64("result id")?;
             let busy_nanos = f.u64("result time")?;
-            let status = match f.u8("result status")? {
-                0 => Status::Ok,
-                1 => Status::Panicked,
-                2 => Status::Codec,
-                other => return Err(WireError(format!("result status {other}"))),
+            let verdict = match f.u8("result verdict")? {
+                0 => Verdict::Value,
+                1 => Verdict::Panicked,
+                2 => Verdict::Codec,
+                other => return Err(WireError(format!("result verdict {other}"))),
             };
             Ok(FromWorker::Done {
                 id,
                 busy_nanos,
-                status,
+                verdict,
                 payload: f.rest,
             })
         }
@@ -310,19 +371,86 @@ pub(crate) fn decode_from_worker(body: &[u8]) -> Result<FromWorker<'_>, WireErro
     }
 }
 
+/// Writes a whole frame without raising `SIGPIPE` if the other side is gone.
+pub(crate) fn send_all(socket: impl AsFd, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::net::send(&socket, bytes, rustix::net::SendFlags::NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Splits a byte stream into frame bodies. Bytes are appended as they are read; complete
 /// frames are handed out as ranges of the internal buffer.
-#[derive(Default)]
+///
+/// Reads go straight into the buffer's spare capacity (never zeroed first), and the buffer
+/// grows by what is missing of the current frame but at most by what has already arrived of
+/// it: a large frame costs a logarithmic number of growths (linear time overall), and a length
+/// that lies costs at most twice what was really sent.
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
     /// Start of the first byte not yet handed out.
     start: usize,
+    /// The largest body accepted.
+    limit: usize,
 }
 
 impl FrameReader {
-    /// Room to read more into: the caller fills some prefix and reports it with `filled`.
-    pub(crate) fn spare(&mut self, at_least: usize) -> &mut [u8] {
-        if self.start > 0 && self.start == self.buf.len() {
+    /// A reader that refuses bodies over `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            limit: limit.min(u32::MAX as usize),
+        }
+    }
+
+    /// Reads once from `fd` into the buffer; `Ok(0)` at end of stream (a peer that went away
+    /// leaving bytes unread, which resets the connection, included).
+    pub(crate) fn read_from(&mut self, fd: impl AsFd) -> io::Result<usize> {
+        self.make_room();
+        match rustix::io::read(fd, rustix::buffer::spare_capacity(&mut self.buf)) {
+            Ok(n) => Ok(n),
+            Err(rustix::io::Errno::CONNRESET) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes bytes as one read would (as many as the room made for a read holds); returns how
+    /// many it took. For tests and the fuzzer, which have bytes instead of a socket.
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> usize {
+        self.make_room();
+        let took = bytes.len().min(self.buf.capacity() - self.buf.len());
+        self.buf.extend_from_slice(&bytes[..took]);
+        took
+    }
+
+    /// Takes `buf` as the buffer to read into when it is larger than the current one (the
+    /// bytes not yet handed out move into it): a reader handed a buffer back from a finished
+    /// large frame reuses that memory instead of faulting in fresh pages.
+    pub(crate) fn adopt(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() > self.buf.capacity() {
+            buf.clear();
+            buf.extend_from_slice(&self.buf[self.start..]);
+            self.buf = buf;
+            self.start = 0;
+        }
+    }
+
+    /// Whether the frame being read needs more room than the buffer has.
+    pub(crate) fn needs_room(&self) -> bool {
+        self.buf.capacity() - self.start < FRAME_HEADER + READ_CHUNK
+            || self.missing() > self.buf.capacity() - self.buf.len()
+    }
+
+    /// Makes room for the next read (see the type's docs).
+    fn make_room(&mut self) {
+        if self.start == self.buf.len() {
             // Everything was consumed: start over at the front instead of growing.
             self.buf.clear();
             self.start = 0;
@@ -330,33 +458,52 @@ impl FrameReader {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + at_least, 0);
-        &mut self.buf[len..]
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK {
+            let have = self.buf.len() - self.start;
+            self.buf
+                .reserve_exact(self.missing().min(have).max(READ_CHUNK));
+        }
     }
 
-    /// Reports how many bytes of the last [`spare`](Self::spare) were filled.
-    pub(crate) fn filled(&mut self, asked: usize, got: usize) {
-        let len = self.buf.len();
-        self.buf.truncate(len - asked + got);
+    /// How many more bytes the frame being read needs (`READ_CHUNK` when its length is not
+    /// known yet, or is about to be refused).
+    fn missing(&self) -> usize {
+        match self.header() {
+            Some(Ok(len)) => (FRAME_HEADER + len).saturating_sub(self.buf.len() - self.start),
+            _ => READ_CHUNK,
+        }
+    }
+
+    /// The length of the frame being read, once its header has arrived: checked, and against
+    /// the limit.
+    fn header(&self) -> Option<Result<usize, WireError>> {
+        let header = self.buf[self.start..].first_chunk::<FRAME_HEADER>()?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        let check = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        Some(if len ^ CHECK != check {
+            Err(WireError(
+                "a frame header that does not check out (bytes that are not a frame)".into(),
+            ))
+        } else if len as usize > self.limit {
+            Err(WireError(format!(
+                "a frame of {len} bytes is over the limit of {} bytes",
+                self.limit
+            )))
+        } else {
+            Ok(len as usize)
+        })
     }
 
     /// The next complete frame's body, if one has fully arrived.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Range<usize>>, WireError> {
-        let available = &self.buf[self.start..];
-        let Some(len) = available.first_chunk::<4>() else {
+        let Some(len) = self.header() else {
             return Ok(None);
         };
-        let len = u32::from_le_bytes(*len) as usize;
-        if len > MAX_FRAME {
-            return Err(WireError(format!("frame length {len} is over the limit")));
-        }
-        if available.len() < 4 + len {
-            // Make sure the whole body fits on the next read, not just another chunk of it.
-            self.buf.reserve(4 + len - available.len());
+        let len = len?;
+        if self.buf.len() - self.start < FRAME_HEADER + len {
             return Ok(None);
         }
-        let body = self.start + 4..self.start + 4 + len;
+        let body = self.start + FRAME_HEADER..self.start + FRAME_HEADER + len;
         self.start = body.end;
         Ok(Some(body))
     }
@@ -370,7 +517,7 @@ impl FrameReader {
     /// that ends the buffer takes the buffer itself (with the body's range in it) instead of
     /// being copied; others are copied out.
     pub(crate) fn take_body(&mut self, range: Range<usize>) -> (Vec<u8>, Range<usize>) {
-        if range.len() >= 64 * 1024 && range.end == self.buf.len() {
+        if range.len() >= READ_CHUNK && range.end == self.buf.len() {
             self.start = 0;
             (std::mem::take(&mut self.buf), range)
         } else {
@@ -380,184 +527,63 @@ impl FrameReader {
         }
     }
 
-    /// How many more bytes the frame being read needs (0 when between frames).
-    pub(crate) fn wanted(&self) -> usize {
-        let available = &self.buf[self.start..];
-        match available.first_chunk::<4>() {
-            Some(len) => (4 + u32::from_le_bytes(*len) as usize).saturating_sub(available.len()),
-            None => 0,
-        }
-    }
-
     /// Bytes read but not yet returned as frames (a truncated frame at end of stream).
     #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
         self.buf.len() - self.start
     }
+
+    /// The buffer's capacity (for the tests of its growth).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+/// Feeds `bytes` to a reader in reads of the sizes `chunks` gives (cycled; 0 is taken as 1)
+/// and decodes every frame that comes out as both directions' messages. Checks the reader's
+/// promises as it goes: it never holds more than twice the bytes it was given plus a read's
+/// worth, and it never stalls while bytes are left (every read takes at least one byte).
+/// Returns the frames' bodies, or the first framing error. The property tests and the fuzzer
+/// both run this.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn exercise_reader(
+    bytes: &[u8],
+    chunks: &[usize],
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, WireError> {
+    let chunks = if chunks.is_empty() {
+        &[READ_CHUNK][..]
+    } else {
+        chunks
+    };
+    let mut reader = FrameReader::new(limit);
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    let mut given = 0usize;
+    for &chunk in chunks.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let piece = &rest[..chunk.clamp(1, rest.len())];
+        let took = reader.push(piece);
+        assert!(took > 0, "the reader made no room for a read");
+        rest = &rest[took..];
+        given += took;
+        assert!(
+            reader.capacity() <= 2 * given + 2 * READ_CHUNK,
+            "{} bytes of buffer for {given} bytes received",
+            reader.capacity()
+        );
+        while let Some(range) = reader.next_frame()? {
+            let body = reader.body(range);
+            let _ = decode_to_worker(body);
+            let _ = decode_from_worker(body);
+            out.push(body.to_vec());
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(all(test, not(brigade_loom)))]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn frames(bytes: &[u8], chunk: usize) -> Result<Vec<Vec<u8>>, WireError> {
-        let mut reader = FrameReader::default();
-        let mut out = Vec::new();
-        for piece in bytes.chunks(chunk.max(1)) {
-            let spare = reader.spare(piece.len());
-            spare[..piece.len()].copy_from_slice(piece);
-            reader.filled(piece.len(), piece.len());
-            while let Some(range) = reader.next_frame()? {
-                out.push(reader.body(range).to_vec());
-            }
-        }
-        Ok(out)
-    }
-
-    fn body(frame: &[u8]) -> &[u8] {
-        &frame[4..]
-    }
-
-    #[test]
-    fn every_message_round_trips() {
-        let mut call = FrameWriter::call(7, -3, 99);
-        call.payload().extend_from_slice(b"arg");
-        let call = call.seal().unwrap();
-        assert_eq!(
-            decode_to_worker(body(&call)).unwrap(),
-            ToWorker::Call {
-                id: 7,
-                trampoline: -3,
-                func: 99,
-                payload: b"arg"
-            }
-        );
-        let init = FrameWriter::init(Some(-5), 1 << 30).seal().unwrap();
-        assert_eq!(
-            decode_to_worker(body(&init)).unwrap(),
-            ToWorker::Init {
-                initializer: Some(-5),
-                memory_limit: 1 << 30
-            }
-        );
-        let exit = FrameWriter::exit().seal().unwrap();
-        assert_eq!(decode_to_worker(body(&exit)).unwrap(), ToWorker::Exit);
-        let hello = FrameWriter::hello(42, -8).seal().unwrap();
-        assert_eq!(
-            decode_from_worker(body(&hello)).unwrap(),
-            FromWorker::Hello {
-                version: VERSION,
-                pid: 42,
-                layout: -8
-            }
-        );
-        let failed = FrameWriter::init_failed("no db").seal().unwrap();
-        assert_eq!(
-            decode_from_worker(body(&failed)).unwrap(),
-            FromWorker::InitFailed { message: "no db" }
-        );
-        let mut done = FrameWriter::done(9, 1234, Status::Panicked);
-        done.payload().extend_from_slice(b"boom");
-        let done = done.seal().unwrap();
-        assert_eq!(
-            decode_from_worker(body(&done)).unwrap(),
-            FromWorker::Done {
-                id: 9,
-                busy_nanos: 1234,
-                status: Status::Panicked,
-                payload: b"boom"
-            }
-        );
-        let retiring = FrameWriter::retiring(5).seal().unwrap();
-        assert_eq!(
-            decode_from_worker(body(&retiring)).unwrap(),
-            FromWorker::Retiring { rss: 5 }
-        );
-    }
-
-    #[test]
-    fn a_garbled_length_is_an_error_not_an_allocation() {
-        let mut bytes = u32::MAX.to_le_bytes().to_vec();
-        bytes.push(1);
-        assert!(frames(&bytes, 64).is_err());
-    }
-
-    #[test]
-    fn a_truncated_frame_stays_pending() {
-        let frame = FrameWriter::hello(1, 2).seal().unwrap();
-        let mut reader = FrameReader::default();
-        let cut = frame.len() - 3;
-        reader.spare(cut)[..cut].copy_from_slice(&frame[..cut]);
-        assert_eq!(reader.next_frame().unwrap(), None);
-        assert_eq!(reader.pending(), cut);
-    }
-
-    #[test]
-    fn a_large_frame_is_handed_over_without_a_copy_and_a_small_one_is_copied() {
-        let mut reader = FrameReader::default();
-        let mut stream = FrameWriter::exit().seal().unwrap();
-        let mut big = FrameWriter::call(1, 2, 3);
-        big.payload().extend(std::iter::repeat_n(7u8, 100_000));
-        stream.extend(big.seal().unwrap());
-        let spare = reader.spare(stream.len());
-        spare.copy_from_slice(&stream);
-        let small = reader.next_frame().unwrap().unwrap();
-        let (body, range) = reader.take_body(small);
-        assert_eq!(decode_to_worker(&body[range]).unwrap(), ToWorker::Exit);
-        let large = reader.next_frame().unwrap().unwrap();
-        let (body, range) = reader.take_body(large.clone());
-        assert_eq!(range, large, "the buffer itself, body in place");
-        match decode_to_worker(&body[range]).unwrap() {
-            ToWorker::Call { id, payload, .. } => {
-                assert_eq!((id, payload.len()), (1, 100_000));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(reader.pending(), 0);
-        assert_eq!(reader.next_frame().unwrap(), None);
-    }
-
-    proptest! {
-        #[test]
-        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = decode_to_worker(&bytes);
-            let _ = decode_from_worker(&bytes);
-            let _ = frames(&bytes, 7);
-        }
-
-        #[test]
-        fn every_prefix_of_a_valid_message_is_rejected_or_shorter(
-            id in any::<u64>(), busy in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 0..32)
-        ) {
-            let mut done = FrameWriter::done(id, busy, Status::Ok);
-            done.payload().extend_from_slice(&payload);
-            let frame = done.seal().unwrap();
-            let full = body(&frame);
-            for cut in 0..18 {
-                prop_assert!(decode_from_worker(&full[..cut]).is_err());
-            }
-            let decoded = decode_from_worker(full).unwrap();
-            prop_assert_eq!(decoded, FromWorker::Done { id, busy_nanos: busy, status: Status::Ok, payload: &payload });
-        }
-
-        #[test]
-        fn frames_survive_any_read_boundaries(
-            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..8),
-            chunk in 1usize..97,
-        ) {
-            let mut stream = Vec::new();
-            for (i, p) in payloads.iter().enumerate() {
-                let mut call = FrameWriter::call(i as u64, 1, 2);
-                call.payload().extend_from_slice(p);
-                stream.extend(call.seal().unwrap());
-            }
-            let got = frames(&stream, chunk).unwrap();
-            prop_assert_eq!(got.len(), payloads.len());
-            for (i, (frame, p)) in got.iter().zip(&payloads).enumerate() {
-                let decoded = decode_to_worker(frame).unwrap();
-                prop_assert_eq!(decoded, ToWorker::Call { id: i as u64, trampoline: 1, func: 2, payload: p });
-            }
-        }
-    }
-}
+mod tests;

@@ -2,10 +2,15 @@
 //!
 //! Every program that links brigade carries a constructor (run by the loader before `main`)
 //! that looks for [`WORKER_ENV`]. In an ordinary start it is absent and the constructor
-//! returns at once; in a process started by a pool it is present, and the constructor serves
-//! the pool and exits, so the program's `main` never runs there. That is why a pool needs no
-//! setup line in `main`, and works the same from a binary, an example, an integration test
-//! or a doc test.
+//! returns at once. A process becomes a worker only when the variable's token is also waiting
+//! in its standard input, and that standard input is a socket: the pool writes the token
+//! (with the worker's [ledger](super::ledger) beside it) into the socket *before* it starts
+//! the process, so only a pool can produce the pair. A stray variable (inherited from a
+//! shell, say) is removed and otherwise ignored, and the program runs its `main` as usual,
+//! its standard input untouched (the token is only peeked at, never read, unless it matches).
+//!
+//! That is why a pool needs no setup line in `main`, and works the same from a binary, an
+//! example, an integration test or a doc test.
 //!
 //! The worker has two threads. A reader moves frames from the socket into a queue, so that
 //! the pool's writes always drain even while a long call runs (the pool may then send the
@@ -13,18 +18,23 @@
 //! pool's process has exited, or was killed, and a worker must not outlive it. The main thread
 //! runs calls one at a time, in the order they arrived, and answers each.
 
-use std::io::{self, Read, Write};
+use std::ffi::OsStr;
+use std::io::{self, Write};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
-use std::time::Instant;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
-use super::call::{self, Trampoline};
+use super::call::{self, InitTrampoline, Trampoline};
+use super::ledger::Ledger;
+use super::panics;
 use super::wire::{self, FrameReader, FrameWriter, ToWorker};
+use crate::sync::Mutex;
 
-/// Present in a worker's environment (and removed before any task runs); its value is the
-/// protocol version the pool speaks.
+/// Present in a worker's environment (and removed before anything else runs); its value is the
+/// token the pool wrote into the worker's socket, in hex.
 pub(crate) const WORKER_ENV: &str = "BRIGADE_PROCESS_WORKER";
 
 /// The argument a worker is started with. Never read by brigade: it is there so that a
@@ -32,19 +42,25 @@ pub(crate) const WORKER_ENV: &str = "BRIGADE_PROCESS_WORKER";
 /// most likely stops at once on an unknown flag, instead of doing the parent's job again.
 pub(crate) const WORKER_ARG: &str = "--brigade-process-worker";
 
+/// Bytes in the token.
+pub(crate) const TOKEN_LEN: usize = 16;
+
 /// Exit code of a worker that could not set itself up.
 const SETUP_FAILED: i32 = 111;
 
 #[ctor::ctor(unsafe)]
 fn worker_entry() {
-    if std::env::var_os(WORKER_ENV).is_none() {
+    let Some(token) = std::env::var_os(WORKER_ENV) else {
         return;
-    }
+    };
     // SAFETY: constructors run before `main`, on the only thread of the process, so nothing
     // reads the environment concurrently. Removing the variable keeps processes that a task
-    // starts from turning into workers themselves.
+    // starts (and programs that merely inherited a stray variable) from acting on it again.
     unsafe { std::env::remove_var(WORKER_ENV) };
-    let code = match serve() {
+    let Some((socket, ledger)) = accept_greeting(&token) else {
+        return;
+    };
+    let code = match serve(socket, ledger) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("brigade worker {}: {e}", std::process::id());
@@ -61,57 +77,132 @@ pub(crate) fn keep_linked() {
     std::hint::black_box(worker_entry as fn());
 }
 
-/// Takes the pool's socket from standard input, and gives the worker's tasks an empty
-/// standard input instead.
-fn take_socket() -> io::Result<UnixStream> {
-    let socket: OwnedFd = rustix::io::fcntl_dupfd_cloexec(io::stdin().as_fd(), 3)?;
-    let null = std::fs::File::open("/dev/null")?;
-    rustix::stdio::dup2_stdin(&null)?;
-    Ok(UnixStream::from(socket))
+/// Parses the token from the variable's hex.
+fn parse_token(hex: &OsStr) -> Option<[u8; TOKEN_LEN]> {
+    let hex = hex.to_str()?.as_bytes();
+    if hex.len() != 2 * TOKEN_LEN {
+        return None;
+    }
+    let mut token = [0u8; TOKEN_LEN];
+    for (byte, pair) in token.iter_mut().zip(hex.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(token)
 }
 
-fn serve() -> io::Result<()> {
-    let mut socket = take_socket()?;
+/// The pool's handshake: the token waiting in standard input, a socket, with the ledger.
+/// Takes the socket out of standard input (which becomes `/dev/null` for the tasks), or returns
+/// `None`, having consumed nothing, when this process was not started by a pool.
+fn accept_greeting(hex: &OsStr) -> Option<(UnixStream, Ledger)> {
+    let token = parse_token(hex)?;
+    let stdin = io::stdin();
+    let stdin = stdin.as_fd();
+    let stat = rustix::fs::fstat(stdin).ok()?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+        return None;
+    }
+    let mut seen = [0u8; TOKEN_LEN];
+    let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+    match rustix::net::recv(stdin, &mut seen, flags) {
+        Ok((_, TOKEN_LEN)) if seen == token => {}
+        _ => return None,
+    }
+    // It is ours: take the token for real, with the ledger sent beside it.
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [io::IoSliceMut::new(&mut seen)];
+    rustix::net::recvmsg(
+        stdin,
+        &mut iov,
+        &mut control,
+        rustix::net::RecvFlags::CMSG_CLOEXEC,
+    )
+    .ok()?;
+    let mut ledger = None;
+    for message in control.drain() {
+        if let rustix::net::RecvAncillaryMessage::ScmRights(fds) = message {
+            for fd in fds {
+                ledger.get_or_insert(fd);
+            }
+        }
+    }
+    let ledger = Ledger::from_fd(ledger?);
+    // Tasks get an empty standard input; the socket moves to a descriptor they do not inherit.
+    let socket: OwnedFd = rustix::io::fcntl_dupfd_cloexec(stdin, 3).ok()?;
+    let null = std::fs::File::open("/dev/null").ok()?;
+    rustix::stdio::dup2_stdin(&null).ok()?;
+    Some((UnixStream::from(socket), ledger))
+}
+
+/// How long a worker keeps its large buffers while idle (see [`Spare`]).
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// The memory of the last large frame a finished call read, handed back to the reader thread
+/// for the next one. On a VM, faulting in fresh pages costs more than copying into warm ones,
+/// so back-to-back large messages reuse the buffers of the previous ones: this one, and the
+/// buffer the answers are written in. Both are let go after [`IDLE_RELEASE`] without calls,
+/// and left out of the memory ceiling's count.
+type Spare = Arc<Mutex<Option<Vec<u8>>>>;
+
+fn serve(mut socket: UnixStream, ledger: Ledger) -> io::Result<()> {
+    panics::install_hook();
     let reader_socket = socket.try_clone()?;
     let (frames, inbox) = mpsc::channel::<(Vec<u8>, Range<usize>)>();
+    let spare: Spare = Arc::default();
+    let reader_spare = Arc::clone(&spare);
     std::thread::Builder::new()
         .name("brigade-worker-reader".into())
-        .spawn(move || read_frames(reader_socket, frames))?;
+        .spawn(move || read_frames(reader_socket, frames, reader_spare))?;
 
     let hello = FrameWriter::hello(std::process::id(), call::layout_check());
     send(&mut socket, hello)?;
     let Ok((first, range)) = inbox.recv() else {
         return Ok(());
     };
-    let memory_limit = match wire::decode_to_worker(&first[range]) {
+    let (memory_limit, message_limit) = match wire::decode_to_worker(&first[range]) {
         Ok(ToWorker::Init {
-            initializer,
             memory_limit,
+            message_limit,
+            initializer,
+            payload,
         }) => {
-            if let Some(offset) = initializer {
-                // SAFETY: the pool names only a `fn()` it was given as the initializer, and the
-                // worker runs the same build (see `call`).
+            if let Some((trampoline, func)) = initializer {
+                // SAFETY: the pool names only initializer trampolines it instantiated
+                // (`call::init_with`, `call::init_plain`) in the same build (see `call`).
                 let init = unsafe {
-                    std::mem::transmute::<usize, call::Initializer>(call::address_of(offset))
+                    std::mem::transmute::<usize, InitTrampoline>(call::address_of(trampoline))
                 };
-                if let Err(panic) = std::panic::catch_unwind(init) {
-                    let message = match crate::Error::from_panic(&*panic) {
-                        crate::Error::Panicked { message } => message,
-                        other => other.to_string(),
-                    };
+                // SAFETY: the builder paired `func` with this very trampoline, for its type,
+                // after checking that it lies in the executable (see `call::init_with`).
+                if let Err(message) = unsafe { init(call::address_of(func), payload) } {
                     send(&mut socket, FrameWriter::init_failed(&message))?;
                     return Ok(());
                 }
             }
-            memory_limit
+            (
+                memory_limit,
+                usize::try_from(message_limit).unwrap_or(usize::MAX),
+            )
         }
         Ok(other) => return Err(protocol(format!("expected init, got {other:?}"))),
         Err(e) => return Err(protocol(e.to_string())),
     };
     send(&mut socket, FrameWriter::ready())?;
 
-    let mut out = Vec::new();
-    for (frame, range) in inbox {
+    let mut answers = Vec::new();
+    loop {
+        let (frame, range) = match inbox.recv_timeout(IDLE_RELEASE) {
+            Ok(next) => next,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                answers = Vec::new();
+                spare.lock().take();
+                match inbox.recv() {
+                    Ok(next) => next,
+                    Err(_) => return Ok(()),
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        };
         match wire::decode_to_worker(&frame[range]) {
             Ok(ToWorker::Call {
                 id,
@@ -119,24 +210,43 @@ fn serve() -> io::Result<()> {
                 func,
                 payload,
             }) => {
+                // Before any code of the call runs: from here on, a death fails this call.
+                ledger.record(id)?;
                 // SAFETY: the pool names only trampolines it instantiated (`call_one`,
                 // `call_chunk`), in the same build (see `call`).
                 let trampoline = unsafe {
                     std::mem::transmute::<usize, Trampoline>(call::address_of(trampoline))
                 };
                 let started = Instant::now();
-                out.clear();
-                let status = trampoline(call::address_of(func), payload, &mut out);
+                let mut done = FrameWriter::done_in(std::mem::take(&mut answers), id);
+                // SAFETY: the pool paired `func` with this very trampoline, instantiated for
+                // its type, after checking that it lies in the executable
+                // (`call::check_in_executable`); this is the same build.
+                let verdict = unsafe {
+                    trampoline(
+                        call::address_of(func),
+                        payload,
+                        done.payload(),
+                        message_limit,
+                    )
+                };
                 let busy = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-                let mut done = FrameWriter::done(id, busy, status);
-                done.payload().extend_from_slice(&out);
+                done.set_done(busy, verdict);
+                // The call's frame is done with: its memory goes back to the reader before the
+                // answer goes out, ready for the next large frame.
+                if frame.capacity() > answers.capacity() {
+                    *spare.lock() = Some(frame);
+                }
                 // Whatever the task printed goes out before its result: a task's output is
                 // never lost to a crash of a later task.
                 let _ = io::stdout().flush();
-                send(&mut socket, done)?;
+                let sealed = done.seal().map_err(|e| protocol(e.to_string()))?;
+                wire::send_all(&socket, &sealed)?;
+                answers = sealed;
                 if memory_limit > 0 {
+                    let held = answers.capacity() + spare.lock().as_ref().map_or(0, Vec::capacity);
                     let rss = resident_bytes();
-                    if rss > memory_limit {
+                    if rss.saturating_sub(held as u64) > memory_limit {
                         send(&mut socket, FrameWriter::retiring(rss))?;
                         return Ok(());
                     }
@@ -147,7 +257,6 @@ fn serve() -> io::Result<()> {
             Err(e) => return Err(protocol(e.to_string())),
         }
     }
-    Ok(())
 }
 
 fn protocol(message: String) -> io::Error {
@@ -156,24 +265,24 @@ fn protocol(message: String) -> io::Error {
 
 fn send(socket: &mut UnixStream, frame: FrameWriter) -> io::Result<()> {
     let frame = frame.seal().map_err(|e| protocol(e.to_string()))?;
-    socket.write_all(&frame)
+    wire::send_all(socket, &frame)
 }
 
 /// Moves frames from the socket to the main thread; ends the process when the socket closes.
-fn read_frames(mut socket: UnixStream, frames: mpsc::Sender<(Vec<u8>, Range<usize>)>) {
-    let mut reader = FrameReader::default();
+fn read_frames(socket: UnixStream, frames: mpsc::Sender<(Vec<u8>, Range<usize>)>, spare: Spare) {
+    // The pool is trusted to respect its own limit; this bound only guards against corruption.
+    let mut reader = FrameReader::new(wire::MAX_FRAME);
     loop {
-        let want = reader.wanted().max(64 * 1024);
-        let spare = reader.spare(want);
-        let got = match socket.read(spare) {
+        if reader.needs_room()
+            && let Some(buffer) = spare.lock().take()
+        {
+            reader.adopt(buffer);
+        }
+        let got = match reader.read_from(&socket) {
             Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                reader.filled(want, 0);
-                continue;
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => 0,
         };
-        reader.filled(want, got);
         if got == 0 {
             // The pool's process is gone (or closed the pool): nothing more will come and no
             // one waits for an answer. Stop now, even in the middle of a call.
@@ -208,4 +317,30 @@ fn resident_bytes() -> u64 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     pages * rustix::param::page_size() as u64
+}
+
+#[cfg(all(test, not(brigade_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_well_formed_token_parses() {
+        let hex = "00112233445566778899aabbccddeeff";
+        assert_eq!(
+            parse_token(OsStr::new(hex)),
+            Some([
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff
+            ])
+        );
+        for bad in [
+            "",
+            "1",
+            "2",
+            "zz112233445566778899aabbccddeeff",
+            &format!("{hex}00"),
+        ] {
+            assert_eq!(parse_token(OsStr::new(bad)), None, "{bad:?}");
+        }
+    }
 }
