@@ -107,17 +107,29 @@ fn accept_greeting(hex: &OsStr) -> Option<(UnixStream, Ledger)> {
         Ok((_, TOKEN_LEN)) if seen == token => {}
         _ => return None,
     }
-    // It is ours: take the token for real, with the ledger sent beside it.
+    // It is ours: take the token for real, with the ledger sent beside it. From here on this
+    // process is a worker, and a failure is a worker's setup failure, not a reason to run
+    // `main`.
+    match take_greeting(stdin) {
+        Ok(taken) => Some(taken),
+        Err(e) => {
+            eprintln!("brigade worker {}: {e}", std::process::id());
+            std::process::exit(SETUP_FAILED);
+        }
+    }
+}
+
+fn take_greeting(stdin: std::os::fd::BorrowedFd<'_>) -> io::Result<(UnixStream, Ledger)> {
+    let mut token = [0u8; TOKEN_LEN];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
-    let mut iov = [io::IoSliceMut::new(&mut seen)];
+    let mut iov = [io::IoSliceMut::new(&mut token)];
     rustix::net::recvmsg(
         stdin,
         &mut iov,
         &mut control,
         rustix::net::RecvFlags::CMSG_CLOEXEC,
-    )
-    .ok()?;
+    )?;
     let mut ledger = None;
     for message in control.drain() {
         if let rustix::net::RecvAncillaryMessage::ScmRights(fds) = message {
@@ -126,12 +138,13 @@ fn accept_greeting(hex: &OsStr) -> Option<(UnixStream, Ledger)> {
             }
         }
     }
-    let ledger = Ledger::from_fd(ledger?);
+    let ledger = ledger.ok_or_else(|| protocol("the greeting came without a ledger".into()))?;
+    let ledger = Ledger::from_fd(ledger)?;
     // Tasks get an empty standard input; the socket moves to a descriptor they do not inherit.
-    let socket: OwnedFd = rustix::io::fcntl_dupfd_cloexec(stdin, 3).ok()?;
-    let null = std::fs::File::open("/dev/null").ok()?;
-    rustix::stdio::dup2_stdin(&null).ok()?;
-    Some((UnixStream::from(socket), ledger))
+    let socket: OwnedFd = rustix::io::fcntl_dupfd_cloexec(stdin, 3)?;
+    let null = std::fs::File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null)?;
+    Ok((UnixStream::from(socket), ledger))
 }
 
 /// How long a worker keeps its large buffers while idle (see [`Spare`]).
@@ -211,7 +224,7 @@ fn serve(mut socket: UnixStream, ledger: Ledger) -> io::Result<()> {
                 payload,
             }) => {
                 // Before any code of the call runs: from here on, a death fails this call.
-                ledger.record(id)?;
+                ledger.record(id);
                 // SAFETY: the pool names only trampolines it instantiated (`call_one`,
                 // `call_chunk`), in the same build (see `call`).
                 let trampoline = unsafe {
