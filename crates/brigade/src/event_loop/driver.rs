@@ -7,14 +7,13 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 use super::detect::Stats;
 use super::shutdown::{LiveGuard, LoopState};
 use super::{blocking_lane, sched};
 use crate::error::Error;
-use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{Mutex, UnsafeCell};
 use crate::task::cell::Hooks;
 use crate::task::promise::{Promise, SharedExtra};
 
@@ -83,9 +82,18 @@ pub(super) struct Control {
     /// handle is (usually the thread that spawned and awaits it), not on the worker that
     /// finished it: glibc's allocator pays dearly for memory freed on another thread than the
     /// one that allocated it (the tiny-async benchmark went from 0.37–0.51× tokio to
-    /// 0.65–1.00× with this).
-    join: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+    /// 0.65–1.00× with this). Written once, by the spawner (see [`keep`](Self::keep)); a
+    /// `OnceLock` here cost ~170 instructions per task under callgrind.
+    join: UnsafeCell<Option<tokio::task::JoinHandle<()>>>,
 }
+
+// SAFETY: `join` is the only field that is not `Sync` by itself. It is written once, by the
+// thread that spawned the task, right after spawning (`keep`), and read by no one: it is only
+// dropped, with the cell, by whoever lets go of the last reference, which is exclusive, and
+// which the spawner's own reference (released after the write, with release ordering, and
+// acquired by the last `Arc` drop) orders after the write. The other fields are atomics and a
+// mutex. So no two threads ever touch `join` at once.
+unsafe impl Sync for Control {}
 
 impl Control {
     pub(super) fn new(shielded: bool, state: &'static LoopState) -> Self {
@@ -94,13 +102,18 @@ impl Control {
             shielded,
             interrupted: AtomicBool::new(false),
             waker: Mutex::new(None),
-            join: std::sync::OnceLock::new(),
+            join: UnsafeCell::new(None),
         }
     }
 
     /// Keeps tokio's handle on the task (see the field).
-    pub(super) fn keep(&self, join: tokio::task::JoinHandle<()>) {
-        let _ = self.join.set(join);
+    ///
+    /// # Safety
+    /// At most one call per task, by the thread that spawned it, through a reference it holds
+    /// until the call returns (see `impl Sync for Control`).
+    pub(super) unsafe fn keep(&self, join: tokio::task::JoinHandle<()>) {
+        // SAFETY: the caller's single write; no one reads the slot before the cell is dropped.
+        self.join.with_mut(|slot| unsafe { *slot = Some(join) });
     }
 
     fn interrupted(&self) -> bool {
@@ -234,7 +247,7 @@ impl<F: Future> Future for Driver<F> {
             // thread for each poll (`block_in_place`): if the poll blocks, only its own
             // thread waits, and the loop keeps turning.
             let hand_off = !*this.on_lane && this.stats.site().is_flagged();
-            let start = Instant::now();
+            let start = sched::now_ns();
             sched::poll_starts(start);
             let polled = {
                 let _guard = PollGuard::enter();
@@ -247,8 +260,10 @@ impl<F: Future> Future for Driver<F> {
                     catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
                 }
             };
-            this.stats
-                .record(start.elapsed(), *this.on_lane || hand_off);
+            this.stats.record(
+                sched::now_ns().saturating_sub(start),
+                *this.on_lane || hand_off,
+            );
             match polled {
                 Ok(Poll::Ready(value)) => Ok(value),
                 Ok(Poll::Pending) => {
