@@ -18,25 +18,24 @@ use crate::task::cell::Hooks;
 use crate::task::promise::{Promise, SharedExtra};
 
 thread_local! {
-    /// Set while this thread polls a task of any brigade loop: `block_on` here would block
-    /// the very loop it waits on (tokio panics; brigade reports an error).
-    static IN_POLL: Cell<bool> = const { Cell::new(false) };
-    /// Set on threads where a blocking `block_on` is legitimate even though tokio says a
-    /// task runs there (the loop's `to_thread` closures).
+    /// Set on threads where a blocking `block_on` is legitimate even though tokio's context is
+    /// set there (the loop's `to_thread` closures).
     static BLOCKING_OK: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether the calling thread is inside an event loop, where `block_on` must not be called.
 ///
-/// Inside a poll of a brigade task, always. Elsewhere, tokio's runtime context is the tell:
-/// it is set on a runtime's workers, inside any runtime's `block_on` (`#[tokio::main]`
-/// included, whose future is not a task), on tokio's blocking threads, and after
-/// `Handle::enter`. tokio panics on a nested `block_on` in most of these, and offers no way to
-/// tell them apart, so all of them are refused, except the loop's own
-/// [`to_thread`](super::EventLoop::to_thread) threads, which exist to block.
+/// tokio's runtime context is the tell: it is set on a runtime's workers (so in every poll of
+/// a brigade task, handed-off polls under `block_in_place` included), on the blocking lane's
+/// threads (each inside its own runtime's `block_on`), inside any runtime's `block_on`
+/// (`#[tokio::main]` included, whose future is not a task), on tokio's blocking threads, and
+/// after `Handle::enter`. tokio panics on a nested `block_on` in most of these, and offers no
+/// way to tell them apart, so all of them are refused, except the loop's own
+/// [`to_thread`](super::EventLoop::to_thread) threads, which exist to block. (A per-poll
+/// marker used to say "inside a brigade poll"; the context covers those polls, and a poll no
+/// longer pays for setting it.)
 pub(super) fn inside_a_loop() -> bool {
-    IN_POLL.with(Cell::get)
-        || (!BLOCKING_OK.with(Cell::get) && tokio::runtime::Handle::try_current().is_ok())
+    !BLOCKING_OK.with(Cell::get) && tokio::runtime::Handle::try_current().is_ok()
 }
 
 /// Runs `f` on a thread where blocking is allowed even though tokio counts it as a task.
@@ -45,21 +44,6 @@ pub(super) fn blocking_allowed<R>(f: impl FnOnce() -> R) -> R {
     let out = f();
     BLOCKING_OK.with(|b| b.set(false));
     out
-}
-
-/// Marks the thread as polling a loop task for the guard's lifetime (restored on unwind too).
-struct PollGuard(bool);
-
-impl PollGuard {
-    fn enter() -> Self {
-        Self(IN_POLL.with(|p| p.replace(true)))
-    }
-}
-
-impl Drop for PollGuard {
-    fn drop(&mut self) {
-        IN_POLL.with(|p| p.set(self.0));
-    }
 }
 
 /// What an async task keeps beside its handle: how a cancel reaches the running future.
@@ -250,7 +234,6 @@ impl<F: Future> Future for Driver<F> {
             let start = sched::now_ns();
             sched::poll_starts(start);
             let polled = {
-                let _guard = PollGuard::enter();
                 let _mark = this.on_lane.then(blocking_lane::PollMark::enter);
                 if hand_off {
                     tokio::task::block_in_place(|| {
