@@ -40,6 +40,14 @@ pub(crate) struct Args {
     /// Worker threads of the HTTP server's own runtime.
     #[arg(long, default_value_t = 1)]
     server_threads: usize,
+    /// Tasks per `tiny-async` run (default 200,000; 2,000 with --quick): two sizes under
+    /// `valgrind --tool=callgrind` give the instructions per task.
+    #[arg(long)]
+    tiny_tasks: Option<u64>,
+    /// brigade's blocking threshold in ms (default: the loop's own, 10 ms). Polls are timed
+    /// whatever it is; a huge value keeps a slow host (valgrind) from flagging sites.
+    #[arg(long)]
+    blocking_threshold_ms: Option<u64>,
 }
 
 /// One impl's run: what it measured, and a checksum every impl must agree on.
@@ -88,6 +96,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let base = args.run.base(workers);
     let server = Server::start(args.server_threads)?;
     let suite = Suite {
+        threshold: args.blocking_threshold_ms.map_or(
+            brigade::event_loop::DEFAULT_BLOCKING_THRESHOLD,
+            Duration::from_millis,
+        ),
         reps: args.run.reps,
         workers,
         base,
@@ -124,12 +136,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         suite.blocking_in_async(&shape)?;
     }
     if wants("tiny-async") {
-        suite.tiny_async(if args.run.quick { 2_000 } else { 200_000 })?;
+        let default = if args.run.quick { 2_000 } else { 200_000 };
+        suite.tiny_async(args.tiny_tasks.unwrap_or(default))?;
     }
     Ok(())
 }
 
 struct Suite<'a> {
+    threshold: Duration,
     reps: usize,
     workers: usize,
     base: Value,
@@ -145,7 +159,10 @@ impl Suite<'_> {
     }
 
     fn brigade(&self) -> anyhow::Result<EventLoop> {
-        Ok(EventLoop::builder().workers(self.workers).build()?)
+        Ok(EventLoop::builder()
+            .workers(self.workers)
+            .blocking_threshold(self.threshold)
+            .build()?)
     }
 
     /// Many slow requests over many connections: what an event loop is for.

@@ -285,3 +285,42 @@ fn a_flagged_sites_new_tasks_run_on_lane_threads_that_grow_while_they_block() {
     first.result().unwrap();
     assert_eq!(lp.blocking_report().iter().filter(|s| s.flagged).count(), 1);
 }
+
+#[test]
+fn block_on_is_refused_in_a_flagged_sites_tasks_on_the_lane_and_handed_off() {
+    let _w =
+        Watchdog::new("block_on_is_refused_in_a_flagged_sites_tasks_on_the_lane_and_handed_off");
+    let lp = EventLoop::builder()
+        .workers(1)
+        .blocking_threshold(THRESHOLD)
+        .build()
+        .unwrap();
+    // A running task whose first poll flags its site: its next poll is handed off
+    // (`block_in_place`), and a `block_on` there is still inside the loop.
+    let (next_tx, next) = oneshot::channel::<()>();
+    let (flagged_tx, flagged) = mpsc::channel();
+    let lp2 = lp.clone();
+    let handed_off = spawn_from_one_site(&lp, async move {
+        std::thread::sleep(BLOCK);
+        flagged_tx.send(()).unwrap();
+        next.await.unwrap();
+        lp2.block_on(async { 1 }).map_err(|e| e.to_string())
+    });
+    recv(&flagged);
+    next_tx.send(()).unwrap();
+    let refused = handed_off.result().unwrap();
+    assert!(refused.unwrap_err().contains("inside an event loop"));
+    // A new task of the flagged site runs on a lane thread (a small event loop of its own).
+    let lp3 = lp.clone();
+    let on_lane = spawn_from_one_site(&lp, async move {
+        assert!(thread_name().starts_with("brigade-loop-lane"));
+        lp3.block_on(async { 1 }).map_err(|e| e.to_string())
+    });
+    assert!(
+        on_lane
+            .result()
+            .unwrap()
+            .unwrap_err()
+            .contains("inside an event loop")
+    );
+}

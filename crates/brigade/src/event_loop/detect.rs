@@ -21,7 +21,7 @@ const FLUSH_EVERY: u32 = 64;
 
 /// How many stripes a site's counters are spread over, so that workers flushing their tasks'
 /// statistics do not fight over one cache line.
-const SHARDS: usize = 8;
+const SHARDS: usize = super::stripe::STRIPES;
 
 /// A site's counters, as one thread adds to them.
 #[derive(Default)]
@@ -30,14 +30,6 @@ struct Shard {
     polls: AtomicU64,
     total_ns: AtomicU64,
     worst_ns: AtomicU64,
-}
-
-thread_local! {
-    /// This thread's stripe.
-    static SHARD: usize = {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS
-    };
 }
 
 /// One spawn site's record.
@@ -73,12 +65,15 @@ impl Site {
     }
 
     fn add(&self, stats: &Stats) {
-        let shard = &self.shards[SHARD.with(|s| *s)];
+        let shard = &self.shards[super::stripe::index()];
         shard
             .polls
             .fetch_add(u64::from(stats.polls), Ordering::Relaxed);
         shard.total_ns.fetch_add(stats.total_ns, Ordering::Relaxed);
-        shard.worst_ns.fetch_max(stats.worst_ns, Ordering::Relaxed);
+        // Usually not a new worst: a plain load then spares the read-modify-write.
+        if stats.worst_ns > shard.worst_ns.load(Ordering::Relaxed) {
+            shard.worst_ns.fetch_max(stats.worst_ns, Ordering::Relaxed);
+        }
     }
 
     fn sum(&self, field: impl Fn(&Shard) -> &AtomicU64) -> u64 {
@@ -100,7 +95,7 @@ impl Site {
     fn slow(&self, ns: u64, handed_off: bool) {
         self.slow_polls.fetch_add(1, Ordering::Relaxed);
         // Now, not at the next flush: a report taken while the task still blocks shows it.
-        self.shards[SHARD.with(|s| *s)]
+        self.shards[super::stripe::index()]
             .worst_ns
             .fetch_max(ns, Ordering::Relaxed);
         if !handed_off && !self.flagged.swap(true, Ordering::Relaxed) {
@@ -191,10 +186,6 @@ impl Sites {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 /// One task's poll statistics, kept locally until flushed to its site.
 pub(super) struct Stats {
     site: &'static Site,
@@ -217,15 +208,16 @@ impl Stats {
         self.site
     }
 
-    /// Records one poll that took `elapsed`; `handed_off` when it ran off the worker already.
-    pub(super) fn record(&mut self, elapsed: Duration, handed_off: bool) {
-        let ns = nanos(elapsed);
+    /// Records one poll that took `ns` nanoseconds; `handed_off` when it ran off the worker
+    /// already.
+    #[inline]
+    pub(super) fn record(&mut self, ns: u64, handed_off: bool) {
         self.polls += 1;
         self.total_ns = self.total_ns.saturating_add(ns);
         self.worst_ns = self.worst_ns.max(ns);
         if ns > self.site.threshold_ns {
             // Rare, so the extra system call is affordable: was it the task, or a busy CPU?
-            let own = nanos(super::sched::own_time(elapsed));
+            let own = super::sched::own_time(ns);
             if own > self.site.threshold_ns {
                 self.site.slow(ns, handed_off);
             }

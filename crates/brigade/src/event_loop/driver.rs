@@ -7,37 +7,35 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 use super::detect::Stats;
 use super::shutdown::{LiveGuard, LoopState};
 use super::{blocking_lane, sched};
 use crate::error::Error;
-use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{Mutex, UnsafeCell};
 use crate::task::cell::Hooks;
 use crate::task::promise::{Promise, SharedExtra};
 
 thread_local! {
-    /// Set while this thread polls a task of any brigade loop: `block_on` here would block
-    /// the very loop it waits on (tokio panics; brigade reports an error).
-    static IN_POLL: Cell<bool> = const { Cell::new(false) };
-    /// Set on threads where a blocking `block_on` is legitimate even though tokio says a
-    /// task runs there (the loop's `to_thread` closures).
+    /// Set on threads where a blocking `block_on` is legitimate even though tokio's context is
+    /// set there (the loop's `to_thread` closures).
     static BLOCKING_OK: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether the calling thread is inside an event loop, where `block_on` must not be called.
 ///
-/// Inside a poll of a brigade task, always. Elsewhere, tokio's runtime context is the tell:
-/// it is set on a runtime's workers, inside any runtime's `block_on` (`#[tokio::main]`
-/// included, whose future is not a task), on tokio's blocking threads, and after
-/// `Handle::enter`. tokio panics on a nested `block_on` in most of these, and offers no way to
-/// tell them apart, so all of them are refused, except the loop's own
-/// [`to_thread`](super::EventLoop::to_thread) threads, which exist to block.
+/// tokio's runtime context is the tell: it is set on a runtime's workers (so in every poll of
+/// a brigade task, handed-off polls under `block_in_place` included), on the blocking lane's
+/// threads (each inside its own runtime's `block_on`), inside any runtime's `block_on`
+/// (`#[tokio::main]` included, whose future is not a task), on tokio's blocking threads, and
+/// after `Handle::enter`. tokio panics on a nested `block_on` in most of these, and offers no
+/// way to tell them apart, so all of them are refused, except the loop's own
+/// [`to_thread`](super::EventLoop::to_thread) threads, which exist to block. (A per-poll
+/// marker used to say "inside a brigade poll"; the context covers those polls, and a poll no
+/// longer pays for setting it.)
 pub(super) fn inside_a_loop() -> bool {
-    IN_POLL.with(Cell::get)
-        || (!BLOCKING_OK.with(Cell::get) && tokio::runtime::Handle::try_current().is_ok())
+    !BLOCKING_OK.with(Cell::get) && tokio::runtime::Handle::try_current().is_ok()
 }
 
 /// Runs `f` on a thread where blocking is allowed even though tokio counts it as a task.
@@ -46,21 +44,6 @@ pub(super) fn blocking_allowed<R>(f: impl FnOnce() -> R) -> R {
     let out = f();
     BLOCKING_OK.with(|b| b.set(false));
     out
-}
-
-/// Marks the thread as polling a loop task for the guard's lifetime (restored on unwind too).
-struct PollGuard(bool);
-
-impl PollGuard {
-    fn enter() -> Self {
-        Self(IN_POLL.with(|p| p.replace(true)))
-    }
-}
-
-impl Drop for PollGuard {
-    fn drop(&mut self) {
-        IN_POLL.with(|p| p.set(self.0));
-    }
 }
 
 /// What an async task keeps beside its handle: how a cancel reaches the running future.
@@ -83,9 +66,18 @@ pub(super) struct Control {
     /// handle is (usually the thread that spawned and awaits it), not on the worker that
     /// finished it: glibc's allocator pays dearly for memory freed on another thread than the
     /// one that allocated it (the tiny-async benchmark went from 0.37–0.51× tokio to
-    /// 0.65–1.00× with this).
-    join: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+    /// 0.65–1.00× with this). Written once, by the spawner (see [`keep`](Self::keep)); a
+    /// `OnceLock` here cost ~170 instructions per task under callgrind.
+    join: UnsafeCell<Option<tokio::task::JoinHandle<()>>>,
 }
+
+// SAFETY: `join` is the only field that is not `Sync` by itself. It is written once, by the
+// thread that spawned the task, right after spawning (`keep`), and read by no one: it is only
+// dropped, with the cell, by whoever lets go of the last reference, which is exclusive, and
+// which the spawner's own reference (released after the write, with release ordering, and
+// acquired by the last `Arc` drop) orders after the write. The other fields are atomics and a
+// mutex. So no two threads ever touch `join` at once.
+unsafe impl Sync for Control {}
 
 impl Control {
     pub(super) fn new(shielded: bool, state: &'static LoopState) -> Self {
@@ -94,13 +86,18 @@ impl Control {
             shielded,
             interrupted: AtomicBool::new(false),
             waker: Mutex::new(None),
-            join: std::sync::OnceLock::new(),
+            join: UnsafeCell::new(None),
         }
     }
 
     /// Keeps tokio's handle on the task (see the field).
-    pub(super) fn keep(&self, join: tokio::task::JoinHandle<()>) {
-        let _ = self.join.set(join);
+    ///
+    /// # Safety
+    /// At most one call per task, by the thread that spawned it, through a reference it holds
+    /// until the call returns (see `impl Sync for Control`).
+    pub(super) unsafe fn keep(&self, join: tokio::task::JoinHandle<()>) {
+        // SAFETY: the caller's single write; no one reads the slot before the cell is dropped.
+        self.join.with_mut(|slot| unsafe { *slot = Some(join) });
     }
 
     fn interrupted(&self) -> bool {
@@ -234,10 +231,9 @@ impl<F: Future> Future for Driver<F> {
             // thread for each poll (`block_in_place`): if the poll blocks, only its own
             // thread waits, and the loop keeps turning.
             let hand_off = !*this.on_lane && this.stats.site().is_flagged();
-            let start = Instant::now();
+            let start = sched::now_ns();
             sched::poll_starts(start);
             let polled = {
-                let _guard = PollGuard::enter();
                 let _mark = this.on_lane.then(blocking_lane::PollMark::enter);
                 if hand_off {
                     tokio::task::block_in_place(|| {
@@ -247,8 +243,10 @@ impl<F: Future> Future for Driver<F> {
                     catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
                 }
             };
-            this.stats
-                .record(start.elapsed(), *this.on_lane || hand_off);
+            this.stats.record(
+                sched::now_ns().saturating_sub(start),
+                *this.on_lane || hand_off,
+            );
             match polled {
                 Ok(Poll::Ready(value)) => Ok(value),
                 Ok(Poll::Pending) => {

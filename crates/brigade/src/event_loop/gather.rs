@@ -95,6 +95,19 @@ impl<T: Send> Joiner<T> {
 /// Dropping it before it is done (the task awaiting it was cancelled, a timeout around it
 /// fired) cancels the tasks that have not finished; once it has returned, even with an error,
 /// the tasks still running are left alone.
+///
+/// ```
+/// use brigade::{Error, EventLoop};
+/// use brigade::event_loop::{Gather, gather};
+///
+/// let lp = EventLoop::new();
+/// let stuck = lp.spawn(std::future::pending::<u8>());
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// stuck.add_done_callback(move |outcome| tx.send(outcome.clone()).unwrap());
+/// let pending: Gather<u8> = gather([stuck]);
+/// drop(pending); // never awaited to the end: its task is cancelled
+/// assert_eq!(rx.recv().unwrap(), Err(Error::Cancelled));
+/// ```
 #[must_use = "a gather does nothing unless awaited, and dropping it cancels its tasks"]
 pub struct Gather<T> {
     joiner: Joiner<T>,
@@ -192,6 +205,17 @@ where
 ///
 /// Dropping it before it is done cancels the tasks that have not finished, as for
 /// [`Gather`].
+///
+/// ```
+/// use brigade::{Error, EventLoop};
+/// use brigade::event_loop::gather_results;
+///
+/// let lp = EventLoop::new();
+/// let tasks = [lp.spawn(async { 1 }), lp.spawn(async { panic!("two") })];
+/// let outcomes = lp.block_on(gather_results(tasks)).unwrap();
+/// assert_eq!(outcomes[0], Ok(1));
+/// assert!(matches!(outcomes[1], Err(Error::Panicked { .. })));
+/// ```
 #[must_use = "a gather does nothing unless awaited, and dropping it cancels its tasks"]
 pub struct GatherResults<T> {
     joiner: Joiner<T>,

@@ -11,10 +11,12 @@
 
 use std::fmt;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
+use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
+
+mod report;
 
 use super::EventLoop;
 use super::driver::Interrupt;
@@ -22,6 +24,7 @@ use crate::error::Error;
 use crate::sync::Mutex;
 use crate::task::Task;
 use crate::wait::Watcher;
+use report::{Child, Reporter, Shared, State};
 
 /// Tasks that succeed or fail together, like Python's `asyncio.TaskGroup`.
 ///
@@ -142,180 +145,6 @@ impl fmt::Display for GroupError {
 }
 
 impl std::error::Error for GroupError {}
-
-/// What the group knows.
-struct Shared {
-    state: Mutex<State>,
-    /// Hears when each child's task is settled (its outcome in its handle), so that a `join`
-    /// returns only once every child's handle is done: a child's own report comes from inside
-    /// its future, a moment before its task publishes its outcome.
-    settled: Watcher,
-}
-
-#[derive(Default)]
-struct State {
-    /// Children spawned so far (the next child's index).
-    spawned: usize,
-    /// Children whose tasks are settled.
-    settled: usize,
-    /// Children that have not reported their end yet, with the control to interrupt each
-    /// (`None` for the moment between registering a child and spawning it).
-    running: Vec<(usize, Option<Box<dyn Interrupt>>)>,
-    /// The first failure, or a cancel: from then on the group is stopping its children.
-    failure: Option<GroupError>,
-    /// Joined, or dropped unjoined: no more children.
-    closed: bool,
-    joiner: Option<Waker>,
-}
-
-/// How a child ended.
-enum End {
-    Value,
-    Returned(String),
-    Panicked(Error),
-    /// Dropped before it finished: cancelled (by the group, its handle, or the loop).
-    Dropped,
-}
-
-impl Shared {
-    /// Stops every running child (outside the lock: interrupting wakes tasks).
-    fn interrupt(running: Vec<Box<dyn Interrupt>>) {
-        for child in running {
-            child.interrupt();
-        }
-    }
-
-    fn report(&self, index: usize, end: End) {
-        let (to_interrupt, joiner) = {
-            let mut state = self.state.lock();
-            if let Some(at) = state.running.iter().position(|(i, _)| *i == index) {
-                state.running.swap_remove(at);
-            }
-            let mut to_interrupt = Vec::new();
-            match (&mut state.failure, end) {
-                (Some(failure), End::Dropped) => failure.cancelled += 1,
-                (Some(_), _) | (None, End::Value | End::Dropped) => {}
-                (None, End::Returned(message)) => {
-                    state.failure = Some(GroupError {
-                        index: Some(index),
-                        error: None,
-                        message: Some(message),
-                        cancelled: 0,
-                    });
-                    to_interrupt = Self::take_controls(&mut state);
-                }
-                (None, End::Panicked(error)) => {
-                    state.failure = Some(GroupError {
-                        index: Some(index),
-                        error: Some(error),
-                        message: None,
-                        cancelled: 0,
-                    });
-                    to_interrupt = Self::take_controls(&mut state);
-                }
-            }
-            let joiner = if state.running.is_empty() {
-                state.joiner.take()
-            } else {
-                None
-            };
-            (to_interrupt, joiner)
-        };
-        Self::interrupt(to_interrupt);
-        if let Some(joiner) = joiner {
-            joiner.wake();
-        }
-    }
-
-    /// The controls of the running children, to interrupt them; the children stay counted as
-    /// running until they report.
-    fn take_controls(state: &mut State) -> Vec<Box<dyn Interrupt>> {
-        state
-            .running
-            .iter_mut()
-            .filter_map(|(_, control)| control.take())
-            .collect()
-    }
-
-    /// Stops the group: no more children, and those running are interrupted. `failure` is
-    /// what the group reports if it had not failed already.
-    fn stop(&self, failure: Option<GroupError>, close: bool) {
-        let to_interrupt = {
-            let mut state = self.state.lock();
-            state.closed |= close;
-            if state.failure.is_none() {
-                state.failure = failure;
-            }
-            if state.failure.is_none() && !close {
-                return;
-            }
-            Self::take_controls(&mut state)
-        };
-        Self::interrupt(to_interrupt);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A child's future, reporting to its group how it ended.
-    struct Child<F> {
-        #[pin]
-        future: F,
-        reporter: Reporter,
-    }
-}
-
-/// Reports a child's end exactly once; dropped unreported means the child was dropped
-/// unfinished.
-struct Reporter {
-    shared: Arc<Shared>,
-    index: usize,
-    reported: bool,
-}
-
-impl Reporter {
-    fn report(&mut self, end: End) {
-        self.reported = true;
-        self.shared.report(self.index, end);
-    }
-}
-
-impl Drop for Reporter {
-    fn drop(&mut self) {
-        if !self.reported {
-            self.shared.report(self.index, End::Dropped);
-        }
-    }
-}
-
-impl<F, T, E> Future for Child<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: fmt::Debug,
-{
-    type Output = Result<T, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let future = this.future;
-        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(outcome)) => {
-                this.reporter.report(match &outcome {
-                    Ok(_) => End::Value,
-                    Err(e) => End::Returned(format!("{e:?}")),
-                });
-                Poll::Ready(outcome)
-            }
-            Err(payload) => {
-                // The group hears of it first; then the panic goes on to the task's driver,
-                // which makes it the child's own outcome.
-                this.reporter
-                    .report(End::Panicked(Error::from_panic(&*payload)));
-                resume_unwind(payload)
-            }
-        }
-    }
-}
 
 impl EventLoop {
     /// An empty [`TaskGroup`] on this loop.
@@ -444,7 +273,16 @@ impl TaskGroup {
     }
 
     /// A spawner for this group, to add children from elsewhere (another task, a child, a
-    /// thread), also while the group is being joined.
+    /// thread), also while the group is being joined; see [`GroupSpawner`] for an example.
+    ///
+    /// ```
+    /// let lp = brigade::EventLoop::new();
+    /// let group = lp.group();
+    /// let spawner = group.spawner();
+    /// let child = spawner.spawn(async { Ok::<_, ()>("from the spawner") });
+    /// assert_eq!(lp.block_on(group.join()).unwrap(), Ok(()));
+    /// assert_eq!(child.result(), Ok(Ok("from the spawner")));
+    /// ```
     pub fn spawner(&self) -> GroupSpawner {
         self.spawner.clone()
     }
@@ -544,6 +382,18 @@ impl fmt::Debug for GroupSpawner {
 
 /// What [`TaskGroup::join`] returns. Dropping it before it is done cancels the group's
 /// running children.
+///
+/// ```
+/// use brigade::Error;
+/// use brigade::event_loop::GroupJoin;
+///
+/// let lp = brigade::EventLoop::new();
+/// let group = lp.group();
+/// let child = group.spawn(async { std::future::pending::<Result<(), ()>>().await });
+/// let join: GroupJoin = group.join();
+/// drop(join); // no one waits any more: the children are cancelled
+/// assert_eq!(child.result(), Err(Error::Cancelled));
+/// ```
 #[must_use = "a join does nothing unless awaited, and dropping it cancels the group"]
 pub struct GroupJoin {
     /// `None` once it has returned.

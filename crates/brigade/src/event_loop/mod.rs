@@ -93,6 +93,7 @@ mod group;
 mod map_limited;
 mod sched;
 mod shutdown;
+mod stripe;
 mod timeout;
 
 use std::fmt;
@@ -433,7 +434,10 @@ impl EventLoop {
             Some(driver)
         };
         if let Some(driver) = on_worker {
-            control.keep(self.inner.handle.spawn(driver));
+            let join = self.inner.handle.spawn(driver);
+            // SAFETY: the one call for this task, on the spawning thread, through `control`,
+            // which it holds until the call returns.
+            unsafe { control.keep(join) };
         }
         Ok((task, control))
     }

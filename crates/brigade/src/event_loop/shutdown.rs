@@ -31,20 +31,11 @@ use super::blocking_lane::BlockingLane;
 use crate::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use crate::sync::{Condvar, Mutex};
 
-/// How many stripes the live count is spread over.
-const STRIPES: usize = 8;
+use super::stripe::{self, STRIPES};
 
 #[derive(Default)]
 #[repr(align(128))] // one stripe per cache-line pair: stripes never share a line
 struct Stripe(AtomicIsize);
-
-thread_local! {
-    /// This thread's stripe.
-    static STRIPE: usize = {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES
-    };
-}
 
 /// One loop's shutdown state. Leaked, like the loop's spawn sites: a task dropped on a worker
 /// after its loop's handles are gone still reaches it, and no task pays for a reference count.
@@ -90,9 +81,7 @@ impl LoopState {
     }
 
     fn add(&self, n: isize) {
-        self.live[STRIPE.with(|s| *s)]
-            .0
-            .fetch_add(n, Ordering::SeqCst);
+        self.live[stripe::index()].0.fetch_add(n, Ordering::SeqCst);
     }
 
     fn live(&self) -> isize {

@@ -12,6 +12,14 @@ use crate::wait::timer::Sleep;
 
 pin_project_lite::pin_project! {
     /// What [`timeout`] and [`timeout_at`] return: the work, raced against a deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use brigade::event_loop::{Timeout, timeout};
+    ///
+    /// let quick: Timeout<_> = timeout(Duration::from_secs(60), async { "in time" });
+    /// assert_eq!(futures::executor::block_on(quick), Ok("in time")); // any executor
+    /// ```
     #[must_use = "a timeout does nothing unless awaited"]
     pub struct Timeout<F> {
         // `None` once it finished or was cancelled: dropped in place, at once.

@@ -108,6 +108,17 @@ pub fn as_completed_async<W: Waitable>(
 }
 
 /// The stream [`as_completed_async`] returns; see there.
+///
+/// ```
+/// use futures::StreamExt;
+/// use brigade::{AsCompletedStream, Completer, as_completed_async};
+///
+/// let (done, task) = Completer::<u8>::new();
+/// done.set_result(7);
+/// let stream: AsCompletedStream<_> = as_completed_async([task], None);
+/// let finished: Vec<_> = futures::executor::block_on(stream.collect());
+/// assert_eq!(finished.len(), 1);
+/// ```
 #[must_use = "streams do nothing unless polled"]
 pub struct AsCompletedStream<W> {
     inner: Completions<W>,
@@ -120,6 +131,19 @@ impl<W> Unpin for AsCompletedStream<W> {}
 impl<W> AsCompletedStream<W> {
     /// The next task to finish; `None` when every task has been yielded (or after the one
     /// [`Error::Unfinished`] of a time-out).
+    ///
+    /// ```
+    /// use brigade::{Completer, as_completed_async};
+    ///
+    /// let (done, task) = Completer::<u8>::new();
+    /// let mut stream = as_completed_async([task], None);
+    /// done.set_result(3);
+    /// futures::executor::block_on(async {
+    ///     let task = stream.next().await.unwrap().unwrap();
+    ///     assert_eq!(task.await, Ok(3));
+    ///     assert!(stream.next().await.is_none());
+    /// });
+    /// ```
     pub async fn next(&mut self) -> Option<Result<W, Error>> {
         poll_fn(|cx| self.poll_item(cx)).await
     }
