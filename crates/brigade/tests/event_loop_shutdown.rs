@@ -224,8 +224,16 @@ fn the_last_handle_dropped_inside_async_code_never_waits() {
     let lp = patient();
     let forever = lp.spawn(std::future::pending::<()>());
     let inner = lp.clone();
-    let on_thread = lp.to_thread(move || drop(inner));
+    // The closure drops its handle only after this thread dropped its own: so the closure's
+    // is the last (without the signal, a fast closure could drop first, and then this
+    // thread's drop would be the last one, outside async code, and rightly wait).
+    let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+    let on_thread = lp.to_thread(move || {
+        wait_for_go.recv().unwrap();
+        drop(inner)
+    });
     drop(lp);
+    go.send(()).unwrap();
     assert_eq!(on_thread.result(), Ok(()));
     forever.cancel();
 }
