@@ -267,6 +267,10 @@ pub trait Connection: Send {
         block: Duration,
     ) -> Result<Vec<Delivery>, BrokerError>;
 
+    /// The tasks leased to `worker` (at most `max`): after a reconnect, those whose delivery
+    /// the broker made but whose answer was lost with the connection.
+    fn recover(&mut self, worker: &str, max: usize) -> Result<Vec<Delivery>, BrokerError>;
+
     /// Announces tasks as started, except those cancelled meanwhile (removed instead): one
     /// flag per task, true to run it.
     fn start(&mut self, tasks: &[Start]) -> Result<Vec<bool>, BrokerError>;

@@ -19,6 +19,7 @@
 
 mod scripts;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -537,6 +538,43 @@ impl Connection for RedisConnection {
         self.parse_deliveries(reply)
     }
 
+    fn recover(&mut self, worker: &str, max: usize) -> Result<Vec<Delivery>, BrokerError> {
+        let tasks = self.keys.tasks.clone();
+        let max = max.max(1);
+        // The worker's own pending entries (id 0: its history, not new entries), with their
+        // delivery counts from the pending-entries list.
+        let (history, pending): (Value, Vec<(String, String, u64, u32)>) =
+            self.with_group(|c| {
+                redis::pipe()
+                    .cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(worker)
+                    .arg("COUNT")
+                    .arg(max)
+                    .arg("STREAMS")
+                    .arg(&tasks)
+                    .arg("0")
+                    .cmd("XPENDING")
+                    .arg(&tasks)
+                    .arg(GROUP)
+                    .arg("-")
+                    .arg("+")
+                    .arg(max)
+                    .arg(worker)
+                    .query(&mut c.con)
+            })?;
+        let counts: HashMap<String, u32> = pending
+            .into_iter()
+            .map(|(id, _, _, n)| (id, n))
+            .collect();
+        let mut out = self.parse_deliveries(history)?;
+        for d in &mut out {
+            d.deliveries = counts.get(&d.entry.0).copied().unwrap_or(1);
+        }
+        Ok(out)
+    }
+
     fn start(&mut self, tasks: &[Start]) -> Result<Vec<bool>, BrokerError> {
         if tasks.is_empty() {
             return Ok(Vec::new());
@@ -646,6 +684,7 @@ impl Connection for RedisConnection {
                 .arg(MAX_PROMOTE)
                 .arg(max_claim)
                 .arg(uptime)
+                .arg(RELEASED)
                 .invoke(&mut c.con)
         })?;
         let bad = || protocol("maintain", &reply);

@@ -150,11 +150,12 @@ return 1
 /// A lease only runs while the server is up: idle time is counted from the server's start at
 /// the earliest (its uptime, passed in). Otherwise a restart that took longer than a lease
 /// would make every leased task look abandoned, and the first worker back would take tasks
-/// their live owners are still running.
+/// their live owners are still running. Tasks given back (owned by the placeholder) are
+/// taken at once.
 ///
 /// KEYS: tasks, delayed set, last-error hash.
 /// ARGV: group, worker, smallest lease (ms), most entries to scan, most retries to queue,
-///       most entries to claim, server uptime (ms).
+///       most entries to claim, server uptime (ms), the placeholder owner of given-back tasks.
 /// Returns {promoted, {{id, deliveries, frame, lease, limit}...},
 ///          {{id, deliveries, owner, frame, lease, limit, last error}...}}.
 const MAINTAIN: &str = r#"
@@ -173,7 +174,7 @@ end
 local claimed, expired = {}, {}
 local start, scanned = '-', 0
 local max_scan, max_claim, uptime = tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
-while scanned < max_scan and #claimed + #expired < max_claim and uptime >= tonumber(ARGV[3]) do
+while scanned < max_scan and #claimed + #expired < max_claim do
   local batch = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), start, '+', 100)
   if #batch == 0 then break end
   for _, p in ipairs(batch) do
@@ -192,7 +193,7 @@ while scanned < max_scan and #claimed + #expired < max_claim and uptime >= tonum
         elseif f[j] == 'l' then lease = tonumber(f[j + 1])
         elseif f[j] == 'm' then limit = tonumber(f[j + 1]) end
       end
-      if math.min(idle, uptime) >= lease then
+      if owner == ARGV[8] or math.min(idle, uptime) >= lease then
         if n >= limit then
           redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
           local last = redis.call('HGET', KEYS[3], id)

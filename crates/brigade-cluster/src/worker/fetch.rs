@@ -61,10 +61,13 @@ impl<'a> Fetcher<'a> {
                 continue;
             }
             let name = &state.name;
-            match self
+            let fetched = self
                 .link
-                .run(|c| c.fetch(name, room, TICK), || state.stopping())
-            {
+                .run(|c| c.fetch(name, room, TICK), || state.stopping());
+            if self.link.take_reconnected() {
+                self.recover();
+            }
+            match fetched {
                 Ok(deliveries) => self.accept(deliveries),
                 Err(e) if e.is_transient() => {} // stopping
                 Err(e) => {
@@ -72,6 +75,24 @@ impl<'a> Fetcher<'a> {
                     std::thread::sleep(TICK);
                 }
             }
+        }
+    }
+
+    /// After a reconnect: takes up the tasks the broker delivered to this worker whose
+    /// answer was lost with the connection (a fetch or a takeover in flight when it
+    /// dropped). Without this they would wait out a lease.
+    fn recover(&mut self) {
+        let state = self.state;
+        let name = &state.name;
+        let max = state.capacity * 4 + 64;
+        match self.link.run(|c| c.recover(name, max), || state.stopping()) {
+            Ok(mine) => {
+                if !mine.is_empty() {
+                    tracing::info!(tasks = mine.len(), "recovered tasks delivered before a reconnect");
+                }
+                self.accept(mine);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not recover delivered tasks"),
         }
     }
 

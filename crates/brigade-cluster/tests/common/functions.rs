@@ -117,6 +117,26 @@ fn started_ns(_: ()) -> u64 {
 }
 pub const STARTED_NS: Function<(), u64> = Function::new("started_ns", 1, started_ns);
 
+/// `x²` after `ms` of sleep: a task that takes a while.
+fn slow_square((x, ms): (u64, u64)) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    x.wrapping_mul(x)
+}
+pub const SLOW_SQUARE: Function<(u64, u64), u64> = Function::new("slow_square", 1, slow_square);
+
+/// Says "started" (its pid) on the Unix socket at `path`, appends a line to `log`, then
+/// blocks until the test releases it (closes its end), and returns its pid.
+fn gate((path, log): (String, String)) -> u32 {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    writeln!(s, "{}", std::process::id()).unwrap();
+    append(&log);
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    std::process::id()
+}
+pub const GATE: Function<(String, String), u32> = Function::new("gate", 1, gate);
+
 fn append(path: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -142,4 +162,6 @@ pub fn all() -> Functions {
         .register(&DIE)
         .register(&FLAKY)
         .register(&STARTED_NS)
+        .register(&SLOW_SQUARE)
+        .register(&GATE)
 }

@@ -23,6 +23,8 @@ pub const WORKER_ENV: &str = "BRIGADE_CLUSTER_TEST_WORKER";
 pub struct Watchdog {
     disarm: Option<Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    test: &'static str,
+    started: Instant,
 }
 
 impl Watchdog {
@@ -41,12 +43,18 @@ impl Watchdog {
         Self {
             disarm: Some(disarm),
             thread: Some(thread),
+            test,
+            started: Instant::now(),
         }
     }
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
+        let took = self.started.elapsed();
+        if took > Duration::from_secs(10) {
+            eprintln!("slow: test `{}` took {took:?}", self.test);
+        }
         drop(self.disarm.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -184,4 +192,85 @@ pub fn scratch() -> tempfile::TempDir {
 /// Lines in a file (0 if it does not exist).
 pub fn lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+/// A Unix socket that tasks (GATE) connect to when they start: `wait` blocks until one does
+/// and gives its pid and the connection; the task runs until the connection is dropped.
+pub struct Gate {
+    listener: std::os::unix::net::UnixListener,
+    pub path: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        let dir = scratch();
+        let path = dir.path().join("gate.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        Self {
+            listener,
+            path: path.to_string_lossy().into_owned(),
+            _dir: dir,
+        }
+    }
+
+    /// Blocks until a task connects; returns the pid it announced, and its connection (drop
+    /// it to let the task finish).
+    pub fn wait(&self) -> (u32, std::os::unix::net::UnixStream) {
+        use std::io::BufRead;
+        let (stream, _) = self.listener.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&stream).read_line(&mut line).unwrap();
+        (line.trim().parse().unwrap(), stream)
+    }
+}
+
+/// Restarts worker processes that exit, until dropped (then kills them all).
+pub struct Supervisor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Supervisor {
+    /// Keeps `n` workers with `flags` running on `url`.
+    pub fn new(url: &str, n: usize, flags: &'static [&'static str]) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = url.to_owned();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut workers: Vec<WorkerProc> =
+                (0..n).map(|_| WorkerProc::spawn(&url, flags)).collect();
+            let mut restarts = 0;
+            while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                for w in &mut workers {
+                    if w.exited() {
+                        *w = WorkerProc::spawn(&url, flags);
+                        restarts += 1;
+                    }
+                }
+                // Paces the check for exited workers; nothing depends on how soon it runs.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            restarts
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops (killing the workers) and says how many restarts it made.
+    pub fn finish(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
