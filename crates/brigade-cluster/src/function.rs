@@ -6,7 +6,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use brigade::{ProcessPool, Task, ThreadPool};
 use serde::Serialize;
@@ -113,8 +113,9 @@ impl<T: Send> Handle for Task<T> {
     }
 }
 
-/// Called with the outcome, once, in the thread that ends the run.
-pub(crate) type Done = Box<dyn FnOnce(RunOutcome) + Send>;
+/// Called with the outcome and how long the run took (none: it never reached the lane),
+/// once, in the thread that ends the run.
+pub(crate) type Done = Box<dyn FnOnce(RunOutcome, Option<Duration>) + Send>;
 
 /// A registered function with its types erased.
 trait Call: Send + Sync {
@@ -160,17 +161,22 @@ where
                 // The closure reports its own outcome (a panic included), so the result bytes
                 // move to the finisher without a copy.
                 let task = pool.submit(move || {
+                    let began = Instant::now();
                     let run = catch_unwind(AssertUnwindSafe(|| {
                         let arg: A = decode_value(&args, "argument")?;
                         encode_value(&f(arg))
                     }));
-                    done(match run {
-                        Ok(Ok(bytes)) => RunOutcome::Value(bytes),
-                        Ok(Err(e)) => RunOutcome::Failed(e),
-                        Err(payload) => RunOutcome::Failed(WireError::Panicked {
-                            message: panic_message(payload.as_ref()),
-                        }),
-                    });
+                    let took = began.elapsed();
+                    done(
+                        match run {
+                            Ok(Ok(bytes)) => RunOutcome::Value(bytes),
+                            Ok(Err(e)) => RunOutcome::Failed(e),
+                            Err(payload) => RunOutcome::Failed(WireError::Panicked {
+                                message: panic_message(payload.as_ref()),
+                            }),
+                        },
+                        Some(took),
+                    );
                 });
                 Box::new(task)
             }
@@ -178,7 +184,7 @@ where
                 let arg: A = match decode_value(&args, "argument") {
                     Ok(arg) => arg,
                     Err(e) => {
-                        done(RunOutcome::Failed(e));
+                        done(RunOutcome::Failed(e), None);
                         return Box::new(Finished);
                     }
                 };
@@ -186,14 +192,19 @@ where
                     Some(limit) => pool.submit_timeout(f, arg, limit),
                     None => pool.submit(f, arg),
                 };
+                // The time to the outcome includes the trip to the process and back.
+                let began = Instant::now();
                 task.add_done_callback(move |outcome| {
-                    done(match outcome {
-                        Ok(value) => match encode_value(value) {
-                            Ok(bytes) => RunOutcome::Value(bytes),
-                            Err(e) => RunOutcome::Failed(e),
+                    done(
+                        match outcome {
+                            Ok(value) => match encode_value(value) {
+                                Ok(bytes) => RunOutcome::Value(bytes),
+                                Err(e) => RunOutcome::Failed(e),
+                            },
+                            Err(e) => lane_failure(e),
                         },
-                        Err(e) => lane_failure(e),
-                    })
+                        Some(began.elapsed()),
+                    )
                 });
                 Box::new(task)
             }

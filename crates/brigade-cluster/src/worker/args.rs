@@ -40,7 +40,8 @@ pub struct WorkerArgs {
     /// Where tasks run: threads, processes (crash isolation) or auto (threads, for now).
     #[arg(long, value_enum, default_value_t = LaneKind::Threads)]
     pub lane: LaneKind,
-    /// Tasks fetched ahead of the running ones (default: as many as --concurrency).
+    /// Tasks fetched ahead of the running ones (default: adaptive, about 10 ms of work per
+    /// running task, at most 64).
     #[arg(long, value_name = "N")]
     pub prefetch: Option<usize>,
     /// Seconds a stopping worker waits for its running tasks before giving them back.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Finished, InFlight, State, TICK, heartbeat, pid_of};
+use super::{Finished, InFlight, MAX_PREFETCH, State, TICK, heartbeat, pid_of};
 use crate::broker::{DeadLetterRequest, Delivery, Expired, Release, Start};
 use crate::codec::{ClientId, OutcomeFrame, TaskFrame, TaskId, WireError, decode_frame, encode_frame};
 use crate::function::RunOutcome;
@@ -56,7 +56,7 @@ impl<'a> Fetcher<'a> {
                 self.last_maintenance = Some(Instant::now());
                 self.maintain(room);
             }
-            let room = state.capacity.saturating_sub(state.inflight().len());
+            let room = state.capacity().saturating_sub(state.inflight().len());
             if room == 0 || state.stopping() {
                 continue;
             }
@@ -84,7 +84,7 @@ impl<'a> Fetcher<'a> {
     fn recover(&mut self) {
         let state = self.state;
         let name = &state.name;
-        let max = state.capacity * 4 + 64;
+        let max = state.concurrency * 4 + MAX_PREFETCH * 2;
         match self.link.run(|c| c.recover(name, max), || state.stopping()) {
             Ok(mine) => {
                 if !mine.is_empty() {
@@ -100,14 +100,14 @@ impl<'a> Fetcher<'a> {
     fn wait_for_room(&self) -> usize {
         let state = self.state;
         let mut inflight = state.inflight();
-        if inflight.len() >= state.capacity {
+        if inflight.len() >= state.capacity() {
             inflight = state
                 .room
                 .wait_timeout(inflight, TICK)
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
-        state.capacity.saturating_sub(inflight.len())
+        state.capacity().saturating_sub(inflight.len())
     }
 
     /// Due retries back to the queue; expired leases taken over (up to `room`) or, on their
@@ -313,10 +313,11 @@ impl<'a> Fetcher<'a> {
         );
         let done_tx = state.done.clone();
         let done_entry = entry.clone();
-        let done: crate::function::Done = Box::new(move |outcome| {
+        let done: crate::function::Done = Box::new(move |outcome, took| {
             let _ = done_tx.send(Finished {
                 entry: done_entry,
                 outcome,
+                took,
             });
         });
         let limit = o
@@ -331,7 +332,7 @@ impl<'a> Fetcher<'a> {
                     task.handle = Some(handle);
                 }
             }
-            Err((error, done)) => done(RunOutcome::Failed(error)),
+            Err((error, done)) => done(RunOutcome::Failed(error), None),
         }
     }
 
@@ -357,6 +358,7 @@ impl<'a> Fetcher<'a> {
         let _ = state.done.send(Finished {
             entry,
             outcome: RunOutcome::Failed(error),
+            took: None,
         });
     }
 

@@ -46,7 +46,15 @@ fn write(state: &State, link: &mut Link, batch: &mut Vec<Finished>) {
     let mut entries: Vec<EntryId> = Vec::with_capacity(batch.len());
     {
         let inflight = state.inflight();
-        for Finished { entry, outcome } in batch.drain(..) {
+        for Finished {
+            entry,
+            outcome,
+            took,
+        } in batch.drain(..)
+        {
+            if let Some(took) = took {
+                state.ran_for(took);
+            }
             let Some(task) = inflight.get(&entry) else {
                 continue; // given back by a drain that timed out
             };

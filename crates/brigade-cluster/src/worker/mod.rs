@@ -36,6 +36,13 @@ use crate::redis_broker::RedisBroker;
 /// new tasks lasts, which bounds how fast it notices a stop).
 pub const TICK: Duration = Duration::from_millis(200);
 
+/// The most tasks a worker fetches ahead of its running ones (adaptive prefetch).
+pub(crate) const MAX_PREFETCH: usize = 64;
+/// Adaptive prefetch keeps about this much work queued per running task: enough to hide the
+/// broker's round trips behind short tasks, little enough that a long task does not hold
+/// others back while idle workers could run them.
+const PREFETCH_WINDOW: Duration = Duration::from_millis(10);
+
 /// A worker serving one queue. Build it with [`Worker::builder`], or let
 /// [`worker_main`] build it from the command line.
 ///
@@ -104,8 +111,10 @@ impl WorkerBuilder {
         self
     }
 
-    /// Tasks fetched ahead of the running ones (default: as many as run at once). More keeps
-    /// a fast stream of short tasks flowing; fewer leaves long tasks to idle workers.
+    /// Tasks fetched ahead of the running ones. By default it adapts to how long tasks take:
+    /// about 10 ms of work per running task (up to 64), so short tasks flow without waiting
+    /// on the broker, and long tasks are fetched only when a slot is free, leaving the rest
+    /// to idle workers.
     pub fn prefetch(mut self, tasks: usize) -> Self {
         self.prefetch = Some(tasks);
         self
@@ -146,7 +155,6 @@ impl WorkerBuilder {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let capacity = concurrency + self.prefetch.unwrap_or(concurrency);
         // Checks the broker now, so that a wrong address fails here, not in a thread.
         let mut probe = broker.connect()?;
         let broker_ms = probe.now_ms()?;
@@ -168,7 +176,9 @@ impl WorkerBuilder {
             name,
             functions: self.functions,
             lane,
-            capacity,
+            concurrency,
+            prefetch: self.prefetch,
+            average_run_ns: AtomicU64::new(0),
             clock_offset_ms: broker_ms as i64 - crate::client::local_ms() as i64,
             inflight: Mutex::new(HashMap::new()),
             room: Condvar::new(),
@@ -316,7 +326,8 @@ impl std::fmt::Debug for Worker {
             .field("name", &self.state.name)
             .field("queue", &self.state.broker.queue())
             .field("functions", &self.state.functions)
-            .field("capacity", &self.state.capacity)
+            .field("concurrency", &self.state.concurrency)
+            .field("prefetch", &self.state.prefetch)
             .finish_non_exhaustive()
     }
 }
@@ -327,8 +338,12 @@ struct State {
     name: String,
     functions: Functions,
     lane: Lane,
-    /// Tasks held at most (running and fetched ahead).
-    capacity: usize,
+    /// Tasks run at once.
+    concurrency: usize,
+    /// Tasks fetched ahead, if fixed (else adaptive).
+    prefetch: Option<usize>,
+    /// How long a task runs, on average (exponentially weighted, ns; 0: not known yet).
+    average_run_ns: AtomicU64,
     /// Broker clock minus local clock, ms.
     clock_offset_ms: i64,
     /// Every task the worker holds, by entry: its lease is renewed until it leaves.
@@ -360,6 +375,31 @@ impl State {
 
     fn threads_stopping(&self) -> bool {
         self.threads_stop.load(Ordering::Acquire)
+    }
+
+    /// Tasks held at most: running, and fetched ahead.
+    fn capacity(&self) -> usize {
+        let ahead = self.prefetch.unwrap_or_else(|| {
+            let average = self.average_run_ns.load(Ordering::Relaxed);
+            if average == 0 {
+                self.concurrency // nothing measured yet: one batch's worth
+            } else {
+                let per_slot = PREFETCH_WINDOW.as_nanos() as u64 / average;
+                (self.concurrency as u64)
+                    .saturating_mul(per_slot)
+                    .min(MAX_PREFETCH as u64) as usize
+            }
+        });
+        self.concurrency + ahead
+    }
+
+    /// Counts a run of `took` into the average (weight 1/8: follows a change of workload
+    /// within a few dozen tasks).
+    fn ran_for(&self, took: Duration) {
+        let took = (took.as_nanos() as u64).max(1);
+        let old = self.average_run_ns.load(Ordering::Relaxed);
+        let new = if old == 0 { took } else { old - old / 8 + took / 8 };
+        self.average_run_ns.store(new.max(1), Ordering::Relaxed);
     }
 
     /// The broker's clock now, ms.
@@ -399,4 +439,6 @@ struct InFlight {
 struct Finished {
     entry: EntryId,
     outcome: RunOutcome,
+    /// How long the run took (none: it never reached the lane).
+    took: Option<Duration>,
 }
