@@ -100,7 +100,10 @@ fn client(url: &str, n: u64) -> Result<(), Box<dyn std::error::Error>> {
         .filter(|(a, b)| a < b)
         .collect();
     let start = Instant::now();
-    let tasks: Vec<_> = ranges.iter().map(|&r| client.submit(&SUM_PIECE, r)).collect();
+    let tasks: Vec<_> = ranges
+        .iter()
+        .map(|&r| client.submit(&SUM_PIECE, r))
+        .collect();
     let mut total = 0u64;
     let mut by_worker: BTreeMap<u32, usize> = BTreeMap::new();
     for task in tasks {
@@ -136,7 +139,15 @@ fn demo(n: u64) -> Result<(), Box<dyn std::error::Error>> {
     let mut workers: Vec<Child> = (0..2)
         .map(|_| {
             Command::new(&exe)
-                .args(["worker", "--broker", &url, "--queue", "sums", "--concurrency", "1"])
+                .args([
+                    "worker",
+                    "--broker",
+                    &url,
+                    "--queue",
+                    "sums",
+                    "--concurrency",
+                    "1",
+                ])
                 .spawn()
         })
         .collect::<Result<_, _>>()?;

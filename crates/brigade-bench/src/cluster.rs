@@ -116,9 +116,14 @@ impl Drop for Workers {
     }
 }
 
+/// One impl's repetition.
+type Run<'b> = Box<dyn FnMut(&mut Bench<'_>) -> anyhow::Result<Sample> + 'b>;
+
 /// What one repetition of an impl measured.
 #[derive(Default, Clone)]
 struct Sample {
+    /// Tasks run (the slow anchors run fewer).
+    tasks: u64,
     ms: f64,
     /// From the first task's start to the last outcome (throughput once started).
     steady_ms: Option<f64>,
@@ -140,7 +145,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let redis = match LocalRedis::start() {
         Ok(r) => r,
         Err(brigade_cluster::LocalRedisError::NotInstalled) => {
-            emit(&json!({ "suite": SUITE, "skipped": "all", "reason": "redis-server is not installed" }));
+            emit(
+                &json!({ "suite": SUITE, "skipped": "all", "reason": "redis-server is not installed" }),
+            );
             return Ok(());
         }
         Err(e) => return Err(e.into()),
@@ -202,7 +209,6 @@ impl Bench<'_> {
     /// `tasks` no-ops queued first; then `workers` worker processes start, and the clock runs
     /// until every outcome is back.
     fn throughput(&mut self, workload: &str, workers: usize, tasks: u64) -> anyhow::Result<()> {
-        type Run<'b> = Box<dyn FnMut(&mut Bench<'_>) -> anyhow::Result<Sample> + 'b>;
         let mut impls: Vec<(&str, Run<'_>)> = vec![(
             "brigade",
             Box::new(move |b: &mut Bench<'_>| b.brigade_throughput(workers, tasks)),
@@ -220,16 +226,15 @@ impl Bench<'_> {
             }
         }
         let samples = self.interleave(&mut impls)?;
+        // Rates, not times: the slow anchors run fewer tasks.
         let anchor = samples
             .iter()
             .find(|(n, _)| *n == "celery-prefork")
-            .map(|(_, s)| median_of(s, |x| x.ms));
+            .map(|(_, s)| s[0].tasks as f64 / median_of(s, |x| x.ms));
         for (name, s) in &samples {
+            let tasks = s[0].tasks;
             let ms = median_of(s, |x| x.ms);
-            let steady = s
-                .iter()
-                .filter_map(|x| x.steady_ms)
-                .collect::<Vec<_>>();
+            let steady = s.iter().filter_map(|x| x.steady_ms).collect::<Vec<_>>();
             let mut line = self.base(workload, tasks);
             crate::measure::merge(
                 &mut line,
@@ -243,7 +248,7 @@ impl Bench<'_> {
                     "steady_tasks_per_s": (!steady.is_empty())
                         .then(|| (tasks as f64 / (median(&mut steady.clone()) / 1e3)).round()),
                     "anchor": "celery-prefork",
-                    "vs_anchor": anchor.map(|a| round3(a / ms)),
+                    "vs_anchor": anchor.map(|a| round3(tasks as f64 / ms / a)),
                 }),
             );
             emit(&line);
@@ -254,13 +259,14 @@ impl Bench<'_> {
     /// Runs every impl `reps` times, interleaved (rep 1 of each, then rep 2…).
     fn interleave<'b>(
         &mut self,
-        impls: &mut [(&'b str, Box<dyn FnMut(&mut Bench<'_>) -> anyhow::Result<Sample> + '_>)],
+        impls: &mut [(&'b str, Run<'_>)],
     ) -> anyhow::Result<Vec<(&'b str, Vec<Sample>)>> {
-        let mut out: Vec<(&str, Vec<Sample>)> = impls.iter().map(|(n, _)| (*n, Vec::new())).collect();
+        let mut out: Vec<(&str, Vec<Sample>)> =
+            impls.iter().map(|(n, _)| (*n, Vec::new())).collect();
         for _ in 0..self.args.run.reps {
             for (i, (name, run)) in impls.iter_mut().enumerate() {
                 std::thread::sleep(Duration::from_millis(50));
-                let sample = run(self).with_context(|| format!("{name}"))?;
+                let sample = run(self).with_context(|| name.to_string())?;
                 out[i].1.push(sample);
             }
         }
@@ -295,26 +301,36 @@ impl Bench<'_> {
         anyhow::ensure!(sum == tasks * (tasks - 1) / 2, "wrong checksum");
         let _ = start_ns;
         Ok(Sample {
+            tasks,
             ms,
             steady_ms: Some((end_ns.saturating_sub(first)) as f64 / 1e6),
             ..Sample::default()
         })
     }
 
-    fn python_throughput(&mut self, kind: &str, workers: usize, tasks: u64) -> anyhow::Result<Sample> {
+    fn python_throughput(
+        &mut self,
+        kind: &str,
+        workers: usize,
+        tasks: u64,
+    ) -> anyhow::Result<Sample> {
         let db = self.python_db();
         let url = format!("redis://127.0.0.1:{}/{db}", self.redis.port());
         let python = self.python.as_ref().expect("python is set up");
-        let out = python.run(kind, &[
-            "throughput",
-            "--url",
-            &url,
-            "--tasks",
-            &tasks.to_string(),
-            "--workers",
-            &workers.to_string(),
-        ])?;
+        let out = python.run(
+            kind,
+            &[
+                "throughput",
+                "--url",
+                &url,
+                "--tasks",
+                &tasks.to_string(),
+                "--workers",
+                &workers.to_string(),
+            ],
+        )?;
         Ok(Sample {
+            tasks,
             ms: out["ms"].as_f64().context("ms")?,
             steady_ms: out["steady_ms"].as_f64(),
             ..Sample::default()
@@ -329,14 +345,19 @@ impl Bench<'_> {
 
     /// One task at a time on an idle queue: submit→start and submit→result.
     fn latency(&mut self, tasks: u64) -> anyhow::Result<()> {
-        type Run<'b> = Box<dyn FnMut(&mut Bench<'_>) -> anyhow::Result<Sample> + 'b>;
         let mut impls: Vec<(&str, Run<'_>)> = vec![
-            ("brigade", Box::new(move |b: &mut Bench<'_>| b.brigade_latency(tasks, "threads"))),
+            (
+                "brigade",
+                Box::new(move |b: &mut Bench<'_>| b.brigade_latency(tasks, "threads")),
+            ),
             (
                 "brigade-process-lane",
                 Box::new(move |b: &mut Bench<'_>| b.brigade_latency(tasks, "processes")),
             ),
-            ("local-process-pool", Box::new(move |_: &mut Bench<'_>| pool_latency(tasks))),
+            (
+                "local-process-pool",
+                Box::new(move |_: &mut Bench<'_>| pool_latency(tasks)),
+            ),
         ];
         if self.python.is_some() {
             for (name, kind) in [
@@ -364,6 +385,7 @@ impl Bench<'_> {
             .find(|(n, _)| *n == "local-process-pool")
             .map(|(_, s)| p(s, 0.5, |x| &x.result_ms));
         for (name, s) in &samples {
+            let tasks = s[0].tasks;
             let ms = median_of(s, |x| x.ms);
             let start50 = p(s, 0.5, |x| &x.start_ms);
             let result50 = p(s, 0.5, |x| &x.result_ms);
@@ -401,7 +423,10 @@ impl Bench<'_> {
         for _ in 0..20 {
             client.submit(&STARTED, ()).result()?;
         }
-        let mut sample = Sample::default();
+        let mut sample = Sample {
+            tasks,
+            ..Sample::default()
+        };
         let begin = Instant::now();
         for _ in 0..tasks {
             let t0 = mono_ns();
@@ -415,10 +440,15 @@ impl Bench<'_> {
     }
 
     fn python_latency(&mut self, kind: &str, tasks: u64) -> anyhow::Result<Sample> {
+        // RQ takes milliseconds per task: a quarter of the count.
+        let tasks = if kind == "rq" { (tasks / 4).max(50) } else { tasks };
         let db = self.python_db();
         let url = format!("redis://127.0.0.1:{}/{db}", self.redis.port());
         let python = self.python.as_ref().expect("python is set up");
-        let out = python.run(kind, &["latency", "--url", &url, "--tasks", &tasks.to_string()])?;
+        let out = python.run(
+            kind,
+            &["latency", "--url", &url, "--tasks", &tasks.to_string()],
+        )?;
         let list = |k: &str| -> Vec<f64> {
             out[k]
                 .as_array()
@@ -426,6 +456,7 @@ impl Bench<'_> {
                 .unwrap_or_default()
         };
         Ok(Sample {
+            tasks,
             ms: out["ms"].as_f64().context("ms")?,
             steady_ms: None,
             start_ms: list("start_ms"),
@@ -506,16 +537,37 @@ impl Bench<'_> {
             return Ok(());
         };
         if !bin.is_file() {
-            emit(&json!({ "suite": SUITE, "skipped": "broker-ceiling", "reason": "redis-benchmark not installed" }));
+            emit(
+                &json!({ "suite": SUITE, "skipped": "broker-ceiling", "reason": "redis-benchmark not installed" }),
+            );
             return Ok(());
         }
-        for (name, pipeline) in [("redis-benchmark-xadd-c50", 1), ("redis-benchmark-xadd-c50-p16", 16)] {
+        for (name, pipeline) in [
+            ("redis-benchmark-xadd-c50", 1),
+            ("redis-benchmark-xadd-c50-p16", 16),
+        ] {
             let mut rates = Vec::new();
             for _ in 0..self.args.run.reps {
                 let out = Command::new(&bin)
-                    .args(["-p", &self.redis.port().to_string(), "-c", "50", "-q", "--csv"])
+                    .args([
+                        "-p",
+                        &self.redis.port().to_string(),
+                        "-c",
+                        "50",
+                        "-q",
+                        "--csv",
+                    ])
                     .args(["-n", &requests.to_string(), "-P", &pipeline.to_string()])
-                    .args(["XADD", "bench-ceiling", "MAXLEN", "~", "100000", "*", "p", "x"])
+                    .args([
+                        "XADD",
+                        "bench-ceiling",
+                        "MAXLEN",
+                        "~",
+                        "100000",
+                        "*",
+                        "p",
+                        "x",
+                    ])
                     .output()?;
                 let text = String::from_utf8_lossy(&out.stdout);
                 let rate: f64 = text
@@ -551,7 +603,10 @@ fn pool_latency(tasks: u64) -> anyhow::Result<Sample> {
     for _ in 0..20 {
         pool.submit(started, ()).result()?;
     }
-    let mut sample = Sample::default();
+    let mut sample = Sample {
+        tasks,
+        ..Sample::default()
+    };
     let begin = Instant::now();
     for _ in 0..tasks {
         let t0 = mono_ns();
@@ -590,7 +645,12 @@ const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
 impl Python {
     fn setup() -> anyhow::Result<Self> {
         let venvs = std::env::var_os("BRIGADE_BENCH_VENVS").map_or_else(
-            || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench-venvs")),
+            || {
+                PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../target/bench-venvs"
+                ))
+            },
             PathBuf::from,
         );
         let out = Command::new("bash")
@@ -603,7 +663,10 @@ impl Python {
         anyhow::ensure!(
             out.status.success(),
             "python/cluster_setup.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         );
         Ok(Self {
             celery: venvs.join("celery/bin/python"),

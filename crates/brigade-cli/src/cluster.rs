@@ -106,8 +106,17 @@ pub fn render_status(s: &QueueStatus) -> String {
         s.queue, s.waiting, s.pending, s.delayed, s.dead
     );
     if !s.workers.is_empty() {
-        let width = s.workers.iter().map(|w| w.name.len()).max().unwrap_or(6).max(6);
-        text.push_str(&format!("{:<width$}  {:>7}  {:>9}\n", "worker", "leased", "idle"));
+        let width = s
+            .workers
+            .iter()
+            .map(|w| w.name.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        text.push_str(&format!(
+            "{:<width$}  {:>7}  {:>9}\n",
+            "worker", "leased", "idle"
+        ));
         for w in &s.workers {
             text.push_str(&format!(
                 "{:<width$}  {:>7}  {:>7.1} s\n",

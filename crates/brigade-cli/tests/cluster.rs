@@ -4,8 +4,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use brigade_cluster::{
-    Broker, Client, Function, Functions, LocalRedis, LocalRedisError, Options, RedisBroker,
-    Worker,
+    Broker, Client, Function, Functions, LocalRedis, LocalRedisError, Options, RedisBroker, Worker,
 };
 
 fn brigade(args: &[&str]) -> (Option<i32>, String, String) {
@@ -60,11 +59,17 @@ fn status_dead_and_requeue_on_a_real_queue() {
         .unwrap()
         .is_empty()
     {
-        assert!(Instant::now() < deadline, "the task never reached the queue");
+        assert!(
+            Instant::now() < deadline,
+            "the task never reached the queue"
+        );
     }
     let (code, out, _) = brigade(&["cluster", "status", "--broker", &q]);
     assert_eq!(code, Some(0));
-    assert!(out.starts_with("queue jobs: 0 waiting, 1 leased, 0 waiting to retry, 0 dead"), "{out}");
+    assert!(
+        out.starts_with("queue jobs: 0 waiting, 1 leased, 0 waiting to retry, 0 dead"),
+        "{out}"
+    );
     assert!(out.contains("ghost:1:0"), "{out}");
 
     // A real worker's maintenance finds the expired lease on the last allowed delivery.
@@ -87,7 +92,10 @@ fn status_dead_and_requeue_on_a_real_queue() {
 
     let (code, out, _) = brigade(&["cluster", "dead", "--broker", &url, "--queue", "jobs"]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("double v1") && out.contains("1 deliveries"), "{out}");
+    assert!(
+        out.contains("double v1") && out.contains("1 deliveries"),
+        "{out}"
+    );
     assert!(out.contains("last worker ghost:1:0"), "{out}");
     let (code, out, _) = brigade(&["cluster", "dead", "--json", "--broker", &q]);
     assert_eq!(code, Some(0));
@@ -107,7 +115,10 @@ fn status_dead_and_requeue_on_a_real_queue() {
         if s["waiting"] == 0 && s["pending"] == 0 && s["dead"] == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the requeued task never ran: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "the requeued task never ran: {s}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     stop.stop();
@@ -123,7 +134,12 @@ fn mistakes_are_one_line_errors() {
     assert_eq!(code, Some(2));
     assert!(err.contains("which queue"), "{err}");
     // Nothing listens on port 1: a connection error, one line, exit code 1.
-    let (code, _, err) = brigade(&["cluster", "dead", "--broker", "redis://127.0.0.1:1/?queue=q"]);
+    let (code, _, err) = brigade(&[
+        "cluster",
+        "dead",
+        "--broker",
+        "redis://127.0.0.1:1/?queue=q",
+    ]);
     assert_eq!(code, Some(1));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.starts_with("error: connecting to"), "{err}");

@@ -270,10 +270,7 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, 
 }
 
 /// Decodes a value written by [`encode_value`]; `what` names it in the error.
-pub(crate) fn decode_value<T: DeserializeOwned>(
-    bytes: &[u8],
-    what: &str,
-) -> Result<T, WireError> {
+pub(crate) fn decode_value<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, WireError> {
     postcard::from_bytes(bytes).map_err(|e| WireError::Codec {
         message: format!("{what}: {e}"),
     })
@@ -358,7 +355,10 @@ mod tests {
                 }
             ))
         );
-        assert_eq!(decode_frame::<TaskFrame>(&[]), Err((None, FrameError::Empty)));
+        assert_eq!(
+            decode_frame::<TaskFrame>(&[]),
+            Err((None, FrameError::Empty))
+        );
         assert!(matches!(
             decode_frame::<TaskFrame>(&[WIRE_VERSION, 0xff]),
             Err((None, FrameError::Body(_)))

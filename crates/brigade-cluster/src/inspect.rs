@@ -32,7 +32,11 @@ impl DeadLetter {
     fn from_entry(d: &DeadEntry) -> Self {
         let decoded = decode_frame::<TaskFrame>(&d.frame);
         let (task, function, version) = match &decoded {
-            Ok((id, f)) => (Some(id.to_string()), Some(f.function.clone()), Some(f.version)),
+            Ok((id, f)) => (
+                Some(id.to_string()),
+                Some(f.function.clone()),
+                Some(f.version),
+            ),
             Err((Some(id), _)) => (Some(id.to_string()), None, None),
             Err((None, _)) => (None, None, None),
         };

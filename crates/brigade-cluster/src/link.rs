@@ -33,7 +33,11 @@ impl Link {
     }
 
     /// A link whose first connection is `con`.
-    pub(crate) fn with(broker: Arc<dyn Broker>, con: Box<dyn Connection>, what: &'static str) -> Self {
+    pub(crate) fn with(
+        broker: Arc<dyn Broker>,
+        con: Box<dyn Connection>,
+        what: &'static str,
+    ) -> Self {
         Self {
             broker,
             con: Some(con),

@@ -116,7 +116,8 @@ impl LocalRedis {
 
     /// Waits until the server answers PING (not LOADING), or fails if it exits.
     fn wait_ready(&mut self) -> Result<(), LocalRedisError> {
-        let client = redis::Client::open(self.url()).map_err(|e| LocalRedisError::Start(e.to_string()))?;
+        let client =
+            redis::Client::open(self.url()).map_err(|e| LocalRedisError::Start(e.to_string()))?;
         let started = Instant::now();
         loop {
             if let Some(child) = self.child.as_mut()

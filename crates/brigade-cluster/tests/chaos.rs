@@ -46,14 +46,21 @@ fn killed_workers_lose_no_task(tasks: u64, ms: u64) {
         workers[victim] = WorkerProc::spawn(&url, &flags);
         kills += 1;
     }
-    assert!(kills >= 2, "the run ended before the chaos started ({kills} kills)");
+    assert!(
+        kills >= 2,
+        "the run ended before the chaos started ({kills} kills)"
+    );
     for (i, task) in handles.into_iter().enumerate() {
         let i = i as u64;
         assert_eq!(task.result(), Ok(i * i), "task {i}");
     }
     assert_eq!(client.pending(), 0);
     let status = Admin::connect(&url, None).unwrap().status().unwrap();
-    assert_eq!((status.waiting, status.pending, status.dead), (0, 0, 0), "{status:?}");
+    assert_eq!(
+        (status.waiting, status.pending, status.dead),
+        (0, 0, 0),
+        "{status:?}"
+    );
     eprintln!("{tasks} tasks, {kills} workers killed: every result once, none lost");
 }
 
@@ -67,13 +74,17 @@ fn killed_workers_lose_no_task_2000() {
 #[test]
 #[ignore]
 fn killed_workers_lose_no_task_20000() {
-    let _w = Watchdog::with("killed_workers_lose_no_task_20000", Duration::from_secs(600));
+    let _w = Watchdog::with(
+        "killed_workers_lose_no_task_20000",
+        Duration::from_secs(600),
+    );
     killed_workers_lose_no_task(20_000, 5);
 }
 
 #[test]
 fn a_task_that_kills_its_worker_is_dead_lettered_after_exactly_max_deliveries() {
-    let _w = Watchdog::new("a_task_that_kills_its_worker_is_dead_lettered_after_exactly_max_deliveries");
+    let _w =
+        Watchdog::new("a_task_that_kills_its_worker_is_dead_lettered_after_exactly_max_deliveries");
     let Some(redis) = redis() else { return };
     let url = redis.url_with_queue("poison");
     let supervisor = Supervisor::new(&url, 2, &["--concurrency", "2"]);
@@ -99,13 +110,20 @@ fn a_task_that_kills_its_worker_is_dead_lettered_after_exactly_max_deliveries() 
         assert_eq!(t.result(), Ok(i as u64 * i as u64));
     }
     let restarts = supervisor.finish();
-    assert!(restarts >= 3, "each delivery killed a worker ({restarts} restarts)");
+    assert!(
+        restarts >= 3,
+        "each delivery killed a worker ({restarts} restarts)"
+    );
     let mut admin = Admin::connect(&url, None).unwrap();
     let dead = admin.dead_letters(10).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].function.as_deref(), Some("die"));
     assert_eq!(dead[0].deliveries, 3);
-    assert!(dead[0].reason.contains("lease expired"), "{}", dead[0].reason);
+    assert!(
+        dead[0].reason.contains("lease expired"),
+        "{}",
+        dead[0].reason
+    );
 }
 
 #[test]
@@ -132,7 +150,10 @@ fn on_the_process_lane_a_crash_costs_a_delivery_not_the_worker() {
         assert_eq!(t.result(), Ok(i as u64 * i as u64));
     }
     assert!(!worker.exited(), "the worker itself lives on");
-    let dead = Admin::connect(&url, None).unwrap().dead_letters(10).unwrap();
+    let dead = Admin::connect(&url, None)
+        .unwrap()
+        .dead_letters(10)
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert!(dead[0].reason.contains("SIGSEGV"), "{}", dead[0].reason);
 }
@@ -158,7 +179,11 @@ fn a_task_longer_than_three_leases_is_delivered_once() {
         .map(|i| client.submit(&SLOW_SQUARE, (i, 3)))
         .collect();
     assert_eq!(long.result(), Ok(42));
-    assert_eq!(lines(&runs), 1, "the heartbeat kept the lease: one delivery");
+    assert_eq!(
+        lines(&runs),
+        1,
+        "the heartbeat kept the lease: one delivery"
+    );
     for t in short {
         t.result().unwrap();
     }

@@ -54,7 +54,10 @@ fn every_result_kind_round_trips_through_a_worker_process() {
     );
     assert_eq!(client.submit(&CHECKED, 5).result(), Ok(Ok(5)));
     assert!(matches!(client.submit(&CHECKED, -1).result(), Ok(Err(_))));
-    assert_eq!(client.submit(&MAYBE, Some(3)).result(), Ok(Some(vec![3, 3, 3])));
+    assert_eq!(
+        client.submit(&MAYBE, Some(3)).result(),
+        Ok(Some(vec![3, 3, 3]))
+    );
     assert_eq!(client.submit(&MAYBE, None).result(), Ok(None));
     assert_eq!(client.pending(), 0);
 }
@@ -82,7 +85,10 @@ fn panics_and_unknown_functions_fail_their_task_and_the_worker_goes_on() {
     }
     match client.submit(&NOWHERE, 3).result() {
         Err(Error::Codec { message }) => {
-            assert!(message.contains("`nowhere`") && message.contains("no function"), "{message}")
+            assert!(
+                message.contains("`nowhere`") && message.contains("no function"),
+                "{message}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -125,7 +131,10 @@ fn an_in_process_worker_serves_until_stopped() {
         .unwrap();
     let stop = worker.stop_handle();
     let running = std::thread::spawn(move || worker.run());
-    let client = Client::builder(&redis.url()).queue("inproc").connect().unwrap();
+    let client = Client::builder(&redis.url())
+        .queue("inproc")
+        .connect()
+        .unwrap();
     assert_eq!(client.queue(), "inproc");
     let tasks: Vec<_> = (0..100u64).map(|i| client.submit(&SQUARE, i)).collect();
     let waited = wait(&tasks, Until::AllCompleted, Some(common::PATIENCE));
@@ -152,7 +161,9 @@ fn retries_rerun_a_panicking_task_after_its_backoff() {
         .backoff(Duration::from_millis(50), Duration::from_millis(200));
     // Fails twice, succeeds on the third run.
     assert_eq!(
-        client.submit_with(&FLAKY, (path.clone(), 2), retrying).result(),
+        client
+            .submit_with(&FLAKY, (path.clone(), 2), retrying)
+            .result(),
         Ok(3)
     );
     assert_eq!(lines(dir.path().join("flaky").as_path()), 3);

@@ -320,7 +320,12 @@ impl Client {
                 let _ = commands.send(Command::Cancel(id));
             }
         });
-        if self.inner.commands.send(Command::Submit(submission)).is_err() {
+        if self
+            .inner
+            .commands
+            .send(Command::Submit(submission))
+            .is_err()
+        {
             // The writer is gone (it only stops once the client is closed): fail the task
             // rather than leave it waiting.
             shared.pending().remove(&id);

@@ -111,10 +111,7 @@ fn read_loop(shared: &Shared, mut link: Link) {
     let mut cursor = String::from("0");
     let done = || shared.is_closed() && shared.pending().is_empty();
     while !done() {
-        let replies = link.run(
-            |c| c.replies(shared.id, &mut cursor, REPLY_WAIT),
-            || done(),
-        );
+        let replies = link.run(|c| c.replies(shared.id, &mut cursor, REPLY_WAIT), done);
         if link.take_reconnected() {
             catch_up(shared, &mut link);
         }

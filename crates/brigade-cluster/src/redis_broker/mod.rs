@@ -70,7 +70,10 @@ pub struct RedisBroker {
 impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBroker")
-            .field("server", &self.client.get_connection_info().addr().to_string())
+            .field(
+                "server",
+                &self.client.get_connection_info().addr().to_string(),
+            )
             .field("queue", &self.keys.queue)
             .finish()
     }
@@ -118,7 +121,8 @@ impl RedisBroker {
             .map_err(map_err)?;
         con.set_read_timeout(Some(ANSWER_TIMEOUT + Duration::from_secs(1)))
             .map_err(map_err)?;
-        con.set_write_timeout(Some(ANSWER_TIMEOUT)).map_err(map_err)?;
+        con.set_write_timeout(Some(ANSWER_TIMEOUT))
+            .map_err(map_err)?;
         let mut con = RedisConnection {
             con,
             keys: self.keys.clone(),
@@ -376,7 +380,9 @@ impl RedisConnection {
         for stream in streams {
             let entries = match stream {
                 Value::Array(mut kv) if kv.len() == 2 => kv.pop().and_then(array),
-                other => pairs(other).and_then(|mut p| p.pop()).and_then(|(_, v)| array(v)),
+                other => pairs(other)
+                    .and_then(|mut p| p.pop())
+                    .and_then(|(_, v)| array(v)),
             }
             .ok_or_else(|| protocol("XREADGROUP", &reply))?;
             for entry in entries {
@@ -406,7 +412,8 @@ impl RedisConnection {
 
 impl Connection for RedisConnection {
     fn now_ms(&mut self) -> Result<u64, BrokerError> {
-        let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut self.con).map_err(map_err)?;
+        let (secs, micros): (u64, u64) =
+            redis::cmd("TIME").query(&mut self.con).map_err(map_err)?;
         Ok(secs * 1000 + micros / 1000)
     }
 
@@ -476,7 +483,9 @@ impl Connection for RedisConnection {
         for stream in streams {
             let entries = match stream {
                 Value::Array(mut kv) if kv.len() == 2 => kv.pop().and_then(array),
-                other => pairs(other).and_then(|mut p| p.pop()).and_then(|(_, v)| array(v)),
+                other => pairs(other)
+                    .and_then(|mut p| p.pop())
+                    .and_then(|(_, v)| array(v)),
             }
             .ok_or_else(|| protocol("XREAD", &reply))?;
             for entry in entries {
@@ -491,7 +500,9 @@ impl Connection for RedisConnection {
                     match (k.as_str(), bytes(v)) {
                         ("r", Some(frame)) => out.push(Reply::Outcome(frame)),
                         ("s", Some(ids)) => out.push(Reply::Started(
-                            ids.chunks_exact(16).filter_map(TaskId::from_bytes).collect(),
+                            ids.chunks_exact(16)
+                                .filter_map(TaskId::from_bytes)
+                                .collect(),
                         )),
                         _ => {}
                     }
@@ -564,10 +575,8 @@ impl Connection for RedisConnection {
                     .arg(worker)
                     .query(&mut c.con)
             })?;
-        let counts: HashMap<String, u32> = pending
-            .into_iter()
-            .map(|(id, _, _, n)| (id, n))
-            .collect();
+        let counts: HashMap<String, u32> =
+            pending.into_iter().map(|(id, _, _, n)| (id, n)).collect();
         let mut out = self.parse_deliveries(history)?;
         for d in &mut out {
             d.deliveries = counts.get(&d.entry.0).copied().unwrap_or(1);
@@ -651,8 +660,8 @@ impl Connection for RedisConnection {
     }
 
     fn retry(&mut self, retry: &Retry) -> Result<(), BrokerError> {
-        let mut member = format!("{} {} ", retry.task.lease_ms, retry.task.max_deliveries)
-            .into_bytes();
+        let mut member =
+            format!("{} {} ", retry.task.lease_ms, retry.task.max_deliveries).into_bytes();
         member.extend_from_slice(&retry.task.frame);
         let _: i64 = SCRIPTS
             .retry
@@ -695,7 +704,9 @@ impl Connection for RedisConnection {
             return Err(bad());
         };
         let mut out = Maintenance {
-            promoted: int(&promoted).and_then(|p| usize::try_from(p).ok()).ok_or_else(bad)?,
+            promoted: int(&promoted)
+                .and_then(|p| usize::try_from(p).ok())
+                .ok_or_else(bad)?,
             ..Maintenance::default()
         };
         for c in array(claimed).ok_or_else(bad)? {
@@ -703,10 +714,16 @@ impl Connection for RedisConnection {
             let [id, n, frame, lease, limit]: [Value; 5] = f.try_into().map_err(|_| bad())?;
             out.reclaimed.push(Delivery {
                 entry: EntryId(string(id).ok_or_else(bad)?),
-                deliveries: int(&n).and_then(|n| u32::try_from(n).ok()).ok_or_else(bad)?,
+                deliveries: int(&n)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(bad)?,
                 frame: bytes(frame).ok_or_else(bad)?,
-                lease_ms: int(&lease).and_then(|l| u64::try_from(l).ok()).ok_or_else(bad)?,
-                max_deliveries: int(&limit).and_then(|m| u32::try_from(m).ok()).ok_or_else(bad)?,
+                lease_ms: int(&lease)
+                    .and_then(|l| u64::try_from(l).ok())
+                    .ok_or_else(bad)?,
+                max_deliveries: int(&limit)
+                    .and_then(|m| u32::try_from(m).ok())
+                    .ok_or_else(bad)?,
             });
         }
         for e in array(expired).ok_or_else(bad)? {
@@ -717,9 +734,13 @@ impl Connection for RedisConnection {
             out.expired.push(Expired {
                 delivery: Delivery {
                     entry: EntryId(string(id).ok_or_else(bad)?),
-                    deliveries: int(&n).and_then(|n| u32::try_from(n).ok()).ok_or_else(bad)?,
+                    deliveries: int(&n)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(bad)?,
                     frame: bytes(frame).ok_or_else(bad)?,
-                    lease_ms: int(&lease).and_then(|l| u64::try_from(l).ok()).ok_or_else(bad)?,
+                    lease_ms: int(&lease)
+                        .and_then(|l| u64::try_from(l).ok())
+                        .ok_or_else(bad)?,
                     max_deliveries: int(&limit)
                         .and_then(|m| u32::try_from(m).ok())
                         .ok_or_else(bad)?,
@@ -921,7 +942,10 @@ mod tests {
         );
         assert_eq!(
             split_queue("redis://h:1/0?protocol=resp3&queue=jobs"),
-            ("redis://h:1/0?protocol=resp3".to_owned(), Some("jobs".to_owned()))
+            (
+                "redis://h:1/0?protocol=resp3".to_owned(),
+                Some("jobs".to_owned())
+            )
         );
         assert_eq!(split_queue("redis://h"), ("redis://h".to_owned(), None));
     }
@@ -939,7 +963,10 @@ mod tests {
             seq: 2,
         };
         assert_eq!(k.result(id), "brigade:{jobs}:r:0000000000000001-2");
-        assert_eq!(k.reply(ClientId(1)), "brigade:{jobs}:reply:0000000000000001");
+        assert_eq!(
+            k.reply(ClientId(1)),
+            "brigade:{jobs}:reply:0000000000000001"
+        );
     }
 
     #[test]

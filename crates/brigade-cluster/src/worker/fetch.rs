@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use super::{Finished, InFlight, MAX_PREFETCH, State, TICK, heartbeat, pid_of};
 use crate::broker::{DeadLetterRequest, Delivery, Expired, Release, Start};
-use crate::codec::{ClientId, OutcomeFrame, TaskFrame, TaskId, WireError, decode_frame, encode_frame};
+use crate::codec::{
+    ClientId, OutcomeFrame, TaskFrame, TaskId, WireError, decode_frame, encode_frame,
+};
 use crate::function::RunOutcome;
 use crate::link::Link;
 
@@ -49,10 +51,7 @@ impl<'a> Fetcher<'a> {
         let state = self.state;
         while !state.stopping() {
             let room = self.wait_for_room();
-            if self
-                .last_maintenance
-                .is_none_or(|t| t.elapsed() >= TICK)
-            {
+            if self.last_maintenance.is_none_or(|t| t.elapsed() >= TICK) {
                 self.last_maintenance = Some(Instant::now());
                 self.maintain(room);
             }
@@ -88,7 +87,10 @@ impl<'a> Fetcher<'a> {
         match self.link.run(|c| c.recover(name, max), || state.stopping()) {
             Ok(mine) => {
                 if !mine.is_empty() {
-                    tracing::info!(tasks = mine.len(), "recovered tasks delivered before a reconnect");
+                    tracing::info!(
+                        tasks = mine.len(),
+                        "recovered tasks delivered before a reconnect"
+                    );
                 }
                 self.accept(mine);
             }
@@ -128,7 +130,10 @@ impl<'a> Fetcher<'a> {
             }
         };
         if !done.reclaimed.is_empty() {
-            tracing::info!(tasks = done.reclaimed.len(), "took over tasks whose lease expired");
+            tracing::info!(
+                tasks = done.reclaimed.len(),
+                "took over tasks whose lease expired"
+            );
         }
         for expired in done.expired {
             self.dead_letter(expired);
@@ -323,10 +328,14 @@ impl<'a> Fetcher<'a> {
         let limit = o
             .deadline_ms
             .map(|d| Duration::from_millis(d.saturating_sub(now).max(1)));
-        match state
-            .functions
-            .start(&frame.function, frame.version, &state.lane, frame.args, limit, done)
-        {
+        match state.functions.start(
+            &frame.function,
+            frame.version,
+            &state.lane,
+            frame.args,
+            limit,
+            done,
+        ) {
             Ok(handle) => {
                 if let Some(task) = state.inflight().get_mut(&entry) {
                     task.handle = Some(handle);
@@ -383,7 +392,10 @@ impl<'a> Fetcher<'a> {
             cancelled
         };
         if !unstarted.is_empty() {
-            tracing::info!(tasks = unstarted.len(), "stopping: giving back tasks not started");
+            tracing::info!(
+                tasks = unstarted.len(),
+                "stopping: giving back tasks not started"
+            );
             self.release(&unstarted);
         }
         let deadline = Instant::now() + timeout;
@@ -409,7 +421,10 @@ impl<'a> Fetcher<'a> {
             .collect();
         drop(inflight);
         if !stuck.is_empty() {
-            tracing::warn!(tasks = stuck.len(), "drain timed out: giving back running tasks");
+            tracing::warn!(
+                tasks = stuck.len(),
+                "drain timed out: giving back running tasks"
+            );
             self.release(&stuck);
         }
     }

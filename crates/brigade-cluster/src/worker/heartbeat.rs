@@ -33,7 +33,10 @@ pub(super) fn run(state: &State) {
         let (entries, shortest): (Vec<EntryId>, u64) = {
             let inflight = state.inflight();
             let shortest = inflight.values().map(|t| t.lease_ms).min();
-            (inflight.keys().cloned().collect(), shortest.unwrap_or(u64::MAX))
+            (
+                inflight.keys().cloned().collect(),
+                shortest.unwrap_or(u64::MAX),
+            )
         };
         state
             .heartbeat_ms
@@ -46,7 +49,10 @@ pub(super) fn run(state: &State) {
             Ok(lost) if !lost.is_empty() => {
                 // Another worker took them (this one stalled past a lease, or the broker lost
                 // track): the run here goes on, and the first outcome written wins.
-                tracing::warn!(tasks = lost.len(), "lost the lease of tasks still running here");
+                tracing::warn!(
+                    tasks = lost.len(),
+                    "lost the lease of tasks still running here"
+                );
             }
             Ok(_) => {}
             Err(e) if e.is_transient() => return, // stopping

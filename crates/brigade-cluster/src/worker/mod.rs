@@ -151,7 +151,11 @@ impl WorkerBuilder {
             )?),
         };
         let concurrency = match self.concurrency {
-            Some(0) => return Err(ClusterError::Config("concurrency must be at least 1".into())),
+            Some(0) => {
+                return Err(ClusterError::Config(
+                    "concurrency must be at least 1".into(),
+                ));
+            }
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
@@ -381,13 +385,12 @@ impl State {
     fn capacity(&self) -> usize {
         let ahead = self.prefetch.unwrap_or_else(|| {
             let average = self.average_run_ns.load(Ordering::Relaxed);
-            if average == 0 {
-                self.concurrency // nothing measured yet: one batch's worth
-            } else {
-                let per_slot = PREFETCH_WINDOW.as_nanos() as u64 / average;
-                (self.concurrency as u64)
+            match (PREFETCH_WINDOW.as_nanos() as u64).checked_div(average) {
+                // Nothing measured yet: one batch's worth.
+                None => self.concurrency,
+                Some(per_slot) => (self.concurrency as u64)
                     .saturating_mul(per_slot)
-                    .min(MAX_PREFETCH as u64) as usize
+                    .min(MAX_PREFETCH as u64) as usize,
             }
         });
         self.concurrency + ahead
@@ -398,7 +401,11 @@ impl State {
     fn ran_for(&self, took: Duration) {
         let took = (took.as_nanos() as u64).max(1);
         let old = self.average_run_ns.load(Ordering::Relaxed);
-        let new = if old == 0 { took } else { old - old / 8 + took / 8 };
+        let new = if old == 0 {
+            took
+        } else {
+            old - old / 8 + took / 8
+        };
         self.average_run_ns.store(new.max(1), Ordering::Relaxed);
     }
 

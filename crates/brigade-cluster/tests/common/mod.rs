@@ -149,7 +149,10 @@ impl WorkerProc {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "worker did not exit in {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "worker did not exit in {timeout:?}"
+            );
             // Paces the polling of a child's exit; the outcome does not depend on it.
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -178,7 +181,11 @@ pub fn serve_if_worker() {
     let args: Vec<&str> = line.split(' ').collect();
     let code = brigade_cluster::worker_main_from(args, functions::all());
     let _ = std::io::stdout().flush();
-    std::process::exit(if code == std::process::ExitCode::SUCCESS { 0 } else { 1 });
+    std::process::exit(if code == std::process::ExitCode::SUCCESS {
+        0
+    } else {
+        1
+    });
 }
 
 /// A fresh temporary directory for files tasks write (to count their runs).
@@ -220,7 +227,9 @@ impl Gate {
         use std::io::BufRead;
         let (stream, _) = self.listener.accept().unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(&stream).read_line(&mut line).unwrap();
+        std::io::BufReader::new(&stream)
+            .read_line(&mut line)
+            .unwrap();
         (line.trim().parse().unwrap(), stream)
     }
 }
