@@ -441,7 +441,11 @@ impl Bench<'_> {
 
     fn python_latency(&mut self, kind: &str, tasks: u64) -> anyhow::Result<Sample> {
         // RQ takes milliseconds per task: a quarter of the count.
-        let tasks = if kind == "rq" { (tasks / 4).max(50) } else { tasks };
+        let tasks = if kind == "rq" {
+            (tasks / 4).max(50)
+        } else {
+            tasks
+        };
         let db = self.python_db();
         let url = format!("redis://127.0.0.1:{}/{db}", self.redis.port());
         let python = self.python.as_ref().expect("python is set up");

@@ -111,6 +111,12 @@ pub(crate) struct OutcomeFrame {
     pub(crate) outcome: Result<Vec<u8>, WireError>,
 }
 
+/// The same frame, borrowed: what a worker encodes (it encodes exactly as [`OutcomeFrame`]).
+#[derive(Debug, Serialize)]
+pub(crate) struct OutcomeRef<'a> {
+    pub(crate) outcome: Result<&'a [u8], &'a WireError>,
+}
+
 /// Why a remote task has no value, as it travels back to the client.
 ///
 /// The client turns it into a [`brigade::Error`] (see [`into_error`](Self::into_error)), so
@@ -339,6 +345,21 @@ mod tests {
             let frame = OutcomeFrame { outcome };
             let back = decode_frame::<OutcomeFrame>(&encode_frame(ID, &frame)).unwrap();
             assert_eq!(back, (ID, frame));
+        }
+    }
+
+    #[test]
+    fn a_borrowed_outcome_encodes_like_an_owned_one() {
+        let bytes = vec![1u8, 2, 3];
+        let error = WireError::DeadlinePassed;
+        for (owned, borrowed) in [
+            (Ok(bytes.clone()), Ok(bytes.as_slice())),
+            (Err(error.clone()), Err(&error)),
+        ] {
+            assert_eq!(
+                encode_frame(ID, &OutcomeFrame { outcome: owned }),
+                encode_frame(ID, &OutcomeRef { outcome: borrowed })
+            );
         }
     }
 

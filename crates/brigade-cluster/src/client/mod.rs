@@ -10,10 +10,10 @@ mod map;
 mod threads;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use brigade::{Completer, Error, Task};
 use serde::Serialize;
@@ -88,7 +88,19 @@ pub(crate) struct Shared {
     clock_offset_ms: i64,
     pending: Mutex<HashMap<TaskId, Pending>>,
     closed: AtomicBool,
+    /// The writer's connection: the writer thread writes batches through it, and a submit
+    /// that comes alone writes itself through it (one thread hop less on an idle client).
+    writer: Mutex<Link>,
+    /// Commands sent to the writer and not yet taken.
+    queued: AtomicUsize,
+    /// When the last submit happened (ns since `epoch`): a submit within `ALONE` of the
+    /// previous one is part of a burst, and goes to the writer to be batched.
+    last_submit_ns: AtomicU64,
+    epoch: Instant,
 }
+
+/// A submit this long after the previous one counts as alone.
+const ALONE: Duration = Duration::from_millis(1);
 
 impl Shared {
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Pending>> {
@@ -99,6 +111,49 @@ impl Shared {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Link> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether this submit comes alone: nothing queued for the writer, and no submit just
+    /// before (which would make it part of a burst worth batching).
+    fn submit_alone(&self) -> bool {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let last = self.last_submit_ns.swap(now, Ordering::Relaxed);
+        self.queued.load(Ordering::Acquire) == 0
+            && now.saturating_sub(last) >= ALONE.as_nanos() as u64
+    }
+
+    /// Writes one submission on the caller's thread, if the writer's connection is free.
+    /// One attempt: on failure the caller hands it to the writer, which retries.
+    fn write_alone(&self, submission: &Submission) -> bool {
+        let Ok(mut link) = self.writer.try_lock() else {
+            return false;
+        };
+        match link.run(|c| c.submit(std::slice::from_ref(submission)), || true) {
+            Ok(mut entries) => {
+                if let (Some(p), Some(entry)) =
+                    (self.pending().get_mut(&submission.id), entries.pop())
+                {
+                    p.entry = Some(entry);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Hands a command to the writer thread.
+    fn send(&self, commands: &Sender<Command>, command: Command) -> bool {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if commands.send(command).is_ok() {
+            true
+        } else {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            false
+        }
     }
 }
 
@@ -188,11 +243,14 @@ impl ClientBuilder {
             clock_offset_ms: broker_ms as i64 - local_ms() as i64,
             pending: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            writer: Mutex::new(Link::with(broker.clone(), con, "client writer")),
+            queued: AtomicUsize::new(0),
+            last_submit_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
         });
         let (commands, rx) = mpsc::channel();
-        let writer_link = Link::with(broker.clone(), con, "client writer");
         let reader_link = Link::new(broker, "client reader");
-        threads::spawn(shared.clone(), rx, writer_link, reader_link)?;
+        threads::spawn(shared.clone(), rx, reader_link)?;
         Ok(Client {
             inner: Arc::new(Inner { shared, commands }),
         })
@@ -315,17 +373,16 @@ impl Client {
         );
         // A cancel through the handle reaches the broker through the writer.
         let commands = self.inner.commands.clone();
+        let for_cancel = shared.clone();
         task.add_done_callback(move |outcome| {
             if matches!(outcome, Err(Error::Cancelled)) {
-                let _ = commands.send(Command::Cancel(id));
+                for_cancel.send(&commands, Command::Cancel(id));
             }
         });
-        if self
-            .inner
-            .commands
-            .send(Command::Submit(submission))
-            .is_err()
-        {
+        if shared.submit_alone() && shared.write_alone(&submission) {
+            return task;
+        }
+        if !shared.send(&self.inner.commands, Command::Submit(submission)) {
             // The writer is gone (it only stops once the client is closed): fail the task
             // rather than leave it waiting.
             shared.pending().remove(&id);

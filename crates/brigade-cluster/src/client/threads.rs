@@ -2,6 +2,7 @@
 //! notices and outcomes from the client's reply stream).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
@@ -20,14 +21,13 @@ const REPLY_WAIT: Duration = Duration::from_millis(500);
 pub(super) fn spawn(
     shared: Arc<Shared>,
     commands: Receiver<Command>,
-    writer: Link,
     reader: Link,
 ) -> Result<(), ClusterError> {
     let name = format!("brigade-client-{}", shared.id);
     let s = shared.clone();
     std::thread::Builder::new()
         .name(format!("{name}-w"))
-        .spawn(move || write_loop(&s, &commands, writer))
+        .spawn(move || write_loop(&s, &commands))
         .map_err(|e| ClusterError::Thread(e.to_string()))?;
     std::thread::Builder::new()
         .name(format!("{name}-r"))
@@ -39,7 +39,7 @@ pub(super) fn spawn(
 /// Queues submissions in batches (whatever arrived while the last batch was being written),
 /// then sends the cancellations that came with them. Ends when every sender is gone: the
 /// client and every task that could still be cancelled.
-fn write_loop(shared: &Shared, commands: &Receiver<Command>, mut link: Link) {
+fn write_loop(shared: &Shared, commands: &Receiver<Command>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while let Ok(first) = commands.recv() {
         batch.push(first);
@@ -49,6 +49,8 @@ fn write_loop(shared: &Shared, commands: &Receiver<Command>, mut link: Link) {
                 Err(_) => break,
             }
         }
+        shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        let mut link = shared.writer();
         let mut submissions: Vec<Submission> = Vec::new();
         let mut cancels: Vec<TaskId> = Vec::new();
         {

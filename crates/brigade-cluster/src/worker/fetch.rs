@@ -316,14 +316,25 @@ impl<'a> Fetcher<'a> {
                 handle: None,
             },
         );
-        let done_tx = state.done.clone();
+        // On the thread lane the outcome is written from the lane thread when the worker is
+        // idle; the process lane reports on brigade's own thread, which must not wait on I/O.
+        let on_threads = matches!(state.lane, crate::function::Lane::Threads(_));
+        let for_done = state.clone();
         let done_entry = entry.clone();
         let done: crate::function::Done = Box::new(move |outcome, took| {
-            let _ = done_tx.send(Finished {
+            let finished = Finished {
                 entry: done_entry,
                 outcome,
                 took,
-            });
+            };
+            if on_threads {
+                super::finish::finish(&for_done, finished);
+            } else {
+                for_done
+                    .queued_done
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let _ = for_done.done.send(finished);
+            }
         });
         let limit = o
             .deadline_ms
@@ -364,6 +375,9 @@ impl<'a> Fetcher<'a> {
                 handle: None,
             },
         );
+        state
+            .queued_done
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _ = state.done.send(Finished {
             entry,
             outcome: RunOutcome::Failed(error),

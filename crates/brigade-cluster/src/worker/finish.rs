@@ -1,10 +1,13 @@
-//! The finisher: turns the lane's outcomes into broker writes, in batches.
+//! The finisher: turns the lane's outcomes into broker writes, in batches. A task that ends
+//! on an idle worker is written by the lane thread that ran it, one thread hop sooner.
 
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 
 use super::{Finished, State, TICK};
-use crate::broker::{EntryId, Finish, Release, Retry, Submission};
-use crate::codec::{OutcomeFrame, TaskFrame, WireError, decode_frame, encode_frame};
+use crate::broker::{BrokerError, EntryId, Finish, Release, Retry, Submission};
+use crate::codec::{OutcomeRef, TaskFrame, WireError, decode_frame, encode_frame};
 use crate::function::RunOutcome;
 use crate::link::Link;
 
@@ -12,7 +15,6 @@ use crate::link::Link;
 const BATCH: usize = 256;
 
 pub(super) fn run(state: &State, finished: &Receiver<Finished>) {
-    let mut link = Link::new(state.broker.clone(), "worker finisher");
     let mut batch: Vec<Finished> = Vec::with_capacity(BATCH);
     loop {
         match finished.recv_timeout(TICK) {
@@ -33,87 +35,129 @@ pub(super) fn run(state: &State, finished: &Receiver<Finished>) {
                 Err(_) => break,
             }
         }
-        write(state, &mut link, &mut batch);
+        state.queued_done.fetch_sub(batch.len(), Ordering::AcqRel);
+        let plan = plan(state, &batch);
+        batch.clear();
+        let mut link = state
+            .finisher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Retried through outages: the tasks stay leased (the heartbeat goes on) until they
+        // are written, and repeating a write is harmless (the first outcome wins).
+        if let Err(e) = apply(&mut link, &plan, || state.threads_stopping()) {
+            tracing::error!(error = %e, "could not write {} outcomes", plan.entries.len());
+        }
+        drop(link);
+        state.forget(plan.entries);
     }
 }
 
-/// Writes a batch: outcomes stored (first wins), panics with retries left rescheduled, runs
-/// lost with their process given back. Then the tasks leave the worker.
-fn write(state: &State, link: &mut Link, batch: &mut Vec<Finished>) {
-    let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
-    let mut retries: Vec<Retry> = Vec::new();
-    let mut releases: Vec<Release> = Vec::new();
-    let mut entries: Vec<EntryId> = Vec::with_capacity(batch.len());
+/// Hands an outcome to the finisher, or, when the worker is idle (nothing else waiting to be
+/// written, no task fetched ahead), writes it from this thread at once: one attempt, then
+/// the finisher's way.
+pub(super) fn finish(state: &State, finished: Finished) {
+    let idle = state.queued_done.load(Ordering::Acquire) == 0
+        && state.inflight().len() <= state.concurrency;
+    if idle && let Ok(mut link) = state.finisher.try_lock() {
+        let plan = plan(state, std::slice::from_ref(&finished));
+        if apply(&mut link, &plan, || true).is_ok() {
+            drop(link);
+            state.forget(plan.entries);
+            return;
+        }
+    }
+    state.queued_done.fetch_add(1, Ordering::AcqRel);
+    let _ = state.done.send(finished);
+}
+
+/// What a batch of outcomes asks of the broker.
+struct Plan {
+    finishes: Vec<Finish>,
+    retries: Vec<Retry>,
+    releases: Vec<Release>,
+    /// The tasks that leave the worker once it is written.
+    entries: Vec<EntryId>,
+}
+
+/// Outcomes to store (first wins), panics with retries left to reschedule, runs lost with
+/// their process to give back.
+fn plan(state: &State, batch: &[Finished]) -> Plan {
+    let mut plan = Plan {
+        finishes: Vec::with_capacity(batch.len()),
+        retries: Vec::new(),
+        releases: Vec::new(),
+        entries: Vec::with_capacity(batch.len()),
+    };
+    let inflight = state.inflight();
+    for Finished {
+        entry,
+        outcome,
+        took,
+    } in batch
     {
-        let inflight = state.inflight();
-        for Finished {
-            entry,
-            outcome,
-            took,
-        } in batch.drain(..)
-        {
-            if let Some(took) = took {
-                state.ran_for(took);
-            }
-            let Some(task) = inflight.get(&entry) else {
-                continue; // given back by a drain that timed out
-            };
-            let outcome = match outcome {
-                RunOutcome::Value(bytes) => Ok(bytes),
-                RunOutcome::Failed(WireError::Panicked { message })
-                    if task.attempt < task.retries =>
+        if let Some(took) = took {
+            state.ran_for(*took);
+        }
+        let Some(task) = inflight.get(entry) else {
+            continue; // given back by a drain that timed out
+        };
+        let outcome = match outcome {
+            RunOutcome::Value(bytes) => Ok(bytes.as_slice()),
+            RunOutcome::Failed(e) => {
+                if let WireError::Panicked { message } = e
+                    && task.attempt < task.retries
+                    && let Some(r) = retry(task, entry)
                 {
-                    match retry(task, &entry) {
-                        Some(r) => {
-                            tracing::info!(task = %task.id, attempt = task.attempt, %message,
-                                "task panicked; retrying after {:?}", r.delay);
-                            retries.push(r);
-                            entries.push(entry);
-                            continue;
-                        }
-                        None => Err(WireError::Panicked { message }),
-                    }
-                }
-                RunOutcome::Failed(e) => Err(e),
-                RunOutcome::Lost {
-                    reason,
-                    pid,
-                    signal,
-                } => {
-                    tracing::warn!(task = %task.id, %reason, "a delivery failed; giving it back");
-                    releases.push(Release {
-                        entry: entry.clone(),
-                        deliveries: task.deliveries,
-                        reason: super::encode_reason(pid, signal, &reason),
-                    });
-                    entries.push(entry);
+                    tracing::info!(task = %task.id, attempt = task.attempt, %message,
+                        "task panicked; retrying after {:?}", r.delay);
+                    plan.retries.push(r);
+                    plan.entries.push(entry.clone());
                     continue;
                 }
-            };
-            finishes.push(Finish {
-                entry: entry.clone(),
-                id: task.id,
-                ttl_ms: task.result_ttl_ms,
-                outcome: encode_frame(task.id, &OutcomeFrame { outcome }),
-            });
-            entries.push(entry);
-        }
+                Err(e)
+            }
+            RunOutcome::Lost {
+                reason,
+                pid,
+                signal,
+            } => {
+                tracing::warn!(task = %task.id, %reason, "a delivery failed; giving it back");
+                plan.releases.push(Release {
+                    entry: entry.clone(),
+                    deliveries: task.deliveries,
+                    reason: super::encode_reason(*pid, *signal, reason),
+                });
+                plan.entries.push(entry.clone());
+                continue;
+            }
+        };
+        plan.finishes.push(Finish {
+            entry: entry.clone(),
+            id: task.id,
+            ttl_ms: task.result_ttl_ms,
+            outcome: encode_frame(task.id, &OutcomeRef { outcome }),
+        });
+        plan.entries.push(entry.clone());
     }
-    // Each write is retried through outages: the task stays leased (its heartbeat goes on)
-    // until it is written, and repeating a write is harmless (first outcome wins).
-    let never = || state.threads_stopping();
-    if let Err(e) = link.run(|c| c.finish(&finishes), never) {
-        tracing::error!(error = %e, "could not store {} outcomes", finishes.len());
+    plan
+}
+
+/// Writes a plan: outcomes, then retries, then give-backs.
+fn apply(
+    link: &mut Link,
+    plan: &Plan,
+    give_up: impl Fn() -> bool + Copy,
+) -> Result<(), BrokerError> {
+    if !plan.finishes.is_empty() {
+        link.run(|c| c.finish(&plan.finishes), give_up)?;
     }
-    for r in &retries {
-        if let Err(e) = link.run(|c| c.retry(r), never) {
-            tracing::error!(error = %e, "could not schedule a retry");
-        }
+    for r in &plan.retries {
+        link.run(|c| c.retry(r), give_up)?;
     }
-    if let Err(e) = link.run(|c| c.release(&releases), never) {
-        tracing::error!(error = %e, "could not give back {} tasks", releases.len());
+    if !plan.releases.is_empty() {
+        link.run(|c| c.release(&plan.releases), give_up)?;
     }
-    state.forget(entries);
+    Ok(())
 }
 
 /// The task queued again with its attempt advanced; `None` if its frame no longer decodes.

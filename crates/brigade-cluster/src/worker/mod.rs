@@ -17,7 +17,7 @@ mod finish;
 mod heartbeat;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -30,6 +30,7 @@ use crate::broker::{Broker, EntryId};
 use crate::codec::TaskId;
 use crate::error::ClusterError;
 use crate::function::{Functions, Handle, Lane, RunOutcome};
+use crate::link::Link;
 use crate::redis_broker::RedisBroker;
 
 /// How often a worker looks for due retries and expired leases (and how long one wait for
@@ -176,7 +177,7 @@ impl WorkerBuilder {
         let (done, finished) = mpsc::channel();
         let name = self.name.unwrap_or_else(default_name);
         let state = Arc::new(State {
-            broker,
+            broker: broker.clone(),
             name,
             functions: self.functions,
             lane,
@@ -189,6 +190,8 @@ impl WorkerBuilder {
             stop: Arc::new(AtomicBool::new(false)),
             threads_stop: AtomicBool::new(false),
             done,
+            queued_done: AtomicUsize::new(0),
+            finisher: Mutex::new(Link::new(broker.clone(), "worker finisher")),
             heartbeat_ms: AtomicU64::new(heartbeat::IDLE_INTERVAL_MS),
             heartbeat_wake: (Mutex::new(false), Condvar::new()),
             initial: Mutex::new(Some(probe)),
@@ -360,6 +363,10 @@ struct State {
     threads_stop: AtomicBool,
     /// Lane callbacks send outcomes here; the finisher reads them.
     done: Sender<Finished>,
+    /// Outcomes sent and not yet taken by the finisher.
+    queued_done: AtomicUsize,
+    /// The finisher's connection (an idle worker's lane thread borrows it).
+    finisher: Mutex<Link>,
     /// The heartbeat's current period, ms; a task with a shorter lease wakes it.
     heartbeat_ms: AtomicU64,
     heartbeat_wake: (Mutex<bool>, Condvar),
