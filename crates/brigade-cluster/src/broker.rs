@@ -224,6 +224,20 @@ pub struct DeadEntry {
 }
 
 /// A broker: a queue on a server, and a way to open connections to it.
+///
+/// Clients, workers and [`Admin`](crate::Admin) take one as an `Arc<dyn Broker>`, so another
+/// backend plugs in without touching them:
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use brigade_cluster::{Broker, Client, RedisBroker};
+///
+/// let broker: Arc<dyn Broker> = Arc::new(RedisBroker::new("redis://127.0.0.1:6379", "jobs")?);
+/// let client = Client::builder("unused").broker(broker.clone()).connect()?;
+/// let mut con = broker.connect()?; // a raw connection, as the worker's threads hold
+/// println!("{} tasks waiting", con.status()?.waiting);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Broker: Send + Sync + fmt::Debug {
     /// The queue's name.
     fn queue(&self) -> &str;
