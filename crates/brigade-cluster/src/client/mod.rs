@@ -33,8 +33,16 @@ pub use map::ClusterMap;
 /// A connection to a queue that runs tasks on the cluster's workers.
 ///
 /// `submit` returns the same [`Task<T>`] every brigade pool returns: `result()`,
-/// `result_timeout()`, `cancel()` (while no worker has started it), `wait`, `as_completed`
-/// and `.await` all work. Cloning gives another handle to the same client.
+/// `result_timeout()`, `cancel()`, `wait`, `as_completed` and `.await` all work. Cloning
+/// gives another handle to the same client.
+///
+/// **Cancelling.** A task is *pending* until the client hears that a worker started it (a
+/// start notice on the client's reply stream; [`Task::is_running`] turns true), and
+/// `cancel()` succeeds while it is pending: the task ends [`Error::Cancelled`] at once, and
+/// the cancel goes to the broker, which removes the task from the queue and marks it. A
+/// worker checks that mark atomically as it starts a task, so a task whose cancel reached the
+/// broker first never runs. Only in the moment between a worker starting the task and its
+/// notice arriving can a cancelled task still run; its outcome is then dropped.
 ///
 /// ```no_run
 /// use std::time::Duration;

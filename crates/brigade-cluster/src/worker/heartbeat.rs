@@ -86,3 +86,16 @@ pub(super) fn wake(state: &State) {
     *woken.lock().unwrap_or_else(PoisonError::into_inner) = true;
     wake.notify_all();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_period_is_a_third_of_the_shortest_lease_within_bounds() {
+        assert_eq!(period_for(u64::MAX), IDLE_INTERVAL_MS);
+        assert_eq!(period_for(300), 100);
+        assert_eq!(period_for(30_000), IDLE_INTERVAL_MS);
+        assert_eq!(period_for(1), 1);
+    }
+}

@@ -456,3 +456,28 @@ struct Finished {
     /// How long the run took (none: it never reached the lane).
     took: Option<Duration>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_deliverys_reason_keeps_its_pid_and_signal() {
+        let kept = encode_reason(42, Some(11), "worker process 42 was killed | by SIGSEGV");
+        assert_eq!(
+            decode_reason(&kept),
+            (Some(42), Some(11), "worker process 42 was killed | by SIGSEGV")
+        );
+        assert_eq!(decode_reason(&encode_reason(7, None, "gone")), (Some(7), None, "gone"));
+        assert_eq!(decode_reason("plain words"), (None, None, "plain words"));
+        assert_eq!(decode_reason("x y|z"), (None, None, "x y|z"));
+    }
+
+    #[test]
+    fn a_default_worker_name_carries_its_pid() {
+        let name = default_name();
+        assert_eq!(pid_of(&name), Some(std::process::id()));
+        assert_eq!(pid_of("ghost:1:0"), Some(1));
+        assert_eq!(pid_of("no-pid-here"), None);
+    }
+}
