@@ -5,16 +5,21 @@
 //! Workers are this benchmark binary re-run as a cluster worker (the hidden `cluster-worker`
 //! subcommand). Every impl gets a fresh queue per repetition and its own worker processes.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use brigade::ProcessPool;
-use brigade_cluster::{Admin, Client, Function, Functions, LocalRedis, Options};
+use brigade_cluster::{Admin, Client, LocalRedis, Options};
 use serde_json::{Value, json};
 
 use crate::measure::{emit, median, round3};
+
+mod python;
+mod workers;
+use python::Python;
+use workers::{GATE, NOOP, STARTED, Workers, mono_ns, started};
+pub(crate) use workers::{WorkerArgs, worker};
 
 const SUITE: &str = "cluster";
 const WORKLOADS: [&str; 5] = [
@@ -35,85 +40,6 @@ pub(crate) struct Args {
     /// Skip the Python anchors (Celery, RQ) even in a full run.
     #[arg(long)]
     no_python: bool,
-}
-
-/// Internal: this binary as a cluster worker (`cluster-worker --broker … --queue …`).
-#[derive(Debug, clap::Args)]
-pub(crate) struct WorkerArgs {
-    #[command(flatten)]
-    args: brigade_cluster::WorkerArgs,
-}
-
-/// The machine-wide monotonic clock, ns (the same clock in every process, Python's
-/// `time.monotonic_ns()` included).
-fn mono_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
-/// A no-op that says when it ran: `(x, start)`.
-fn noop(x: u64) -> (u64, u64) {
-    (x, mono_ns())
-}
-const NOOP: Function<u64, (u64, u64)> = Function::new("noop", 1, noop);
-
-/// When it started.
-fn started(_: ()) -> u64 {
-    mono_ns()
-}
-const STARTED: Function<(), u64> = Function::new("started", 1, started);
-
-/// Connects to the Unix socket `path`, says its pid, and blocks until the bench closes it.
-fn gate(path: String) -> u32 {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(path).expect("the bench's gate");
-    let _ = writeln!(s, "{}", std::process::id());
-    let mut rest = Vec::new();
-    let _ = s.read_to_end(&mut rest);
-    std::process::id()
-}
-const GATE: Function<String, u32> = Function::new("gate", 1, gate);
-
-fn functions() -> Functions {
-    Functions::new()
-        .register(&NOOP)
-        .register(&STARTED)
-        .register(&GATE)
-}
-
-pub(crate) fn worker(args: &WorkerArgs) -> std::process::ExitCode {
-    brigade_cluster::worker_main_with(&args.args, functions())
-}
-
-/// Worker processes of this binary, killed (SIGKILL) on drop.
-struct Workers(Vec<Child>);
-
-impl Workers {
-    fn spawn(url: &str, queue: &str, n: usize, flags: &[&str]) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut children = Vec::with_capacity(n);
-        for _ in 0..n {
-            children.push(
-                Command::new(&exe)
-                    .args(["cluster-worker", "--broker", url, "--queue", queue])
-                    .args(flags)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .context("starting a worker process")?,
-            );
-        }
-        Ok(Self(children))
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// One impl's repetition.
@@ -642,70 +568,4 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let i = ((v.len() as f64 - 1.0) * q).round() as usize;
     v[i.min(v.len() - 1)]
-}
-
-/// The Python anchors: two virtual environments made by `python/cluster_setup.sh` (Celery's
-/// Redis transport wants redis-py ≥ 6.1; RQ gets its own).
-struct Python {
-    celery: PathBuf,
-    rq: PathBuf,
-}
-
-const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
-
-impl Python {
-    fn setup() -> anyhow::Result<Self> {
-        let venvs = std::env::var_os("BRIGADE_BENCH_VENVS").map_or_else(
-            || {
-                PathBuf::from(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../../target/bench-venvs"
-                ))
-            },
-            PathBuf::from,
-        );
-        let out = Command::new("bash")
-            .arg(format!("{PYTHON_DIR}/cluster_setup.sh"))
-            .arg(&venvs)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .context("running python/cluster_setup.sh")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "python/cluster_setup.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-        Ok(Self {
-            celery: venvs.join("celery/bin/python"),
-            rq: venvs.join("rq/bin/python"),
-        })
-    }
-
-    /// Runs an anchor script; it prints one JSON object.
-    fn run(&self, kind: &str, args: &[&str]) -> anyhow::Result<Value> {
-        let (python, script, extra): (&PathBuf, &str, &[&str]) = match kind {
-            "celery-prefork" => (&self.celery, "cluster_celery.py", &["--pool", "prefork"]),
-            "celery-solo" => (&self.celery, "cluster_celery.py", &["--pool", "solo"]),
-            _ => (&self.rq, "cluster_rq.py", &[]),
-        };
-        let out = Command::new(python)
-            .arg(format!("{PYTHON_DIR}/{script}"))
-            .args(args)
-            .args(extra)
-            .current_dir(PYTHON_DIR)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {script}"))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{script} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(line.lines().last().unwrap_or("")).context("the script's JSON")
-    }
 }

@@ -17,6 +17,8 @@
 //!
 //! Everything that changes more than one key is a Lua script (see `scripts`), so it is atomic.
 
+mod keys;
+mod reply;
 mod scripts;
 
 use std::collections::HashMap;
@@ -26,11 +28,13 @@ use std::time::{Duration, Instant};
 use redis::{ConnectionLike, Value};
 
 use crate::broker::{
-    Broker, BrokerError, Connection, DeadEntry, DeadLetterRequest, Delivery, EntryId, Expired,
-    Finish, Maintenance, QueueStatus, Release, Reply, Retry, Start, Submission, WorkerStatus,
+    Broker, BrokerError, Connection, DeadEntry, DeadLetterRequest, Delivery, EntryId, Finish,
+    Maintenance, QueueStatus, Release, Reply, Retry, Start, Submission,
 };
 use crate::codec::{ClientId, TaskId};
 use crate::options::{MIN_LEASE, millis};
+use keys::{Keys, check_queue_name, split_queue};
+use reply::{is_nogroup, map_err};
 use scripts::SCRIPTS;
 
 /// The consumer group every worker of a queue joins.
@@ -146,82 +150,6 @@ impl Broker for RedisBroker {
     }
 }
 
-/// A queue name becomes part of every key, inside the hash tag's braces.
-fn check_queue_name(queue: &str) -> Result<(), BrokerError> {
-    let ok = !queue.is_empty()
-        && queue.len() <= 200
-        && queue
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BrokerError::Config(format!(
-            "bad queue name `{queue}`: use 1 to 200 of A-Z a-z 0-9 - _ . :"
-        )))
-    }
-}
-
-/// Splits `queue=NAME` out of a URL's query: the URL without it, and the name.
-fn split_queue(url: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None);
-    };
-    let mut queue = None;
-    let rest: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.strip_prefix("queue=") {
-            Some(q) => {
-                queue = Some(q.to_owned());
-                false
-            }
-            None => !pair.is_empty(),
-        })
-        .collect();
-    let url = if rest.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    (url, queue)
-}
-
-/// The queue's key names.
-struct Keys {
-    queue: String,
-    prefix: String,
-    tasks: String,
-    dead: String,
-    delayed: String,
-    lasterr: String,
-}
-
-impl Keys {
-    fn new(queue: &str) -> Self {
-        let prefix = format!("brigade:{{{queue}}}:");
-        Self {
-            queue: queue.to_owned(),
-            tasks: format!("{prefix}tasks"),
-            dead: format!("{prefix}dead"),
-            delayed: format!("{prefix}delayed"),
-            lasterr: format!("{prefix}lasterr"),
-            prefix,
-        }
-    }
-
-    fn result(&self, id: TaskId) -> String {
-        format!("{}r:{id}", self.prefix)
-    }
-
-    fn cancel(&self, id: TaskId) -> String {
-        format!("{}x:{id}", self.prefix)
-    }
-
-    fn reply(&self, client: ClientId) -> String {
-        format!("{}reply:{client}", self.prefix)
-    }
-}
-
 /// A connection to the queue's server.
 pub(crate) struct RedisConnection {
     con: redis::Connection,
@@ -229,100 +157,6 @@ pub(crate) struct RedisConnection {
     /// When the server started, by this machine's monotonic clock (its uptime when the
     /// connection opened, counted back): leases run only while the server is up.
     server_started: Instant,
-}
-
-/// Transient failures (a dropped connection, a server still loading its data after a
-/// restart) are [`BrokerError::Connection`]: the caller reconnects and tries again.
-fn map_err(e: redis::RedisError) -> BrokerError {
-    const TRANSIENT: [&str; 6] = [
-        "LOADING",
-        "BUSY",
-        "TRYAGAIN",
-        "MASTERDOWN",
-        "CLUSTERDOWN",
-        "READONLY",
-    ];
-    if e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || e.is_unrecoverable_error()
-        || e.code().is_some_and(|c| TRANSIENT.contains(&c))
-    {
-        BrokerError::Connection(e.to_string())
-    } else if e.kind() == redis::ErrorKind::InvalidClientConfig {
-        BrokerError::Config(e.to_string())
-    } else {
-        BrokerError::Protocol(e.to_string())
-    }
-}
-
-fn is_nogroup(e: &redis::RedisError) -> bool {
-    e.code() == Some("NOGROUP")
-}
-
-fn protocol(what: &str, v: &Value) -> BrokerError {
-    BrokerError::Protocol(format!("unexpected answer to {what}: {v:?}"))
-}
-
-fn bytes(v: Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
-        Value::Okay => Some(b"OK".to_vec()),
-        Value::Int(i) => Some(i.to_string().into_bytes()),
-        _ => None,
-    }
-}
-
-fn string(v: Value) -> Option<String> {
-    bytes(v).and_then(|b| String::from_utf8(b).ok())
-}
-
-fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(i) => Some(*i),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn array(v: Value) -> Option<Vec<Value>> {
-    match v {
-        Value::Array(a) | Value::Set(a) => Some(a),
-        Value::Nil => Some(Vec::new()),
-        _ => None,
-    }
-}
-
-/// A flat `[field, value, …]` list, or a RESP3 map, as pairs.
-fn pairs(v: Value) -> Option<Vec<(String, Value)>> {
-    match v {
-        Value::Map(m) => m.into_iter().map(|(k, v)| Some((string(k)?, v))).collect(),
-        other => {
-            let items = array(other)?;
-            let mut out = Vec::with_capacity(items.len() / 2);
-            let mut it = items.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                out.push((string(k)?, v));
-            }
-            Some(out)
-        }
-    }
-}
-
-/// A stream entry's `p`, `l` and `m` fields.
-fn task_fields(fields: Value) -> Option<(Vec<u8>, u64, u32)> {
-    let (mut frame, mut lease, mut limit) = (None, None, None);
-    for (k, v) in pairs(fields)? {
-        match k.as_str() {
-            "p" => frame = bytes(v),
-            "l" => lease = int(&v).and_then(|l| u64::try_from(l).ok()),
-            "m" => limit = int(&v).and_then(|m| u32::try_from(m).ok()),
-            _ => {}
-        }
-    }
-    Some((frame?, lease?, limit?))
 }
 
 impl RedisConnection {
@@ -371,42 +205,6 @@ impl RedisConnection {
             }
             other => other.map_err(map_err),
         }
-    }
-
-    fn parse_deliveries(&self, reply: Value) -> Result<Vec<Delivery>, BrokerError> {
-        // [[stream, [[id, [field, value, …]], …]]], or nil when the wait ran out.
-        let streams = array(reply.clone()).ok_or_else(|| protocol("XREADGROUP", &reply))?;
-        let mut out = Vec::new();
-        for stream in streams {
-            let entries = match stream {
-                Value::Array(mut kv) if kv.len() == 2 => kv.pop().and_then(array),
-                other => pairs(other)
-                    .and_then(|mut p| p.pop())
-                    .and_then(|(_, v)| array(v)),
-            }
-            .ok_or_else(|| protocol("XREADGROUP", &reply))?;
-            for entry in entries {
-                let mut parts = array(entry).ok_or_else(|| protocol("XREADGROUP", &reply))?;
-                if parts.len() != 2 {
-                    return Err(protocol("XREADGROUP", &reply));
-                }
-                let fields = parts.pop().expect("two parts");
-                let id = string(parts.pop().expect("two parts"))
-                    .ok_or_else(|| protocol("XREADGROUP", &reply))?;
-                // An entry deleted after it was delivered reads as nil fields: cancelled.
-                let Some((frame, lease_ms, max_deliveries)) = task_fields(fields) else {
-                    continue;
-                };
-                out.push(Delivery {
-                    entry: EntryId(id),
-                    deliveries: 1,
-                    frame,
-                    lease_ms,
-                    max_deliveries,
-                });
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -476,40 +274,7 @@ impl Connection for RedisConnection {
             .arg(&key)
             .arg(cursor.as_str());
         let (reply,): (Value,) = pipe.query(&mut self.con).map_err(map_err)?;
-        let mut out = Vec::new();
-        let Some(streams) = array(reply.clone()) else {
-            return Err(protocol("XREAD", &reply));
-        };
-        for stream in streams {
-            let entries = match stream {
-                Value::Array(mut kv) if kv.len() == 2 => kv.pop().and_then(array),
-                other => pairs(other)
-                    .and_then(|mut p| p.pop())
-                    .and_then(|(_, v)| array(v)),
-            }
-            .ok_or_else(|| protocol("XREAD", &reply))?;
-            for entry in entries {
-                let mut parts = array(entry).ok_or_else(|| protocol("XREAD", &reply))?;
-                if parts.len() != 2 {
-                    return Err(protocol("XREAD", &reply));
-                }
-                let fields = parts.pop().expect("two parts");
-                *cursor = string(parts.pop().expect("two parts"))
-                    .ok_or_else(|| protocol("XREAD", &reply))?;
-                for (k, v) in pairs(fields).unwrap_or_default() {
-                    match (k.as_str(), bytes(v)) {
-                        ("r", Some(frame)) => out.push(Reply::Outcome(frame)),
-                        ("s", Some(ids)) => out.push(Reply::Started(
-                            ids.chunks_exact(16)
-                                .filter_map(TaskId::from_bytes)
-                                .collect(),
-                        )),
-                        _ => {}
-                    }
-                }
-            }
-        }
-        Ok(out)
+        reply::replies(&reply, cursor)
     }
 
     fn outcomes(&mut self, ids: &[TaskId]) -> Result<Vec<Option<Vec<u8>>>, BrokerError> {
@@ -546,7 +311,7 @@ impl Connection for RedisConnection {
                 .arg(">")
                 .query(&mut c.con)
         })?;
-        self.parse_deliveries(reply)
+        reply::deliveries(&reply)
     }
 
     fn recover(&mut self, worker: &str, max: usize) -> Result<Vec<Delivery>, BrokerError> {
@@ -577,7 +342,7 @@ impl Connection for RedisConnection {
             })?;
         let counts: HashMap<String, u32> =
             pending.into_iter().map(|(id, _, _, n)| (id, n)).collect();
-        let mut out = self.parse_deliveries(history)?;
+        let mut out = reply::deliveries(&history)?;
         for d in &mut out {
             d.deliveries = counts.get(&d.entry.0).copied().unwrap_or(1);
         }
@@ -696,60 +461,7 @@ impl Connection for RedisConnection {
                 .arg(RELEASED)
                 .invoke(&mut c.con)
         })?;
-        let bad = || protocol("maintain", &reply);
-        let mut parts = array(reply.clone()).ok_or_else(bad)?.into_iter();
-        let (Some(promoted), Some(claimed), Some(expired)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad());
-        };
-        let mut out = Maintenance {
-            promoted: int(&promoted)
-                .and_then(|p| usize::try_from(p).ok())
-                .ok_or_else(bad)?,
-            ..Maintenance::default()
-        };
-        for c in array(claimed).ok_or_else(bad)? {
-            let f = array(c).ok_or_else(bad)?;
-            let [id, n, frame, lease, limit]: [Value; 5] = f.try_into().map_err(|_| bad())?;
-            out.reclaimed.push(Delivery {
-                entry: EntryId(string(id).ok_or_else(bad)?),
-                deliveries: int(&n)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(bad)?,
-                frame: bytes(frame).ok_or_else(bad)?,
-                lease_ms: int(&lease)
-                    .and_then(|l| u64::try_from(l).ok())
-                    .ok_or_else(bad)?,
-                max_deliveries: int(&limit)
-                    .and_then(|m| u32::try_from(m).ok())
-                    .ok_or_else(bad)?,
-            });
-        }
-        for e in array(expired).ok_or_else(bad)? {
-            let f = array(e).ok_or_else(bad)?;
-            let [id, n, owner, frame, lease, limit, last]: [Value; 7] =
-                f.try_into().map_err(|_| bad())?;
-            let last = string(last).unwrap_or_default();
-            out.expired.push(Expired {
-                delivery: Delivery {
-                    entry: EntryId(string(id).ok_or_else(bad)?),
-                    deliveries: int(&n)
-                        .and_then(|n| u32::try_from(n).ok())
-                        .ok_or_else(bad)?,
-                    frame: bytes(frame).ok_or_else(bad)?,
-                    lease_ms: int(&lease)
-                        .and_then(|l| u64::try_from(l).ok())
-                        .ok_or_else(bad)?,
-                    max_deliveries: int(&limit)
-                        .and_then(|m| u32::try_from(m).ok())
-                        .ok_or_else(bad)?,
-                },
-                last_worker: string(owner).unwrap_or_default(),
-                last_error: (!last.is_empty()).then_some(last),
-            });
-        }
-        Ok(out)
+        reply::maintenance(&reply)
     }
 
     fn dead_letter(&mut self, dead: &DeadLetterRequest) -> Result<(), BrokerError> {
@@ -812,45 +524,7 @@ impl Connection for RedisConnection {
                     .arg(&keys.delayed)
                     .query(&mut c.con)
             })?;
-        let mut status = QueueStatus {
-            queue: keys.queue.clone(),
-            dead,
-            delayed,
-            ..QueueStatus::default()
-        };
-        for g in array(groups.clone()).ok_or_else(|| protocol("XINFO GROUPS", &groups))? {
-            let fields = pairs(g).ok_or_else(|| protocol("XINFO GROUPS", &groups))?;
-            if !fields
-                .iter()
-                .any(|(k, v)| k == "name" && string(v.clone()).as_deref() == Some(GROUP))
-            {
-                continue;
-            }
-            for (k, v) in fields {
-                match k.as_str() {
-                    "pending" => status.pending = int(&v).unwrap_or(0).max(0) as u64,
-                    "lag" => status.waiting = int(&v).unwrap_or(0).max(0) as u64,
-                    _ => {}
-                }
-            }
-        }
-        for c in array(consumers.clone()).ok_or_else(|| protocol("XINFO CONSUMERS", &consumers))? {
-            let mut w = WorkerStatus {
-                name: String::new(),
-                pending: 0,
-                idle_ms: 0,
-            };
-            for (k, v) in pairs(c).ok_or_else(|| protocol("XINFO CONSUMERS", &consumers))? {
-                match k.as_str() {
-                    "name" => w.name = string(v).unwrap_or_default(),
-                    "pending" => w.pending = int(&v).unwrap_or(0).max(0) as u64,
-                    "idle" => w.idle_ms = int(&v).unwrap_or(0).max(0) as u64,
-                    _ => {}
-                }
-            }
-            status.workers.push(w);
-        }
-        Ok(status)
+        reply::status(&keys.queue, &groups, &consumers, dead, delayed)
     }
 
     fn dead_letters(
@@ -867,43 +541,7 @@ impl Connection for RedisConnection {
             .arg(limit.max(1))
             .query(&mut self.con)
             .map_err(map_err)?;
-        let bad = || protocol("XRANGE", &reply);
-        let mut out = Vec::new();
-        for entry in array(reply.clone()).ok_or_else(bad)? {
-            let mut parts = array(entry).ok_or_else(bad)?;
-            if parts.len() != 2 {
-                return Err(bad());
-            }
-            let fields = pairs(parts.pop().expect("two parts")).ok_or_else(bad)?;
-            let id = string(parts.pop().expect("two parts")).ok_or_else(bad)?;
-            let at_ms = id
-                .split_once('-')
-                .and_then(|(ms, _)| ms.parse().ok())
-                .unwrap_or(0);
-            let mut d = DeadEntry {
-                entry: EntryId(id),
-                frame: Vec::new(),
-                deliveries: 0,
-                reason: String::new(),
-                worker: String::new(),
-                at_ms,
-                lease_ms: 0,
-                max_deliveries: 1,
-            };
-            for (k, v) in fields {
-                match k.as_str() {
-                    "p" => d.frame = bytes(v).unwrap_or_default(),
-                    "n" => d.deliveries = int(&v).unwrap_or(0).max(0) as u32,
-                    "reason" => d.reason = string(v).unwrap_or_default(),
-                    "worker" => d.worker = string(v).unwrap_or_default(),
-                    "l" => d.lease_ms = int(&v).unwrap_or(0).max(0) as u64,
-                    "m" => d.max_deliveries = int(&v).unwrap_or(1).max(1) as u32,
-                    _ => {}
-                }
-            }
-            out.push(d);
-        }
-        Ok(out)
+        reply::dead_entries(&reply)
     }
 
     fn requeue(&mut self, dead: &DeadEntry, id: TaskId) -> Result<bool, BrokerError> {
@@ -933,41 +571,6 @@ impl RedisConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_queue_comes_out_of_the_query() {
-        assert_eq!(
-            split_queue("redis://h:1/0?queue=jobs"),
-            ("redis://h:1/0".to_owned(), Some("jobs".to_owned()))
-        );
-        assert_eq!(
-            split_queue("redis://h:1/0?protocol=resp3&queue=jobs"),
-            (
-                "redis://h:1/0?protocol=resp3".to_owned(),
-                Some("jobs".to_owned())
-            )
-        );
-        assert_eq!(split_queue("redis://h"), ("redis://h".to_owned(), None));
-    }
-
-    #[test]
-    fn queue_names_stay_inside_the_hash_tag() {
-        assert!(check_queue_name("jobs.v2:eu-1_x").is_ok());
-        for bad in ["", "a b", "a{b", "a}b", &"x".repeat(201)] {
-            assert!(check_queue_name(bad).is_err(), "{bad:?}");
-        }
-        let k = Keys::new("jobs");
-        assert_eq!(k.tasks, "brigade:{jobs}:tasks");
-        let id = TaskId {
-            client: ClientId(1),
-            seq: 2,
-        };
-        assert_eq!(k.result(id), "brigade:{jobs}:r:0000000000000001-2");
-        assert_eq!(
-            k.reply(ClientId(1)),
-            "brigade:{jobs}:reply:0000000000000001"
-        );
-    }
 
     #[test]
     fn a_bad_url_is_a_config_error() {

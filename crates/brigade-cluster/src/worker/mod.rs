@@ -466,9 +466,16 @@ mod tests {
         let kept = encode_reason(42, Some(11), "worker process 42 was killed | by SIGSEGV");
         assert_eq!(
             decode_reason(&kept),
-            (Some(42), Some(11), "worker process 42 was killed | by SIGSEGV")
+            (
+                Some(42),
+                Some(11),
+                "worker process 42 was killed | by SIGSEGV"
+            )
         );
-        assert_eq!(decode_reason(&encode_reason(7, None, "gone")), (Some(7), None, "gone"));
+        assert_eq!(
+            decode_reason(&encode_reason(7, None, "gone")),
+            (Some(7), None, "gone")
+        );
         assert_eq!(decode_reason("plain words"), (None, None, "plain words"));
         assert_eq!(decode_reason("x y|z"), (None, None, "x y|z"));
     }
