@@ -22,9 +22,10 @@ use workers::{GATE, NOOP, STARTED, Workers, mono_ns, started};
 pub(crate) use workers::{WorkerArgs, worker};
 
 const SUITE: &str = "cluster";
-const WORKLOADS: [&str; 5] = [
+const WORKLOADS: [&str; 6] = [
     "throughput-1w",
     "throughput-2w",
+    "pipelined",
     "latency",
     "redelivery",
     "broker-ceiling",
@@ -103,6 +104,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     }
     if wants("throughput-2w") {
         bench.throughput("throughput-2w", 2, tasks)?;
+    }
+    if wants("pipelined") {
+        bench.pipelined(tasks)?;
     }
     if wants("latency") {
         bench.latency(if quick { 100 } else { 2_000 })?;
@@ -274,6 +278,69 @@ impl Bench<'_> {
     fn python_db(&mut self) -> usize {
         self.rep += 1;
         1 + self.rep % 15
+    }
+
+    /// `tasks` no-ops submitted at once and awaited, on one warm worker process: what the
+    /// cluster adds per task over brigade's local process pool when calls are pipelined.
+    fn pipelined(&mut self, tasks: u64) -> anyhow::Result<()> {
+        let mut impls: Vec<(&str, Run<'_>)> = vec![
+            (
+                "brigade",
+                Box::new(move |b: &mut Bench<'_>| b.brigade_pipelined(tasks)),
+            ),
+            (
+                "local-process-pool",
+                Box::new(move |_: &mut Bench<'_>| pool_pipelined(tasks)),
+            ),
+        ];
+        let samples = self.interleave(&mut impls)?;
+        let pool_ms = samples
+            .iter()
+            .find(|(n, _)| *n == "local-process-pool")
+            .map(|(_, s)| median_of(s, |x| x.ms));
+        for (name, s) in &samples {
+            let ms = median_of(s, |x| x.ms);
+            let mut line = self.base("pipelined", tasks);
+            crate::measure::merge(
+                &mut line,
+                &json!({
+                    "impl": name,
+                    "wall_ms": round3(ms),
+                    "min_ms": round3(s.iter().map(|x| x.ms).fold(f64::INFINITY, f64::min)),
+                    "per_task_ns": round3(ms * 1e6 / tasks as f64),
+                    "tasks_per_s": (tasks as f64 / (ms / 1e3)).round(),
+                    "over_local_pool_us_per_task": pool_ms
+                        .map(|p| round3((ms - p) * 1e3 / tasks as f64)),
+                    "anchor": "local-process-pool",
+                    "vs_anchor": pool_ms.map(|p| round3(p / ms)),
+                }),
+            );
+            emit(&line);
+        }
+        Ok(())
+    }
+
+    fn brigade_pipelined(&mut self, tasks: u64) -> anyhow::Result<Sample> {
+        let queue = self.queue("pipe");
+        let url = self.redis.url();
+        let _procs = Workers::spawn(&url, &queue, 1, &["--concurrency", "1"])?;
+        let client = Client::builder(&url).queue(&queue).connect()?;
+        for _ in 0..20 {
+            client.submit(&STARTED, ()).result()?;
+        }
+        let begin = Instant::now();
+        let handles: Vec<_> = (0..tasks).map(|i| client.submit(&NOOP, i)).collect();
+        let mut sum = 0u64;
+        for h in handles {
+            sum = sum.wrapping_add(h.result()?.0);
+        }
+        let ms = begin.elapsed().as_secs_f64() * 1e3;
+        anyhow::ensure!(sum == tasks * (tasks - 1) / 2, "wrong checksum");
+        Ok(Sample {
+            tasks,
+            ms,
+            ..Sample::default()
+        })
     }
 
     /// One task at a time on an idle queue: submit→start and submit→result.
@@ -532,6 +599,27 @@ impl Bench<'_> {
         }
         Ok(())
     }
+}
+
+/// brigade's local process pool, one worker process, every task submitted then awaited.
+fn pool_pipelined(tasks: u64) -> anyhow::Result<Sample> {
+    let pool = ProcessPool::builder().workers(1).build()?;
+    for _ in 0..20 {
+        pool.submit(started, ()).result()?;
+    }
+    let begin = Instant::now();
+    let handles: Vec<_> = (0..tasks).map(|i| pool.submit(workers::noop, i)).collect();
+    let mut sum = 0u64;
+    for h in handles {
+        sum = sum.wrapping_add(h.result()?.0);
+    }
+    let ms = begin.elapsed().as_secs_f64() * 1e3;
+    anyhow::ensure!(sum == tasks * (tasks - 1) / 2, "wrong checksum");
+    Ok(Sample {
+        tasks,
+        ms,
+        ..Sample::default()
+    })
 }
 
 /// brigade's local process pool, one task at a time: the floor a cluster round trip adds to.

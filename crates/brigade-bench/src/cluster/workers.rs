@@ -21,7 +21,7 @@ pub(super) fn mono_ns() -> u64 {
 }
 
 /// A no-op that says when it ran: `(x, start)`.
-fn noop(x: u64) -> (u64, u64) {
+pub(super) fn noop(x: u64) -> (u64, u64) {
     (x, mono_ns())
 }
 pub(super) const NOOP: Function<u64, (u64, u64)> = Function::new("noop", 1, noop);
