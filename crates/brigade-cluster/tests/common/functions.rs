@@ -124,13 +124,14 @@ fn slow_square((x, ms): (u64, u64)) -> u64 {
 }
 pub const SLOW_SQUARE: Function<(u64, u64), u64> = Function::new("slow_square", 1, slow_square);
 
-/// Says "started" (its pid) on the Unix socket at `path`, appends a line to `log`, then
-/// blocks until the test releases it (closes its end), and returns its pid.
+/// Appends a line to `log`, says "started" (its pid) on the Unix socket at `path`, then
+/// blocks until the test releases it (closes its end), and returns its pid. (The line comes
+/// first: once the test hears from a run, that run is counted.)
 fn gate((path, log): (String, String)) -> u32 {
     use std::io::Read;
+    append(&log);
     let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
     writeln!(s, "{}", std::process::id()).unwrap();
-    append(&log);
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
     std::process::id()
