@@ -4,6 +4,7 @@
 //! cargo run --release -p brigade-bench -- threads [--reps N] [--only WORKLOAD]... [--quick]
 //! cargo run --release -p brigade-bench -- processes [--reps N] [--only WORKLOAD]... [--quick]
 //! cargo run --release -p brigade-bench -- event-loop [--reps N] [--only WORKLOAD]... [--quick]
+//! cargo run --release -p brigade-bench -- cluster [--reps N] [--only WORKLOAD]... [--quick]
 //! ```
 //!
 //! Every workload measures brigade and its anchors in the same run, interleaving the
@@ -11,6 +12,7 @@
 //! of them alike, and reports the median. Each line carries `vs_anchor`: the anchor's median
 //! wall time divided by this impl's (above 1 means faster than the anchor).
 
+mod cluster;
 mod event_loop;
 mod measure;
 mod processes;
@@ -35,6 +37,11 @@ enum Suite {
     Processes(processes::Args),
     /// The event loop against tokio, threads and Python's asyncio, over real HTTP.
     EventLoop(event_loop::Args),
+    /// brigade-cluster on a loopback Redis against Celery, RQ and redis-benchmark.
+    Cluster(cluster::Args),
+    /// Internal: a cluster worker (this binary serving a queue).
+    #[command(hide = true)]
+    ClusterWorker(cluster::WorkerArgs),
     /// Internal: the memory probe, run as a child process so its peak RSS is its own.
     #[command(hide = true)]
     MemoryProbe(threads::MemoryProbeArgs),
@@ -49,6 +56,8 @@ fn main() -> ExitCode {
         Suite::Threads(args) => threads::run(&args),
         Suite::Processes(args) => processes::run(&args),
         Suite::EventLoop(args) => event_loop::run(&args),
+        Suite::Cluster(args) => cluster::run(&args),
+        Suite::ClusterWorker(args) => return cluster::worker(&args),
         Suite::MemoryProbe(args) => threads::memory_probe(&args),
     };
     match outcome {

@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use brigade_cli::cluster::{self, ClusterArgs};
 use brigade_cli::lab::{self, LabArgs};
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ enum Command {
     /// Run the primers' concurrency experiments on this machine: tables, verdicts and an HTML
     /// report with timelines.
     Lab(LabArgs),
+    /// Inspect a brigade-cluster queue on Redis: status, dead letters, requeue.
+    Cluster(ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,9 @@ fn main() -> ExitCode {
         Ok(Cli {
             command: Command::Lab(args),
         }) => lab::run(args),
+        Ok(Cli {
+            command: Command::Cluster(args),
+        }) => cluster::run(args),
         Err(e) => {
             match e.kind() {
                 // --help and --version "fail" to parse and print to stdout; a closed stdout
