@@ -177,13 +177,10 @@ fn known_versions(known: &[u32]) -> String {
 impl WireError {
     /// The [`brigade::Error`] a cluster task fails with.
     ///
-    /// brigade's error type has no variant for a remote failure yet, so the cluster-only
-    /// reasons map onto the nearest ones, with the full story in the message:
-    /// an unknown function is a decoding failure ([`Codec`](brigade::Error::Codec): the
-    /// worker could not decode the call), a passed deadline is
-    /// [`TimedOut`](brigade::Error::TimedOut), and a dead letter is
-    /// [`WorkerCrashed`](brigade::Error::WorkerCrashed) (every delivery ended with its worker
-    /// gone).
+    /// The cluster's own reasons have their own variants: an unknown function is
+    /// [`UnknownFunction`](brigade::Error::UnknownFunction), a dead letter
+    /// [`DeadLettered`](brigade::Error::DeadLettered); a passed deadline is
+    /// [`TimedOut`](brigade::Error::TimedOut), a panic [`Panicked`](brigade::Error::Panicked).
     ///
     /// ```
     /// use brigade_cluster::WireError;
@@ -191,7 +188,7 @@ impl WireError {
     /// let e = WireError::UnknownFunction { name: "sum".into(), version: 2, known: vec![1] };
     /// assert_eq!(
     ///     e.into_error().to_string(),
-    ///     "could not encode or decode the task's data: \
+    ///     "no worker has function `sum` version 2: \
     ///      unknown function `sum` version 2 (the worker has version 1)"
     /// );
     /// ```
@@ -199,14 +196,21 @@ impl WireError {
         match self {
             WireError::Panicked { message } => brigade::Error::Panicked { message },
             WireError::Codec { message } => brigade::Error::Codec { message },
-            e @ WireError::UnknownFunction { .. } => brigade::Error::Codec {
-                message: e.to_string(),
+            WireError::UnknownFunction {
+                ref name, version, ..
+            } => brigade::Error::UnknownFunction {
+                name: name.clone(),
+                version,
+                message: self.to_string(),
             },
             WireError::DeadlinePassed => brigade::Error::TimedOut,
-            WireError::DeadLettered { pid, signal, .. } => brigade::Error::WorkerCrashed {
-                pid: pid.unwrap_or(0),
-                signal,
-                code: None,
+            WireError::DeadLettered {
+                deliveries,
+                last_error,
+                ..
+            } => brigade::Error::DeadLettered {
+                deliveries,
+                last: last_error,
             },
         }
     }
@@ -414,10 +418,9 @@ mod tests {
                 signal: Some(9)
             }
             .into_error(),
-            brigade::Error::WorkerCrashed {
-                pid: 7,
-                signal: Some(9),
-                code: None
+            brigade::Error::DeadLettered {
+                deliveries: 3,
+                last: String::new(),
             }
         );
     }

@@ -38,7 +38,7 @@
 //!   long the task runs. (The lease is a crash detector, not a time limit.)
 //! * **Poison tasks stop.** A task whose worker dies on each of
 //!   [`max_deliveries`](Options::max_deliveries) deliveries moves to a dead-letter stream and
-//!   fails with [`brigade::Error::WorkerCrashed`]; the other tasks go on.
+//!   fails with [`brigade::Error::DeadLettered`]; the other tasks go on.
 //!   `brigade cluster dead` lists dead letters, `brigade cluster requeue` puts them back.
 //! * **One outcome per task.** The first outcome written for a task id wins (`SET NX`); a
 //!   task that did run twice (its worker stalled past its lease) still completes once.

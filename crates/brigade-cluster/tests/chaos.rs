@@ -102,7 +102,7 @@ fn a_task_that_kills_its_worker_is_dead_lettered_after_exactly_max_deliveries() 
         .map(|i| client.submit(&SLOW_SQUARE, (i, 2)))
         .collect();
     match poison.result() {
-        Err(Error::WorkerCrashed { pid, .. }) => assert_ne!(pid, 0),
+        Err(Error::DeadLettered { deliveries, .. }) => assert_eq!(deliveries, 3),
         other => panic!("{other:?}"),
     }
     assert_eq!(lines(&runs), 3, "delivered exactly max_deliveries times");
@@ -142,7 +142,10 @@ fn on_the_process_lane_a_crash_costs_a_delivery_not_the_worker() {
     );
     let others: Vec<_> = (0..100u64).map(|i| client.submit(&SQUARE, i)).collect();
     match poison.result() {
-        Err(Error::WorkerCrashed { signal, .. }) => assert_eq!(signal, Some(11)),
+        Err(Error::DeadLettered { deliveries, last }) => {
+            assert_eq!(deliveries, 4);
+            assert!(last.contains("signal 11"), "{last}");
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(lines(&runs), 4);

@@ -77,14 +77,21 @@ fn panics_and_unknown_functions_fail_their_task_and_the_worker_goes_on() {
         })
     );
     match client.submit(&SQUARE_V2, 3).result() {
-        Err(Error::Codec { message }) => assert_eq!(
+        Err(Error::UnknownFunction {
+            name,
+            version,
             message,
-            "unknown function `square` version 2 (the worker has version 1)"
-        ),
+        }) => {
+            assert_eq!((name.as_str(), version), ("square", 2));
+            assert_eq!(
+                message,
+                "unknown function `square` version 2 (the worker has version 1)"
+            )
+        }
         other => panic!("{other:?}"),
     }
     match client.submit(&NOWHERE, 3).result() {
-        Err(Error::Codec { message }) => {
+        Err(Error::UnknownFunction { message, .. }) => {
             assert!(
                 message.contains("`nowhere`") && message.contains("no function"),
                 "{message}"

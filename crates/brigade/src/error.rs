@@ -56,6 +56,27 @@ pub enum Error {
     /// The task's outcome was already taken out of this handle by an earlier call.
     #[error("the task's outcome was already taken")]
     Consumed,
+    /// No remote worker has the task's function: its registered name and version are unknown
+    /// where it was delivered (`brigade-cluster`). Functions travel by name, never as code.
+    #[error("no worker has function `{name}` version {version}: {message}")]
+    UnknownFunction {
+        /// The function's registered name.
+        name: String,
+        /// The version asked for.
+        version: u32,
+        /// What the worker said (the versions it has, say).
+        message: String,
+    },
+    /// The task was delivered to remote workers `deliveries` times and none of them finished
+    /// it (each died or lost it), so it was set aside as a dead letter instead of being
+    /// retried forever (`brigade-cluster`).
+    #[error("dead-lettered after {deliveries} deliveries: {last}")]
+    DeadLettered {
+        /// How many times it was delivered.
+        deliveries: u32,
+        /// What happened to the last delivery.
+        last: String,
+    },
     /// The code that was to complete the task (a [`Completer`](crate::Completer)) went away
     /// without setting an outcome.
     #[error("the task's completer was dropped without setting an outcome")]
