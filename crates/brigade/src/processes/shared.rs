@@ -9,8 +9,9 @@
 //!   held and starts another.
 //!
 //! # No deadlock on full sockets
-//! Writers block while a worker's socket buffer is full; the worker's reader thread drains it
-//! into memory independently of the call it is running, so a write always completes.
+//! Nobody blocks writing to a worker: frames the socket does not take at once wait in their
+//! slot, and the slot thread writes them as the worker makes room (see
+//! [`slot`](super::slot#writing-without-blocking)).
 //!
 //! # Locks
 //! The queue's lock and a slot's lock are never held together.
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::slot::{Slot, SlotState};
 use super::timer::Timer;
-use super::wire::{self, FrameWriter, Verdict};
+use super::wire::Verdict;
 use crate::error::Error;
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Condvar, Mutex};
@@ -198,43 +199,55 @@ impl Shared {
         }
     }
 
-    /// Moves queued jobs to slots with room.
+    /// Moves queued jobs to slots with room, each slot's batch written in one system call.
     pub(crate) fn pump(&self) {
         loop {
             let Some(slot_index) = self.pick_slot() else {
                 return;
             };
             let slot = &self.slots[slot_index];
-            let Some(mut job) = self.queue.lock().jobs.pop_front() else {
-                return;
+            let hint = slot.room.load(Ordering::Acquire).max(1);
+            let mut batch: Vec<Job> = {
+                let mut queue = self.queue.lock();
+                let take = hint.min(queue.jobs.len());
+                queue.jobs.drain(..take).collect()
             };
-            let mut state = slot.state.lock();
-            if state.room(&self.config) == 0 {
-                // The hint was stale; whatever changed the slot pumps again.
-                drop(state);
-                self.queue.lock().jobs.push_front(job);
+            if batch.is_empty() {
                 return;
             }
-            if !job.completion.start() {
-                // Cancelled while queued: its handle already has its outcome.
-                drop(state);
-                self.finished(1);
-                continue;
+            let mut state = slot.state.lock();
+            let room = state.room(&self.config);
+            let back = batch.split_off(room.min(batch.len()));
+            let mut cancelled = 0;
+            for mut job in batch {
+                if !job.completion.start() {
+                    // Cancelled while queued: its handle already has its outcome.
+                    cancelled += 1;
+                    continue;
+                }
+                state.sent += 1;
+                state.push(job);
+                if state.in_flight.len() == 1 {
+                    self.new_head(slot_index, &mut state);
+                }
             }
-            state.sent += 1;
-            let socket = state
-                .socket
-                .as_ref()
-                .expect("a slot with room has a worker");
             // A failed write means the worker died; its slot thread sees the socket close and
-            // settles everything in flight, this job included (its ledger shows it was never
-            // taken, so it goes to another worker).
-            let _ = wire::send_all(socket, &job.frame);
-            state.in_flight.push_back(job);
-            if state.in_flight.len() == 1 {
-                self.new_head(slot_index, &mut state);
-            }
+            // settles everything in flight, these jobs included (its ledger shows they were
+            // never taken, so they go to another worker).
+            state.flush();
             slot.room.store(state.room(&self.config), Ordering::Release);
+            drop(state);
+            if cancelled > 0 {
+                self.finished(cancelled);
+            }
+            if !back.is_empty() {
+                // The hint was stale; whatever changed the slot pumps again.
+                let mut queue = self.queue.lock();
+                for job in back.into_iter().rev() {
+                    queue.jobs.push_front(job);
+                }
+                return;
+            }
         }
     }
 
@@ -243,7 +256,9 @@ impl Shared {
         let exit_now = {
             let mut queue = self.queue.lock();
             queue.outstanding -= n;
-            if queue.outstanding == 0 {
+            // Only a closed pool is waited on (`wait_drained` follows `close`, which notifies
+            // by itself); an open one would pay a system call per call for no one.
+            if queue.outstanding == 0 && queue.closed {
                 self.drained.notify_all();
             }
             queue.closed && queue.outstanding == 0 && !std::mem::replace(&mut queue.exit_sent, true)
@@ -254,14 +269,10 @@ impl Shared {
     }
 
     fn tell_all_to_exit(&self) {
-        let exit = FrameWriter::exit().seal().expect("tiny frame");
         for slot in &self.slots {
             let mut state = slot.state.lock();
-            state.exiting = true;
+            state.queue_exit();
             slot.room.store(0, Ordering::Release);
-            if let Some(socket) = &state.socket {
-                let _ = wire::send_all(socket, &exit);
-            }
         }
     }
 

@@ -23,7 +23,7 @@ use std::ops::Range;
 use std::os::fd::AsFd;
 
 /// The version of this protocol; a worker of another build refuses to talk.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 
 /// The largest encoded argument or result (the default, and the most a pool may allow).
 pub(crate) const MAX_MESSAGE: usize = 1 << 31;
@@ -51,6 +51,7 @@ const READY: u8 = 11;
 const INIT_FAILED: u8 = 12;
 const DONE: u8 = 13;
 const RETIRING: u8 = 14;
+const PULL: u8 = 15;
 
 /// How a call went in the worker, as it travels back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +107,10 @@ pub(crate) enum FromWorker<'a> {
     /// The worker passed its memory ceiling (`rss` bytes) after its last call and exits
     /// without running anything it has been sent since.
     Retiring { rss: u64 },
+    /// The worker waits for the bytes of its stream up to `want` (counted from the first
+    /// byte of the init frame): the rest of a frame the pool could not write whole without
+    /// blocking (see `slot`).
+    Pull { want: u64 },
 }
 
 /// A frame that could not be decoded.
@@ -187,6 +192,7 @@ impl FrameWriter {
             .i64(func)
     }
 
+    #[cfg(test)]
     pub(crate) fn exit() -> Self {
         Self::start(EXIT)
     }
@@ -230,7 +236,21 @@ impl FrameWriter {
     pub(crate) fn retiring(rss: u64) -> Self {
         Self::start(RETIRING).u64(rss)
     }
+
+    pub(crate) fn pull(want: u64) -> Self {
+        Self::start(PULL).u64(want)
+    }
 }
+
+/// The exit frame, whole: written from a constant, so telling a worker to exit allocates
+/// nothing and can be queued behind unwritten frames (see `slot`).
+pub(crate) const EXIT_FRAME: [u8; FRAME_HEADER + 1] = {
+    let len = 1u32.to_le_bytes();
+    let check = (1u32 ^ CHECK).to_le_bytes();
+    [
+        len[0], len[1], len[2], len[3], check[0], check[1], check[2], check[3], EXIT,
+    ]
+};
 
 /// The id of a sealed call frame (see [`FrameWriter::call`]).
 pub(crate) fn frame_call_id(frame: &[u8]) -> u64 {
@@ -365,13 +385,20 @@ pub(crate) fn decode_from_worker(body: &[u8]) -> Result<FromWorker<'_>, WireErro
             f.end("retiring")?;
             Ok(FromWorker::Retiring { rss })
         }
+        PULL => {
+            let want = f.u64("pull offset")?;
+            f.end("pull")?;
+            Ok(FromWorker::Pull { want })
+        }
         other => Err(WireError(format!(
             "unknown message kind {other} from a worker"
         ))),
     }
 }
 
-/// Writes a whole frame without raising `SIGPIPE` if the other side is gone.
+/// Writes a whole frame without raising `SIGPIPE` if the other side is gone. Blocks while the
+/// socket is full: only for a peer known to be reading (a worker's answers, which the pool
+/// always reads; the handshake).
 pub(crate) fn send_all(socket: impl AsFd, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         match rustix::net::send(&socket, bytes, rustix::net::SendFlags::NOSIGNAL) {
@@ -382,6 +409,26 @@ pub(crate) fn send_all(socket: impl AsFd, mut bytes: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes what the socket takes now of `slices`, in order, in one system call; returns how
+/// many bytes that was (0 when the socket is full). Never blocks, never raises `SIGPIPE`.
+pub(crate) fn send_some(socket: impl AsFd, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    let flags = rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT;
+    loop {
+        let sent = rustix::net::sendmsg(
+            &socket,
+            slices,
+            &mut rustix::net::SendAncillaryBuffer::default(),
+            flags,
+        );
+        match sent {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::AGAIN) => return Ok(0),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Splits a byte stream into frame bodies. Bytes are appended as they are read; complete
@@ -397,6 +444,9 @@ pub(crate) struct FrameReader {
     start: usize,
     /// The largest body accepted.
     limit: usize,
+    /// Bytes of the stream handed out as frames so far (headers included): where the frame
+    /// being read starts in the stream.
+    consumed: u64,
 }
 
 impl FrameReader {
@@ -406,6 +456,7 @@ impl FrameReader {
             buf: Vec::new(),
             start: 0,
             limit: limit.min(u32::MAX as usize),
+            consumed: 0,
         }
     }
 
@@ -420,6 +471,43 @@ impl FrameReader {
         }
     }
 
+    /// Reads what has arrived on the socket `fd` without waiting: `Ok(None)` when nothing has.
+    pub(crate) fn read_now(&mut self, fd: impl AsFd) -> io::Result<Option<usize>> {
+        self.make_room();
+        let flags = rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(fd, rustix::buffer::spare_capacity(&mut self.buf), flags) {
+            Ok((n, _)) => Ok(Some(n)),
+            Err(rustix::io::Errno::AGAIN) => Ok(None),
+            Err(rustix::io::Errno::CONNRESET) => Ok(Some(0)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Where in the stream the frame being read ends (or its header, while that is
+    /// incomplete): what a reader that has part of a frame waits for. `None` when no part of a
+    /// frame is waiting, or its header is refused (which [`next_frame`](Self::next_frame)
+    /// reports).
+    pub(crate) fn wanted(&self) -> Option<u64> {
+        let have = self.buf.len() - self.start;
+        if have == 0 {
+            return None;
+        }
+        let frame = match self.header() {
+            None => FRAME_HEADER,
+            Some(Ok(len)) => FRAME_HEADER + len,
+            Some(Err(_)) => return None,
+        };
+        Some(self.consumed + frame as u64)
+    }
+
+    /// Lets go of the buffer's memory when no part of a frame is in it.
+    pub(crate) fn release(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+
     /// Takes bytes as one read would (as many as the room made for a read holds); returns how
     /// many it took. For tests and the fuzzer, which have bytes instead of a socket.
     #[cfg(any(test, fuzzing))]
@@ -428,24 +516,6 @@ impl FrameReader {
         let took = bytes.len().min(self.buf.capacity() - self.buf.len());
         self.buf.extend_from_slice(&bytes[..took]);
         took
-    }
-
-    /// Takes `buf` as the buffer to read into when it is larger than the current one (the
-    /// bytes not yet handed out move into it): a reader handed a buffer back from a finished
-    /// large frame reuses that memory instead of faulting in fresh pages.
-    pub(crate) fn adopt(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() > self.buf.capacity() {
-            buf.clear();
-            buf.extend_from_slice(&self.buf[self.start..]);
-            self.buf = buf;
-            self.start = 0;
-        }
-    }
-
-    /// Whether the frame being read needs more room than the buffer has.
-    pub(crate) fn needs_room(&self) -> bool {
-        self.buf.capacity() - self.start < FRAME_HEADER + READ_CHUNK
-            || self.missing() > self.buf.capacity() - self.buf.len()
     }
 
     /// Makes room for the next read (see the type's docs).
@@ -505,6 +575,7 @@ impl FrameReader {
         }
         let body = self.start + FRAME_HEADER..self.start + FRAME_HEADER + len;
         self.start = body.end;
+        self.consumed += (FRAME_HEADER + len) as u64;
         Ok(Some(body))
     }
 
@@ -513,28 +584,13 @@ impl FrameReader {
         &self.buf[range]
     }
 
-    /// The body of a frame returned by [`next_frame`](Self::next_frame), owned: a large frame
-    /// that ends the buffer takes the buffer itself (with the body's range in it) instead of
-    /// being copied; others are copied out.
-    pub(crate) fn take_body(&mut self, range: Range<usize>) -> (Vec<u8>, Range<usize>) {
-        if range.len() >= READ_CHUNK && range.end == self.buf.len() {
-            self.start = 0;
-            (std::mem::take(&mut self.buf), range)
-        } else {
-            let body = self.buf[range].to_vec();
-            let len = body.len();
-            (body, 0..len)
-        }
-    }
-
     /// Bytes read but not yet returned as frames (a truncated frame at end of stream).
     #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
         self.buf.len() - self.start
     }
 
-    /// The buffer's capacity (for the tests of its growth).
-    #[cfg(any(test, fuzzing))]
+    /// The buffer's capacity.
     pub(crate) fn capacity(&self) -> usize {
         self.buf.capacity()
     }
@@ -580,6 +636,12 @@ pub(crate) fn exercise_reader(
             let _ = decode_to_worker(body);
             let _ = decode_from_worker(body);
             out.push(body.to_vec());
+        }
+        if let Some(want) = reader.wanted() {
+            assert!(
+                want > given as u64,
+                "a reader holding part of a frame wants byte {want}, but has {given}"
+            );
         }
     }
     Ok(out)
