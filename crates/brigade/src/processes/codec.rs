@@ -28,6 +28,8 @@ mod adapter;
 
 use adapter::{De, Ser};
 
+use super::spare::{SPARE_MIN, Spares};
+
 thread_local! {
     /// A message on its way through a postcard layer (see the module docs).
     static KEPT: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -102,10 +104,22 @@ impl fmt::Display for EncodeError {
 
 /// Appends the encoding of `value` to `out`, allowing it at most `limit` bytes. On failure
 /// `out` is as it was.
+#[cfg(test)]
 pub(crate) fn encode<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
     limit: usize,
+) -> Result<(), EncodeError> {
+    encode_with(value, out, limit, None)
+}
+
+/// [`encode`], moving `out` into a warm spare buffer (and what it holds so far) when it must
+/// grow past [`SPARE_MIN`].
+pub(crate) fn encode_with<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+    limit: usize,
+    spares: Option<&Spares>,
 ) -> Result<(), EncodeError> {
     clear();
     let mark = out.len();
@@ -114,6 +128,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
             end: mark.saturating_add(limit),
             buf: out,
             over: false,
+            spares,
         },
     };
     let outcome = value.serialize(Ser(&mut ser));
@@ -152,6 +167,7 @@ struct Limited<'a> {
     buf: &'a mut Vec<u8>,
     end: usize,
     over: bool,
+    spares: Option<&'a Spares>,
 }
 
 impl postcard::ser_flavors::Flavor for Limited<'_> {
@@ -165,6 +181,15 @@ impl postcard::ser_flavors::Flavor for Limited<'_> {
         if data.len() > self.end - self.buf.len() {
             self.over = true;
             return Err(postcard::Error::SerializeBufferFull);
+        }
+        let need = self.buf.len() + data.len();
+        if need > self.buf.capacity()
+            && need >= SPARE_MIN
+            && let Some(mut spare) = self.spares.and_then(|spares| spares.take(need))
+        {
+            spare.clear();
+            spare.extend_from_slice(self.buf);
+            std::mem::swap(self.buf, &mut spare);
         }
         self.buf.extend_from_slice(data);
         Ok(())

@@ -22,6 +22,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::slot::{Slot, SlotState};
+use super::spare::Spares;
 use super::timer::Timer;
 use super::wire::Verdict;
 use crate::error::Error;
@@ -96,12 +97,16 @@ pub(crate) struct Shared {
     drained: Condvar,
     pub(crate) slots: Vec<Slot>,
     pub(crate) timer: Timer,
+    /// Warm buffers for large call frames.
+    pub(crate) spares: Spares,
     next_id: AtomicU64,
 }
 
 impl Shared {
     pub(crate) fn new(config: Config) -> Arc<Self> {
         let slots = (0..config.workers).map(|_| Slot::new()).collect();
+        // One large frame in flight per worker, and one being encoded.
+        let spares = Spares::new(config.workers + 1);
         let down_since = vec![None; config.workers];
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
@@ -119,6 +124,7 @@ impl Shared {
             drained: Condvar::new(),
             slots,
             timer: Timer::default(),
+            spares,
             next_id: AtomicU64::new(1),
         })
     }

@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::shared::{Job, Shared};
+use super::spare::{IDLE_RELEASE, SPARE_MIN};
 use super::spawn::{LiveWorker, StartError, join_forwarders, try_again};
-use super::wire::{self, FromWorker};
+use super::wire::{self, FromWorker, readable_within};
 use crate::error::Error;
 use crate::sync::atomic::Ordering;
 
@@ -278,7 +279,13 @@ impl Shared {
                         // for this thread, which completes the task before it reads again.
                         self.finished(1);
                         self.pump();
-                        job.completion.finish(verdict, payload);
+                        // The frame is not needed again (no resend after an answer): its warm
+                        // memory goes to the next large call before this one's waiter wakes.
+                        let Job {
+                            frame, completion, ..
+                        } = job;
+                        self.spares.give(frame);
+                        completion.finish(verdict, payload);
                     }
                     Ok(FromWorker::Pull { want }) => self.write_through(slot_index, worker, want),
                     Ok(FromWorker::Retiring { rss }) => {
@@ -302,6 +309,14 @@ impl Shared {
                 tracing::warn!(pid = worker.pid, %message, "a worker process sent garbage; killing it");
                 let _ = worker.child.kill();
                 break;
+            }
+            if (self.spares.holds_any() || worker.frames.capacity() > SPARE_MIN)
+                && !readable_within(&worker.socket, IDLE_RELEASE)
+            {
+                // No answer for a while: large buffers go back to the system (those another
+                // slot still uses are kept, see `Spares::release_idle`).
+                self.spares.release_idle();
+                worker.frames.release();
             }
             match worker.frames.read_from(&worker.socket) {
                 Ok(0) => break,

@@ -431,6 +431,20 @@ pub(crate) fn send_some(socket: impl AsFd, slices: &[io::IoSlice<'_>]) -> io::Re
     }
 }
 
+/// Waits up to `wait` for `socket` to have something to read (or to fail); false when
+/// nothing came.
+pub(crate) fn readable_within(socket: &impl AsFd, wait: std::time::Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        socket,
+        rustix::event::PollFlags::IN,
+    )];
+    let timeout = rustix::event::Timespec {
+        tv_sec: wait.as_secs() as i64,
+        tv_nsec: wait.subsec_nanos().into(),
+    };
+    !matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(0))
+}
+
 /// Splits a byte stream into frame bodies. Bytes are appended as they are read; complete
 /// frames are handed out as ranges of the internal buffer.
 ///

@@ -27,14 +27,15 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rustix::event::{PollFd, PollFlags};
 
 use super::call::{self, InitTrampoline, Trampoline};
 use super::ledger::Ledger;
 use super::panics;
-use super::wire::{self, FrameReader, FrameWriter, ToWorker};
+use super::spare::{IDLE_RELEASE, SPARE_MIN};
+use super::wire::{self, FrameReader, FrameWriter, ToWorker, readable_within};
 
 /// Present in a worker's environment (and removed before anything else runs); its value is the
 /// token the pool wrote into the worker's socket, in hex.
@@ -150,12 +151,6 @@ fn take_greeting(stdin: std::os::fd::BorrowedFd<'_>) -> io::Result<(UnixStream, 
     Ok((UnixStream::from(socket), ledger))
 }
 
-/// How long a worker keeps its large buffers while idle.
-const IDLE_RELEASE: Duration = Duration::from_secs(1);
-
-/// Buffers up to this size are kept for good; larger ones only while calls keep coming.
-const KEEP_WARM: usize = 1 << 20;
-
 /// The worker's end of the socket, and what it has read of it.
 ///
 /// On a VM, faulting in fresh pages costs more than copying into warm ones, so back-to-back
@@ -193,7 +188,9 @@ impl Link {
                         }
                     }
                 }
-            } else if self.frames.capacity() + answers.capacity() > KEEP_WARM && !self.wait_idle() {
+            } else if self.frames.capacity() + answers.capacity() > SPARE_MIN
+                && !readable_within(&self.socket, IDLE_RELEASE)
+            {
                 self.frames.release();
                 *answers = Vec::new();
             }
@@ -205,16 +202,6 @@ impl Link {
                 Err(_) => return Ok(None),
             }
         }
-    }
-
-    /// Waits up to [`IDLE_RELEASE`] for bytes to read; false when none came.
-    fn wait_idle(&self) -> bool {
-        let mut fds = [PollFd::new(&self.socket, PollFlags::IN)];
-        let timeout = rustix::event::Timespec {
-            tv_sec: IDLE_RELEASE.as_secs() as i64,
-            tv_nsec: IDLE_RELEASE.subsec_nanos().into(),
-        };
-        !matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(0))
     }
 }
 
