@@ -1,4 +1,5 @@
-//! Warm memory for large frames: the buffers of finished large calls, kept for the next ones.
+//! Memory for large messages: the buffers of finished large calls, kept warm for the next
+//! ones, and huge pages for large buffers.
 //!
 //! On a VM, faulting in fresh pages costs more than copying into warm ones (here fresh memory
 //! fills at 0.5–0.9 GB/s, warm memory several times faster), and a large buffer is fresh
@@ -18,6 +19,50 @@ pub(crate) const SPARE_MIN: usize = 1 << 20;
 /// How long large buffers (these, and the read and answer buffers of both sides) are kept
 /// without use.
 pub(crate) const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
+/// Buffers from this size on are backed by huge pages where the system allows it.
+pub(crate) const HUGE_MIN: usize = 4 << 20;
+
+/// Asks the kernel to back the whole 2 MiB pages of the `capacity` bytes at `start` with
+/// transparent huge pages (where it is set to `madvise`, as it often is, only memory that asks
+/// gets them). Fresh memory then costs one fault per 2 MiB instead of one per 4 KiB: measured
+/// here, copying 512 MiB into fresh memory ran at 1.0-1.5 GB/s in 4 KiB pages and at 3-7 GB/s
+/// in huge pages once the kernel had some free (the first time it may have to compact memory
+/// first). It is advice: contents and validity of the memory do not change, and a system
+/// without huge pages ignores it.
+pub(crate) fn advise_huge(start: *const u8, capacity: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        const HUGE_PAGE: usize = 2 << 20;
+        if capacity < HUGE_MIN {
+            return;
+        }
+        let from = (start as usize).next_multiple_of(HUGE_PAGE);
+        let to = (start as usize + capacity) / HUGE_PAGE * HUGE_PAGE;
+        if to > from {
+            // SAFETY: the range lies inside an allocation the caller owns (page-aligned, as
+            // madvise wants), and this advice changes neither its contents nor its mapping.
+            let _ = unsafe {
+                rustix::mm::madvise(
+                    from as *mut std::ffi::c_void,
+                    to - from,
+                    rustix::mm::Advice::LinuxHugepage,
+                )
+            };
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (start, capacity);
+}
+
+/// A copy of `bytes` in a fresh buffer of its own, in huge pages when it is large (see
+/// [`advise_huge`]).
+pub(crate) fn owned_copy(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    advise_huge(out.as_ptr(), out.capacity());
+    out.extend_from_slice(bytes);
+    out
+}
 
 /// A few large buffers, warm from earlier frames.
 #[derive(Default)]
@@ -108,6 +153,14 @@ impl Spares {
 #[cfg(all(test, not(brigade_loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_owned_copy_is_a_copy_whatever_its_size() {
+        for len in [0, 1, HUGE_MIN - 1, HUGE_MIN + 12345] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            assert_eq!(owned_copy(&bytes), bytes);
+        }
+    }
 
     #[test]
     fn the_smallest_that_fits_else_the_largest() {

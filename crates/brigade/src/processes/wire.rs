@@ -546,6 +546,7 @@ impl FrameReader {
             let have = self.buf.len() - self.start;
             self.buf
                 .reserve_exact(self.missing().min(have).max(READ_CHUNK));
+            super::spare::advise_huge(self.buf.as_ptr(), self.buf.capacity());
         }
     }
 
