@@ -1,5 +1,6 @@
 //! The wire's unit and property tests.
 
+use super::reader::READ_CHUNK;
 use super::*;
 use proptest::prelude::*;
 
