@@ -26,7 +26,7 @@ use super::spare::Spares;
 use super::timer::Timer;
 use super::wire::Verdict;
 use crate::error::Error;
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Condvar, Mutex};
 
 /// The pool's settings, fixed at build time.
@@ -74,8 +74,6 @@ pub(crate) struct Job {
 
 pub(crate) struct Queue {
     pub(crate) jobs: VecDeque<Job>,
-    /// Accepted and not yet finished: queued or in flight.
-    outstanding: usize,
     closed: bool,
     /// The workers were stopped by `terminate_workers`/`kill_workers`: whatever they held fails.
     pub(crate) terminated: bool,
@@ -93,6 +91,12 @@ pub(crate) struct Shared {
     pub(crate) me: Weak<Shared>,
     pub(crate) config: Config,
     pub(crate) queue: Mutex<Queue>,
+    /// Accepted and not yet finished: queued or in flight. Counted up under the queue's lock
+    /// (with the check that the pool is open) and down without it: the slot threads finish
+    /// a call each per answer, and would otherwise meet on the lock (measured: about half a
+    /// futex wait and wake per 1 ms call with two workers). Whoever brings it to zero takes
+    /// the lock to see whether the pool is closed, and `close` looks again after closing.
+    outstanding: AtomicUsize,
     /// Notified when the outstanding count reaches zero, and when the pool closes.
     drained: Condvar,
     pub(crate) slots: Vec<Slot>,
@@ -113,7 +117,6 @@ impl Shared {
             config,
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
-                outstanding: 0,
                 closed: false,
                 terminated: false,
                 broken: None,
@@ -121,6 +124,7 @@ impl Shared {
                 down_since,
                 unavailable: None,
             }),
+            outstanding: AtomicUsize::new(0),
             drained: Condvar::new(),
             slots,
             timer: Timer::default(),
@@ -158,7 +162,7 @@ impl Shared {
                 let message = message.clone();
                 return Err((job, Error::WorkerStart { message }));
             }
-            queue.outstanding += 1;
+            self.outstanding.fetch_add(1, Ordering::AcqRel);
             queue.jobs.push_back(job);
         }
         self.pump();
@@ -259,15 +263,19 @@ impl Shared {
 
     /// Counts `n` jobs as finished; tells the workers to exit once a closed pool is drained.
     pub(crate) fn finished(&self, n: usize) {
+        if self.outstanding.fetch_sub(n, Ordering::AcqRel) != n {
+            return;
+        }
         let exit_now = {
             let mut queue = self.queue.lock();
-            queue.outstanding -= n;
+            // Read again under the lock: a submit may have come in meanwhile.
+            let drained = self.outstanding.load(Ordering::Acquire) == 0;
             // Only a closed pool is waited on (`wait_drained` follows `close`, which notifies
             // by itself); an open one would pay a system call per call for no one.
-            if queue.outstanding == 0 && queue.closed {
+            if drained && queue.closed {
                 self.drained.notify_all();
             }
-            queue.closed && queue.outstanding == 0 && !std::mem::replace(&mut queue.exit_sent, true)
+            queue.closed && drained && !std::mem::replace(&mut queue.exit_sent, true)
         };
         if exit_now {
             self.tell_all_to_exit();
@@ -400,7 +408,7 @@ impl Shared {
     /// Blocks until every accepted job has finished, or `deadline` passes. True when drained.
     pub(crate) fn wait_drained(&self, deadline: Option<Instant>) -> bool {
         let mut queue = self.queue.lock();
-        while queue.outstanding > 0 {
+        while self.outstanding.load(Ordering::Acquire) > 0 {
             match deadline {
                 None => queue = self.drained.wait(queue),
                 Some(deadline) => {
@@ -417,7 +425,7 @@ impl Shared {
 
     pub(crate) fn done_with_workers(&self) -> bool {
         let queue = self.queue.lock();
-        queue.broken.is_some() || (queue.closed && queue.outstanding == 0)
+        queue.broken.is_some() || (queue.closed && self.outstanding.load(Ordering::Acquire) == 0)
     }
 
     pub(crate) fn is_closed(&self) -> bool {

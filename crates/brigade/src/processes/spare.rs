@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use crate::sync::Mutex;
+use crate::sync::atomic::{AtomicUsize, Ordering};
 
 /// Buffers smaller than this are left to the allocator (small allocations are reused warm).
 pub(crate) const SPARE_MIN: usize = 1 << 20;
@@ -70,6 +71,8 @@ pub(crate) struct Spares {
     buffers: Mutex<Held>,
     /// How many buffers are kept at most.
     keep: usize,
+    /// How many are kept now: read by every slot thread before each read, without the lock.
+    held: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -84,6 +87,7 @@ impl Spares {
         Self {
             buffers: Mutex::new(Held::default()),
             keep,
+            held: AtomicUsize::new(0),
         }
     }
 
@@ -107,7 +111,9 @@ impl Spares {
                 .max_by_key(|(_, b)| b.capacity())
                 .map(|(i, _)| i)
         })?;
-        Some(buffers.swap_remove(pick))
+        let taken = buffers.swap_remove(pick);
+        self.held.store(buffers.len(), Ordering::Relaxed);
+        Some(taken)
     }
 
     /// Keeps `buffer` for a later frame if it is large; when full, the smallest goes.
@@ -119,6 +125,8 @@ impl Spares {
         let mut held = self.buffers.lock();
         held.used = Some(Instant::now());
         held.buffers.push(buffer);
+        self.held
+            .store(held.buffers.len().min(self.keep), Ordering::Relaxed);
         if held.buffers.len() > self.keep
             && let Some((smallest, _)) = held
                 .buffers
@@ -135,7 +143,7 @@ impl Spares {
 
     /// Whether any buffer is kept.
     pub(crate) fn holds_any(&self) -> bool {
-        !self.buffers.lock().buffers.is_empty()
+        self.held.load(Ordering::Relaxed) > 0
     }
 
     /// Lets every buffer go if none was used for [`IDLE_RELEASE`].
@@ -145,6 +153,7 @@ impl Spares {
             return;
         }
         let buffers = std::mem::take(&mut held.buffers);
+        self.held.store(0, Ordering::Relaxed);
         drop(held);
         drop(buffers);
     }
