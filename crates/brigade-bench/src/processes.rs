@@ -30,6 +30,9 @@ pub(crate) struct Args {
     /// Run only these workloads (repeatable).
     #[arg(long = "only", value_parser = clap::builder::PossibleValuesParser::new(WORKLOADS))]
     only: Vec<String>,
+    /// `payload-sweep` at these sizes only, in KiB (comma-separated), instead of 1 KiB to 1 GiB.
+    #[arg(long, value_delimiter = ',')]
+    sweep_kib: Vec<usize>,
 }
 
 fn square(x: u64) -> u64 {
@@ -133,7 +136,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     if wants("payload-sweep") {
         // --quick stops at 16 MiB: a smoke test of the harness, not a measurement.
         let largest = if args.run.quick { 16 << 20 } else { 1 << 30 };
-        payload_sweep(&bench, args.run.reps, largest);
+        payload_sweep(&bench, args.run.reps, largest, &args.sweep_kib);
     }
     bench.procspawn.shutdown();
     Ok(())
@@ -286,11 +289,12 @@ fn payload(bench: &Bench, tasks: u64) -> anyhow::Result<()> {
 
 /// One round trip at a time with `bytes` in and `bytes` out (1 KiB to 1 GiB): round-trip time
 /// must grow linearly with the size. Each line gives the median over `reps` of one round
-/// trip's time (the input is built before the clock starts), with the throughput counted one
+/// trip's time (each round trip's output is the next one's input), with the throughput counted one
 /// way (`gb_per_s`, the payload's bytes per second) and both ways (`gb_per_s_both_ways`, in
 /// plus out, as `payload`'s `mb_per_s` counts); the anchor is the same work on the thread pool,
-/// where nothing is copied across a process boundary.
-fn payload_sweep(bench: &Bench, reps: usize, largest: usize) {
+/// where nothing is copied across a process boundary; `fresh-copies` is the floor no transport
+/// can beat: the two copies into fresh memory whose result the caller and the task own.
+fn payload_sweep(bench: &Bench, reps: usize, largest: usize, only_kib: &[usize]) {
     let pool = &bench.brigade;
     let threads = ThreadPool::builder()
         .workers(1)
@@ -310,28 +314,46 @@ fn payload_sweep(bench: &Bench, reps: usize, largest: usize) {
         512 * MIB,
         1024 * MIB,
     ];
-    for bytes in sizes.into_iter().filter(|&b| b <= largest) {
-        let mut times: [Vec<f64>; 2] = [Vec::with_capacity(reps), Vec::with_capacity(reps)];
-        for _ in 0..reps {
-            for (i, on_threads) in [false, true].into_iter().enumerate() {
-                let input = ByteBuf::from(vec![3u8; bytes]);
+    let sizes: Vec<usize> = if only_kib.is_empty() {
+        sizes.into_iter().filter(|&b| b <= largest).collect()
+    } else {
+        only_kib.iter().map(|kib| kib * KIB).collect()
+    };
+    for bytes in sizes {
+        let mut times: [Vec<f64>; 3] = [
+            Vec::with_capacity(reps),
+            Vec::with_capacity(reps),
+            Vec::with_capacity(reps),
+        ];
+        // Each impl's repetitions back to back (not interleaved), each feeding its output to
+        // the next: brigade keeps large buffers warm only while calls keep coming (it lets
+        // them go after a second without one), and building a fresh input between calls
+        // would take about that long at 512 MiB.
+        for (i, times) in times.iter_mut().enumerate() {
+            let mut value = ByteBuf::from(vec![3u8; bytes]);
+            for _ in 0..reps {
+                let expected = !value[bytes - 1];
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 let start = std::time::Instant::now();
-                let output = if on_threads {
-                    threads.submit(move || flip(input)).result()
-                } else {
-                    pool.submit(flip, input).result()
+                let output = match i {
+                    0 => pool.submit(flip, value).result(),
+                    1 => threads.submit(move || flip(value)).result(),
+                    // No transport at all: the two copies into fresh memory that a round trip
+                    // cannot avoid (the worker's decoded argument, the caller's decoded
+                    // result), and the task between them.
+                    _ => Ok(ByteBuf::from(flip(ByteBuf::from(value.to_vec())).to_vec())),
                 }
                 .expect("the payload comes back");
                 let ms = start.elapsed().as_secs_f64() * 1e3;
-                assert!(output.len() == bytes && output[bytes - 1] == !3u8);
-                drop(output);
-                times[i].push(ms);
+                assert!(output.len() == bytes && output[bytes - 1] == expected);
+                value = output;
+                times.push(ms);
             }
         }
         let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
         let anchor = medians[1];
-        for (name, ms) in [("brigade", medians[0]), ("brigade-threads", medians[1])] {
+        let names = ["brigade", "brigade-threads", "fresh-copies"];
+        for (name, ms) in names.into_iter().zip(medians) {
             let gb_per_s = bytes as f64 / (ms / 1e3) / 1e9;
             let mut line = bench.run.base.clone();
             crate::measure::merge(

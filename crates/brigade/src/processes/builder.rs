@@ -161,7 +161,8 @@ impl Builder {
     {
         let trampoline: InitTrampoline = call::init_with::<A>;
         let mut payload = Vec::new();
-        let encoded = call::encode_argument(&arg, &mut payload, self.message_limit)
+        let no_spares = super::spare::Spares::default();
+        let encoded = call::encode_argument(&arg, &mut payload, self.message_limit, &no_spares)
             .map(|()| payload)
             .map_err(|e| e.to_string());
         self.initializer = Some(Self::init_call(trampoline, init as usize, encoded));

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec;
 use super::panics;
+use super::spare::Spares;
 use super::wire::Verdict;
 use crate::error::Error;
 
@@ -138,9 +139,13 @@ fn encode_caught<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
     limit: usize,
+    spares: Option<&Spares>,
 ) -> Verdict {
     let mark = out.len();
-    let message = match catch_unwind(AssertUnwindSafe(|| codec::encode(value, out, limit))) {
+    let encoded = catch_unwind(AssertUnwindSafe(|| {
+        codec::encode_with(value, out, limit, spares)
+    }));
+    let message = match encoded {
         Ok(Ok(())) => return Verdict::Value,
         Ok(Err(e)) => format!("{what}: {e}"),
         Err(panic) => format!(
@@ -191,7 +196,7 @@ where
                 return Verdict::Panicked;
             }
         };
-        encode_caught("result", &result, out, limit)
+        encode_caught("result", &result, out, limit, None)
     })
 }
 
@@ -224,7 +229,7 @@ where
                     .map_err(|panic| ItemError::Panicked(panics::describe(&*panic)))
             })
             .collect();
-        encode_caught("result", &results, out, limit)
+        encode_caught("result", &results, out, limit, None)
     })
 }
 
@@ -283,14 +288,15 @@ pub(crate) fn decode_chunk<R: DeserializeOwned>(
 }
 
 /// Encodes an argument for the trip to a worker, at most `limit` bytes of it, after the frame
-/// header already in `out`.
+/// header already in `out` (a large one in a warm spare buffer, see [`Spares`]).
 pub(crate) fn encode_argument<A: Serialize + ?Sized>(
     arg: &A,
     out: &mut Vec<u8>,
     limit: usize,
+    spares: &Spares,
 ) -> Result<(), Error> {
     let mark = out.len();
-    match encode_caught("argument", arg, out, limit) {
+    match encode_caught("argument", arg, out, limit, Some(spares)) {
         Verdict::Value => Ok(()),
         _ => {
             let message = String::from_utf8_lossy(&out[mark..]).into_owned();

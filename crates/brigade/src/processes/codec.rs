@@ -14,6 +14,13 @@
 //!   first take 3 GiB in the worker to be refused). The exact size for the error message is
 //!   then counted by encoding again into a counter, which allocates nothing.
 //!
+//! * **Large byte buffers in huge pages.** A type that asks for a byte buffer of its own
+//!   (`deserialize_byte_buf`: `serde_bytes::ByteBuf`, `#[serde(with = "serde_bytes")]`) gets a
+//!   large one (4 MiB and up) as a fresh `Vec` whose memory asked for transparent huge pages,
+//!   instead of a borrowed slice to copy into memory of its own: the user's decoded value is
+//!   necessarily fresh memory, and on a VM faulting it in by 4 KiB pages costs more than the
+//!   copy itself (see `spare::advise_huge`).
+//!
 //! Decoding needs no limit of its own: its input is a frame, already bounded, and postcard
 //! (through serde's cautious size hints) never preallocates more than a bounded amount beyond
 //! what the input holds.
@@ -27,6 +34,8 @@ use serde::ser::{self, Serialize};
 mod adapter;
 
 use adapter::{De, Ser};
+
+use super::spare::{SPARE_MIN, Spares, advise_huge};
 
 thread_local! {
     /// A message on its way through a postcard layer (see the module docs).
@@ -102,10 +111,22 @@ impl fmt::Display for EncodeError {
 
 /// Appends the encoding of `value` to `out`, allowing it at most `limit` bytes. On failure
 /// `out` is as it was.
+#[cfg(test)]
 pub(crate) fn encode<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
     limit: usize,
+) -> Result<(), EncodeError> {
+    encode_with(value, out, limit, None)
+}
+
+/// [`encode`], moving `out` into a warm spare buffer (and what it holds so far) when it must
+/// grow past [`SPARE_MIN`].
+pub(crate) fn encode_with<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+    limit: usize,
+    spares: Option<&Spares>,
 ) -> Result<(), EncodeError> {
     clear();
     let mark = out.len();
@@ -114,6 +135,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
             end: mark.saturating_add(limit),
             buf: out,
             over: false,
+            spares,
         },
     };
     let outcome = value.serialize(Ser(&mut ser));
@@ -152,6 +174,7 @@ struct Limited<'a> {
     buf: &'a mut Vec<u8>,
     end: usize,
     over: bool,
+    spares: Option<&'a Spares>,
 }
 
 impl postcard::ser_flavors::Flavor for Limited<'_> {
@@ -165,6 +188,19 @@ impl postcard::ser_flavors::Flavor for Limited<'_> {
         if data.len() > self.end - self.buf.len() {
             self.over = true;
             return Err(postcard::Error::SerializeBufferFull);
+        }
+        let need = self.buf.len() + data.len();
+        if need > self.buf.capacity()
+            && need >= SPARE_MIN
+            && let Some(mut spare) = self.spares.and_then(|spares| spares.take(need))
+        {
+            spare.clear();
+            spare.extend_from_slice(self.buf);
+            std::mem::swap(self.buf, &mut spare);
+        }
+        if need > self.buf.capacity() {
+            self.buf.reserve(data.len());
+            advise_huge(self.buf.as_ptr(), self.buf.capacity());
         }
         self.buf.extend_from_slice(data);
         Ok(())
@@ -304,6 +340,49 @@ mod tests {
         assert_eq!(out.len(), 1005);
         assert!(e.to_string().contains("1002 bytes"), "{e}");
         assert!(e.to_string().contains("999 bytes"), "{e}");
+    }
+
+    /// Asks for a byte buffer of its own, but only knows how to read a borrowed slice.
+    #[derive(Debug, PartialEq)]
+    struct OnlyVisitsBytes(usize);
+
+    impl<'de> Deserialize<'de> for OnlyVisitsBytes {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl de::Visitor<'_> for V {
+                type Value = OnlyVisitsBytes;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<OnlyVisitsBytes, E> {
+                    Ok(OnlyVisitsBytes(v.iter().map(|&b| usize::from(b)).sum()))
+                }
+            }
+            d.deserialize_byte_buf(V)
+        }
+    }
+
+    #[test]
+    fn large_byte_buffers_come_out_whole_however_they_are_asked_for() {
+        use crate::processes::spare::HUGE_MIN;
+        for len in [10, HUGE_MIN, HUGE_MIN + 4097] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let mut wire = Vec::new();
+            encode(&serde_bytes::Bytes::new(&bytes), &mut wire, usize::MAX).unwrap();
+            // An owned buffer (handed over in huge pages when large).
+            let owned: serde_bytes::ByteBuf = decode(&wire).unwrap();
+            assert_eq!(owned.as_slice(), &bytes[..]);
+            // A visitor without `visit_byte_buf` still gets the bytes.
+            let sum = bytes.iter().map(|&b| usize::from(b)).sum();
+            assert_eq!(
+                decode::<OnlyVisitsBytes>(&wire).unwrap(),
+                OnlyVisitsBytes(sum)
+            );
+            // A borrowed slice stays borrowed.
+            let mut de = postcard::Deserializer::from_bytes(&wire);
+            let borrowed: &[u8] = serde_bytes::deserialize(De(&mut de)).unwrap();
+            assert_eq!(borrowed, &bytes[..]);
+        }
     }
 
     proptest::proptest! {

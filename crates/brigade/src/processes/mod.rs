@@ -110,6 +110,7 @@ mod ledger;
 mod panics;
 mod shared;
 mod slot;
+mod spare;
 mod spawn;
 mod supervisor;
 mod timer;
@@ -414,7 +415,12 @@ impl ProcessPool {
             call::offset_of(trampoline as usize),
             call::offset_of(func),
         );
-        call::encode_argument(arg, frame.payload(), shared.config.message_limit)?;
+        call::encode_argument(
+            arg,
+            frame.payload(),
+            shared.config.message_limit,
+            &shared.spares,
+        )?;
         frame.seal().map_err(|e| Error::Codec {
             message: e.to_string(),
         })

@@ -9,8 +9,9 @@
 //!   held and starts another.
 //!
 //! # No deadlock on full sockets
-//! Writers block while a worker's socket buffer is full; the worker's reader thread drains it
-//! into memory independently of the call it is running, so a write always completes.
+//! Nobody blocks writing to a worker: frames the socket does not take at once wait in their
+//! slot, and the slot thread writes them as the worker makes room (see
+//! [`slot`](super::slot#writing-without-blocking)).
 //!
 //! # Locks
 //! The queue's lock and a slot's lock are never held together.
@@ -21,10 +22,11 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::slot::{Slot, SlotState};
+use super::spare::Spares;
 use super::timer::Timer;
-use super::wire::{self, FrameWriter, Verdict};
+use super::wire::Verdict;
 use crate::error::Error;
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Condvar, Mutex};
 
 /// The pool's settings, fixed at build time.
@@ -72,8 +74,6 @@ pub(crate) struct Job {
 
 pub(crate) struct Queue {
     pub(crate) jobs: VecDeque<Job>,
-    /// Accepted and not yet finished: queued or in flight.
-    outstanding: usize,
     closed: bool,
     /// The workers were stopped by `terminate_workers`/`kill_workers`: whatever they held fails.
     pub(crate) terminated: bool,
@@ -91,23 +91,32 @@ pub(crate) struct Shared {
     pub(crate) me: Weak<Shared>,
     pub(crate) config: Config,
     pub(crate) queue: Mutex<Queue>,
+    /// Accepted and not yet finished: queued or in flight. Counted up under the queue's lock
+    /// (with the check that the pool is open) and down without it: the slot threads finish
+    /// a call each per answer, and would otherwise meet on the lock (measured: about half a
+    /// futex wait and wake per 1 ms call with two workers). Whoever brings it to zero takes
+    /// the lock to see whether the pool is closed, and `close` looks again after closing.
+    outstanding: AtomicUsize,
     /// Notified when the outstanding count reaches zero, and when the pool closes.
     drained: Condvar,
     pub(crate) slots: Vec<Slot>,
     pub(crate) timer: Timer,
+    /// Warm buffers for large call frames.
+    pub(crate) spares: Spares,
     next_id: AtomicU64,
 }
 
 impl Shared {
     pub(crate) fn new(config: Config) -> Arc<Self> {
         let slots = (0..config.workers).map(|_| Slot::new()).collect();
+        // One large frame in flight per worker, and one being encoded.
+        let spares = Spares::new(config.workers + 1);
         let down_since = vec![None; config.workers];
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             config,
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
-                outstanding: 0,
                 closed: false,
                 terminated: false,
                 broken: None,
@@ -115,9 +124,11 @@ impl Shared {
                 down_since,
                 unavailable: None,
             }),
+            outstanding: AtomicUsize::new(0),
             drained: Condvar::new(),
             slots,
             timer: Timer::default(),
+            spares,
             next_id: AtomicU64::new(1),
         })
     }
@@ -151,7 +162,7 @@ impl Shared {
                 let message = message.clone();
                 return Err((job, Error::WorkerStart { message }));
             }
-            queue.outstanding += 1;
+            self.outstanding.fetch_add(1, Ordering::AcqRel);
             queue.jobs.push_back(job);
         }
         self.pump();
@@ -198,55 +209,73 @@ impl Shared {
         }
     }
 
-    /// Moves queued jobs to slots with room.
+    /// Moves queued jobs to slots with room, each slot's batch written in one system call.
     pub(crate) fn pump(&self) {
         loop {
             let Some(slot_index) = self.pick_slot() else {
                 return;
             };
             let slot = &self.slots[slot_index];
-            let Some(mut job) = self.queue.lock().jobs.pop_front() else {
-                return;
+            let hint = slot.room.load(Ordering::Acquire).max(1);
+            let mut batch: Vec<Job> = {
+                let mut queue = self.queue.lock();
+                let take = hint.min(queue.jobs.len());
+                queue.jobs.drain(..take).collect()
             };
-            let mut state = slot.state.lock();
-            if state.room(&self.config) == 0 {
-                // The hint was stale; whatever changed the slot pumps again.
-                drop(state);
-                self.queue.lock().jobs.push_front(job);
+            if batch.is_empty() {
                 return;
             }
-            if !job.completion.start() {
-                // Cancelled while queued: its handle already has its outcome.
-                drop(state);
-                self.finished(1);
-                continue;
+            let mut state = slot.state.lock();
+            let room = state.room(&self.config);
+            let back = batch.split_off(room.min(batch.len()));
+            let mut cancelled = 0;
+            for mut job in batch {
+                if !job.completion.start() {
+                    // Cancelled while queued: its handle already has its outcome.
+                    cancelled += 1;
+                    continue;
+                }
+                state.sent += 1;
+                state.push(job);
+                if state.in_flight.len() == 1 {
+                    self.new_head(slot_index, &mut state);
+                }
             }
-            state.sent += 1;
-            let socket = state
-                .socket
-                .as_ref()
-                .expect("a slot with room has a worker");
             // A failed write means the worker died; its slot thread sees the socket close and
-            // settles everything in flight, this job included (its ledger shows it was never
-            // taken, so it goes to another worker).
-            let _ = wire::send_all(socket, &job.frame);
-            state.in_flight.push_back(job);
-            if state.in_flight.len() == 1 {
-                self.new_head(slot_index, &mut state);
-            }
+            // settles everything in flight, these jobs included (its ledger shows they were
+            // never taken, so they go to another worker).
+            state.flush();
             slot.room.store(state.room(&self.config), Ordering::Release);
+            drop(state);
+            if cancelled > 0 {
+                self.finished(cancelled);
+            }
+            if !back.is_empty() {
+                // The hint was stale; whatever changed the slot pumps again.
+                let mut queue = self.queue.lock();
+                for job in back.into_iter().rev() {
+                    queue.jobs.push_front(job);
+                }
+                return;
+            }
         }
     }
 
     /// Counts `n` jobs as finished; tells the workers to exit once a closed pool is drained.
     pub(crate) fn finished(&self, n: usize) {
+        if self.outstanding.fetch_sub(n, Ordering::AcqRel) != n {
+            return;
+        }
         let exit_now = {
             let mut queue = self.queue.lock();
-            queue.outstanding -= n;
-            if queue.outstanding == 0 {
+            // Read again under the lock: a submit may have come in meanwhile.
+            let drained = self.outstanding.load(Ordering::Acquire) == 0;
+            // Only a closed pool is waited on (`wait_drained` follows `close`, which notifies
+            // by itself); an open one would pay a system call per call for no one.
+            if drained && queue.closed {
                 self.drained.notify_all();
             }
-            queue.closed && queue.outstanding == 0 && !std::mem::replace(&mut queue.exit_sent, true)
+            queue.closed && drained && !std::mem::replace(&mut queue.exit_sent, true)
         };
         if exit_now {
             self.tell_all_to_exit();
@@ -254,14 +283,10 @@ impl Shared {
     }
 
     fn tell_all_to_exit(&self) {
-        let exit = FrameWriter::exit().seal().expect("tiny frame");
         for slot in &self.slots {
             let mut state = slot.state.lock();
-            state.exiting = true;
+            state.queue_exit();
             slot.room.store(0, Ordering::Release);
-            if let Some(socket) = &state.socket {
-                let _ = wire::send_all(socket, &exit);
-            }
         }
     }
 
@@ -383,7 +408,7 @@ impl Shared {
     /// Blocks until every accepted job has finished, or `deadline` passes. True when drained.
     pub(crate) fn wait_drained(&self, deadline: Option<Instant>) -> bool {
         let mut queue = self.queue.lock();
-        while queue.outstanding > 0 {
+        while self.outstanding.load(Ordering::Acquire) > 0 {
             match deadline {
                 None => queue = self.drained.wait(queue),
                 Some(deadline) => {
@@ -400,7 +425,7 @@ impl Shared {
 
     pub(crate) fn done_with_workers(&self) -> bool {
         let queue = self.queue.lock();
-        queue.broken.is_some() || (queue.closed && queue.outstanding == 0)
+        queue.broken.is_some() || (queue.closed && self.outstanding.load(Ordering::Acquire) == 0)
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -42,6 +42,8 @@ pub(crate) struct LiveWorker {
     pub(crate) frames: FrameReader,
     pub(crate) forwarders: Vec<JoinHandle<()>>,
     pub(crate) ledger: Ledger,
+    /// Bytes written to the worker's stream by the handshake (see `SlotState::stream`).
+    pub(crate) stream: u64,
 }
 
 /// 128 random bits, from the system's generator (or, where that cannot be read, from the
@@ -191,6 +193,7 @@ impl Shared {
             frames: FrameReader::new(self.config.message_limit + wire::HEADER_ROOM),
             forwarders,
             ledger,
+            stream: 0,
         };
         let handshake = forwarding
             .map_err(|e| StartError::Start(format!("cannot forward a worker's output: {e}")))
@@ -285,7 +288,9 @@ impl Shared {
         let init = init
             .seal()
             .map_err(|e| StartError::Init(format!("its argument: {e}")))?;
+        // Blocking is fine here: the worker reads until it has its init frame.
         wire::send_all(socket.as_fd(), &init).map_err(|e| StartError::Start(e.to_string()))?;
+        worker.stream = init.len() as u64;
         let answer = next(worker)?;
         let result = match wire::decode_from_worker(&answer) {
             Ok(FromWorker::Ready) => Ok(()),

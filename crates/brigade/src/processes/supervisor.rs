@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::shared::{Job, Shared};
+use super::spare::{IDLE_RELEASE, SPARE_MIN};
 use super::spawn::{LiveWorker, StartError, join_forwarders, try_again};
-use super::wire::{self, FrameWriter, FromWorker};
+use super::wire::{self, FromWorker, readable_within};
 use crate::error::Error;
 use crate::sync::atomic::Ordering;
 
@@ -91,11 +92,7 @@ pub(crate) fn run_slot(
         let slot = &shared.slots[index];
         {
             let mut state = slot.state.lock();
-            state.socket = worker.socket.try_clone().ok();
-            state.pid = worker.pid;
-            state.timed_out = None;
-            state.sent = 0;
-            state.exiting = false;
+            state.attach(worker.socket.try_clone().ok(), worker.pid, worker.stream);
             slot.room
                 .store(state.room(&shared.config), Ordering::Release);
         }
@@ -113,10 +110,8 @@ pub(crate) fn run_slot(
         };
         if exit_sent || terminated {
             let mut state = slot.state.lock();
-            state.exiting = true;
+            state.queue_exit();
             slot.room.store(0, Ordering::Release);
-            let exit = FrameWriter::exit().seal().expect("tiny frame");
-            let _ = wire::send_all(&worker.socket, &exit);
         }
         shared.pump();
         let end = shared.serve(index, &mut worker);
@@ -124,11 +119,9 @@ pub(crate) fn run_slot(
             let mut state = slot.state.lock();
             // Before reaping: the timer and `terminate` signal by pid only while the slot still
             // has a socket.
-            state.socket = None;
-            state.pid = 0;
-            state.exiting = false;
+            let held = state.detach();
             slot.room.store(0, Ordering::Release);
-            state.in_flight.drain(..).collect()
+            held.into()
         };
         let status = worker.child.wait();
         let taken = worker.ledger.last_taken();
@@ -247,13 +240,17 @@ impl Shared {
                     }) => {
                         let job = {
                             let mut state = slot.state.lock();
-                            if state.in_flight.front().is_none_or(|job| job.id != id) {
+                            let job = if state.in_flight.front().is_some_and(|job| job.id == id) {
+                                state.pop_answered()
+                            } else {
+                                None
+                            };
+                            let Some(job) = job else {
                                 garbled = Some(format!(
                                     "an answer to call {id}, which the worker was not running"
                                 ));
                                 break;
-                            }
-                            let job = state.in_flight.pop_front().expect("checked");
+                            };
                             state.record_busy(busy_nanos);
                             self.new_head(slot_index, &mut state);
                             if let Some(max) = self.config.max_tasks
@@ -267,17 +264,30 @@ impl Shared {
                                     tasks = state.sent,
                                     "recycling a worker process after its task quota"
                                 );
-                                state.exiting = true;
-                                let exit = FrameWriter::exit().seal().expect("tiny frame");
-                                let _ = wire::send_all(&worker.socket, &exit);
+                                state.queue_exit();
                             }
+                            // The worker reads before it runs its next call: what did not fit
+                            // before may fit now.
+                            state.flush();
                             slot.room.store(state.room(&self.config), Ordering::Release);
                             job
                         };
-                        job.completion.finish(verdict, payload);
+                        // The pool's own bookkeeping first, the task's completion last: completing
+                        // it wakes its waiter, who typically submits again at once, and would
+                        // otherwise find this thread holding the queue's lock (a futex wait and
+                        // wake more per call). Whoever waits for the pool to drain still waits
+                        // for this thread, which completes the task before it reads again.
                         self.finished(1);
                         self.pump();
+                        // The frame is not needed again (no resend after an answer): its warm
+                        // memory goes to the next large call before this one's waiter wakes.
+                        let Job {
+                            frame, completion, ..
+                        } = job;
+                        self.spares.give(frame);
+                        completion.finish(verdict, payload);
                     }
+                    Ok(FromWorker::Pull { want }) => self.write_through(slot_index, worker, want),
                     Ok(FromWorker::Retiring { rss }) => {
                         tracing::info!(
                             pid = worker.pid,
@@ -300,6 +310,14 @@ impl Shared {
                 let _ = worker.child.kill();
                 break;
             }
+            if (self.spares.holds_any() || worker.frames.capacity() > SPARE_MIN)
+                && !readable_within(&worker.socket, IDLE_RELEASE)
+            {
+                // No answer for a while: large buffers go back to the system (those another
+                // slot still uses are kept, see `Spares::release_idle`).
+                self.spares.release_idle();
+                worker.frames.release();
+            }
             match worker.frames.read_from(&worker.socket) {
                 Ok(0) => break,
                 Ok(_) => {}
@@ -316,6 +334,32 @@ impl Shared {
             End::Retired
         } else {
             End::Closed
+        }
+    }
+
+    /// Answers a worker's pull: writes its stream up to byte `want`, waiting for room in its
+    /// socket without holding the slot's lock. The worker is reading until it has that byte,
+    /// so the wait ends; if it dies instead, the socket reports it and the wait ends too.
+    fn write_through(&self, slot_index: usize, worker: &LiveWorker, want: u64) {
+        let slot = &self.slots[slot_index];
+        loop {
+            {
+                let mut state = slot.state.lock();
+                state.flush();
+                if !state.owes(want) {
+                    return;
+                }
+            }
+            let mut fds = [rustix::event::PollFd::new(
+                &worker.socket,
+                rustix::event::PollFlags::OUT,
+            )];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) if fds[0].revents() == rustix::event::PollFlags::OUT => {}
+                Err(rustix::io::Errno::INTR) => {}
+                // Hung up, failed: the worker is gone, and the read that follows says so.
+                Ok(_) | Err(_) => return,
+            }
         }
     }
 }

@@ -19,11 +19,10 @@
 
 use std::fmt;
 use std::io;
-use std::ops::Range;
 use std::os::fd::AsFd;
 
 /// The version of this protocol; a worker of another build refuses to talk.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 
 /// The largest encoded argument or result (the default, and the most a pool may allow).
 pub(crate) const MAX_MESSAGE: usize = 1 << 31;
@@ -35,13 +34,10 @@ pub(crate) const HEADER_ROOM: usize = 64;
 pub(crate) const MAX_FRAME: usize = MAX_MESSAGE + HEADER_ROOM;
 
 /// Length and check.
-const FRAME_HEADER: usize = 8;
+pub(super) const FRAME_HEADER: usize = 8;
 
 /// What a frame's length is xor-ed with to make its check.
-const CHECK: u32 = 0xB816_ADE5;
-
-/// What a reader asks of the socket at least, per read.
-const READ_CHUNK: usize = 64 * 1024;
+pub(super) const CHECK: u32 = 0xB816_ADE5;
 
 const CALL: u8 = 1;
 const INIT: u8 = 2;
@@ -51,6 +47,7 @@ const READY: u8 = 11;
 const INIT_FAILED: u8 = 12;
 const DONE: u8 = 13;
 const RETIRING: u8 = 14;
+const PULL: u8 = 15;
 
 /// How a call went in the worker, as it travels back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +103,10 @@ pub(crate) enum FromWorker<'a> {
     /// The worker passed its memory ceiling (`rss` bytes) after its last call and exits
     /// without running anything it has been sent since.
     Retiring { rss: u64 },
+    /// The worker waits for the bytes of its stream up to `want` (counted from the first
+    /// byte of the init frame): the rest of a frame the pool could not write whole without
+    /// blocking (see `slot`).
+    Pull { want: u64 },
 }
 
 /// A frame that could not be decoded.
@@ -187,6 +188,7 @@ impl FrameWriter {
             .i64(func)
     }
 
+    #[cfg(test)]
     pub(crate) fn exit() -> Self {
         Self::start(EXIT)
     }
@@ -230,7 +232,21 @@ impl FrameWriter {
     pub(crate) fn retiring(rss: u64) -> Self {
         Self::start(RETIRING).u64(rss)
     }
+
+    pub(crate) fn pull(want: u64) -> Self {
+        Self::start(PULL).u64(want)
+    }
 }
+
+/// The exit frame, whole: written from a constant, so telling a worker to exit allocates
+/// nothing and can be queued behind unwritten frames (see `slot`).
+pub(crate) const EXIT_FRAME: [u8; FRAME_HEADER + 1] = {
+    let len = 1u32.to_le_bytes();
+    let check = (1u32 ^ CHECK).to_le_bytes();
+    [
+        len[0], len[1], len[2], len[3], check[0], check[1], check[2], check[3], EXIT,
+    ]
+};
 
 /// The id of a sealed call frame (see [`FrameWriter::call`]).
 pub(crate) fn frame_call_id(frame: &[u8]) -> u64 {
@@ -365,13 +381,20 @@ pub(crate) fn decode_from_worker(body: &[u8]) -> Result<FromWorker<'_>, WireErro
             f.end("retiring")?;
             Ok(FromWorker::Retiring { rss })
         }
+        PULL => {
+            let want = f.u64("pull offset")?;
+            f.end("pull")?;
+            Ok(FromWorker::Pull { want })
+        }
         other => Err(WireError(format!(
             "unknown message kind {other} from a worker"
         ))),
     }
 }
 
-/// Writes a whole frame without raising `SIGPIPE` if the other side is gone.
+/// Writes a whole frame without raising `SIGPIPE` if the other side is gone. Blocks while the
+/// socket is full: only for a peer known to be reading (a worker's answers, which the pool
+/// always reads; the handshake).
 pub(crate) fn send_all(socket: impl AsFd, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         match rustix::net::send(&socket, bytes, rustix::net::SendFlags::NOSIGNAL) {
@@ -384,206 +407,45 @@ pub(crate) fn send_all(socket: impl AsFd, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Splits a byte stream into frame bodies. Bytes are appended as they are read; complete
-/// frames are handed out as ranges of the internal buffer.
-///
-/// Reads go straight into the buffer's spare capacity (never zeroed first), and the buffer
-/// grows by what is missing of the current frame but at most by what has already arrived of
-/// it: a large frame costs a logarithmic number of growths (linear time overall), and a length
-/// that lies costs at most twice what was really sent.
-pub(crate) struct FrameReader {
-    buf: Vec<u8>,
-    /// Start of the first byte not yet handed out.
-    start: usize,
-    /// The largest body accepted.
-    limit: usize,
-}
-
-impl FrameReader {
-    /// A reader that refuses bodies over `limit` bytes.
-    pub(crate) fn new(limit: usize) -> Self {
-        Self {
-            buf: Vec::new(),
-            start: 0,
-            limit: limit.min(u32::MAX as usize),
-        }
-    }
-
-    /// Reads once from `fd` into the buffer; `Ok(0)` at end of stream (a peer that went away
-    /// leaving bytes unread, which resets the connection, included).
-    pub(crate) fn read_from(&mut self, fd: impl AsFd) -> io::Result<usize> {
-        self.make_room();
-        match rustix::io::read(fd, rustix::buffer::spare_capacity(&mut self.buf)) {
-            Ok(n) => Ok(n),
-            Err(rustix::io::Errno::CONNRESET) => Ok(0),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Takes bytes as one read would (as many as the room made for a read holds); returns how
-    /// many it took. For tests and the fuzzer, which have bytes instead of a socket.
-    #[cfg(any(test, fuzzing))]
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> usize {
-        self.make_room();
-        let took = bytes.len().min(self.buf.capacity() - self.buf.len());
-        self.buf.extend_from_slice(&bytes[..took]);
-        took
-    }
-
-    /// Takes `buf` as the buffer to read into when it is larger than the current one (the
-    /// bytes not yet handed out move into it): a reader handed a buffer back from a finished
-    /// large frame reuses that memory instead of faulting in fresh pages.
-    pub(crate) fn adopt(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() > self.buf.capacity() {
-            buf.clear();
-            buf.extend_from_slice(&self.buf[self.start..]);
-            self.buf = buf;
-            self.start = 0;
-        }
-    }
-
-    /// Whether the frame being read needs more room than the buffer has.
-    pub(crate) fn needs_room(&self) -> bool {
-        self.buf.capacity() - self.start < FRAME_HEADER + READ_CHUNK
-            || self.missing() > self.buf.capacity() - self.buf.len()
-    }
-
-    /// Makes room for the next read (see the type's docs).
-    fn make_room(&mut self) {
-        if self.start == self.buf.len() {
-            // Everything was consumed: start over at the front instead of growing.
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > self.buf.capacity() / 2 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK {
-            let have = self.buf.len() - self.start;
-            self.buf
-                .reserve_exact(self.missing().min(have).max(READ_CHUNK));
-        }
-    }
-
-    /// How many more bytes the frame being read needs (`READ_CHUNK` when its length is not
-    /// known yet, or is about to be refused).
-    fn missing(&self) -> usize {
-        match self.header() {
-            Some(Ok(len)) => (FRAME_HEADER + len).saturating_sub(self.buf.len() - self.start),
-            _ => READ_CHUNK,
-        }
-    }
-
-    /// The length of the frame being read, once its header has arrived: checked, and against
-    /// the limit.
-    fn header(&self) -> Option<Result<usize, WireError>> {
-        let header = self.buf[self.start..].first_chunk::<FRAME_HEADER>()?;
-        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
-        let check = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        Some(if len ^ CHECK != check {
-            Err(WireError(
-                "a frame header that does not check out (bytes that are not a frame)".into(),
-            ))
-        } else if len as usize > self.limit {
-            Err(WireError(format!(
-                "a frame of {len} bytes is over the limit of {} bytes",
-                self.limit
-            )))
-        } else {
-            Ok(len as usize)
-        })
-    }
-
-    /// The next complete frame's body, if one has fully arrived.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<Range<usize>>, WireError> {
-        let Some(len) = self.header() else {
-            return Ok(None);
-        };
-        let len = len?;
-        if self.buf.len() - self.start < FRAME_HEADER + len {
-            return Ok(None);
-        }
-        let body = self.start + FRAME_HEADER..self.start + FRAME_HEADER + len;
-        self.start = body.end;
-        Ok(Some(body))
-    }
-
-    /// The bytes of a frame returned by [`next_frame`](Self::next_frame).
-    pub(crate) fn body(&self, range: Range<usize>) -> &[u8] {
-        &self.buf[range]
-    }
-
-    /// The body of a frame returned by [`next_frame`](Self::next_frame), owned: a large frame
-    /// that ends the buffer takes the buffer itself (with the body's range in it) instead of
-    /// being copied; others are copied out.
-    pub(crate) fn take_body(&mut self, range: Range<usize>) -> (Vec<u8>, Range<usize>) {
-        if range.len() >= READ_CHUNK && range.end == self.buf.len() {
-            self.start = 0;
-            (std::mem::take(&mut self.buf), range)
-        } else {
-            let body = self.buf[range].to_vec();
-            let len = body.len();
-            (body, 0..len)
-        }
-    }
-
-    /// Bytes read but not yet returned as frames (a truncated frame at end of stream).
-    #[cfg(test)]
-    pub(crate) fn pending(&self) -> usize {
-        self.buf.len() - self.start
-    }
-
-    /// The buffer's capacity (for the tests of its growth).
-    #[cfg(any(test, fuzzing))]
-    pub(crate) fn capacity(&self) -> usize {
-        self.buf.capacity()
-    }
-}
-
-/// Feeds `bytes` to a reader in reads of the sizes `chunks` gives (cycled; 0 is taken as 1)
-/// and decodes every frame that comes out as both directions' messages. Checks the reader's
-/// promises as it goes: it never holds more than twice the bytes it was given plus a read's
-/// worth, and it never stalls while bytes are left (every read takes at least one byte).
-/// Returns the frames' bodies, or the first framing error. The property tests and the fuzzer
-/// both run this.
-#[cfg(any(test, fuzzing))]
-pub(crate) fn exercise_reader(
-    bytes: &[u8],
-    chunks: &[usize],
-    limit: usize,
-) -> Result<Vec<Vec<u8>>, WireError> {
-    let chunks = if chunks.is_empty() {
-        &[READ_CHUNK][..]
-    } else {
-        chunks
-    };
-    let mut reader = FrameReader::new(limit);
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    let mut given = 0usize;
-    for &chunk in chunks.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let piece = &rest[..chunk.clamp(1, rest.len())];
-        let took = reader.push(piece);
-        assert!(took > 0, "the reader made no room for a read");
-        rest = &rest[took..];
-        given += took;
-        assert!(
-            reader.capacity() <= 2 * given + 2 * READ_CHUNK,
-            "{} bytes of buffer for {given} bytes received",
-            reader.capacity()
+/// Writes what the socket takes now of `slices`, in order, in one system call; returns how
+/// many bytes that was (0 when the socket is full). Never blocks, never raises `SIGPIPE`.
+pub(crate) fn send_some(socket: impl AsFd, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    let flags = rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT;
+    loop {
+        let sent = rustix::net::sendmsg(
+            &socket,
+            slices,
+            &mut rustix::net::SendAncillaryBuffer::default(),
+            flags,
         );
-        while let Some(range) = reader.next_frame()? {
-            let body = reader.body(range);
-            let _ = decode_to_worker(body);
-            let _ = decode_from_worker(body);
-            out.push(body.to_vec());
+        match sent {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::AGAIN) => return Ok(0),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(out)
 }
+
+/// Waits up to `wait` for `socket` to have something to read (or to fail); false when
+/// nothing came.
+pub(crate) fn readable_within(socket: &impl AsFd, wait: std::time::Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        socket,
+        rustix::event::PollFlags::IN,
+    )];
+    let timeout = rustix::event::Timespec {
+        tv_sec: wait.as_secs() as i64,
+        tv_nsec: wait.subsec_nanos().into(),
+    };
+    !matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(0))
+}
+
+mod reader;
+
+pub(crate) use reader::FrameReader;
+#[cfg(any(test, fuzzing))]
+pub(crate) use reader::exercise_reader;
 
 #[cfg(all(test, not(brigade_loom)))]
 mod tests;

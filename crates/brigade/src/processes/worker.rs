@@ -12,11 +12,14 @@
 //! That is why a pool needs no setup line in `main`, and works the same from a binary, an
 //! example, an integration test or a doc test.
 //!
-//! The worker has two threads. A reader moves frames from the socket into a queue, so that
-//! the pool's writes always drain even while a long call runs (the pool may then send the
-//! next calls without waiting), and it ends the process the moment the socket closes: the
-//! pool's process has exited, or was killed, and a worker must not outlive it. The main thread
-//! runs calls one at a time, in the order they arrived, and answers each.
+//! The main thread reads the socket, runs calls one at a time, in the order they arrived, and
+//! answers each: a call costs the worker one wake-up, the read that brings it (the pool never
+//! waits for the worker to make room, see [`slot`](super::slot#writing-without-blocking)).
+//! Every call runs on that same thread, the initializer's, so what an initializer leaves in
+//! thread-local state is there for the tasks, and a library that must stay on one thread can.
+//! A second thread only watches the socket for the pool going away (it is not woken by
+//! calls), and ends the process the moment that happens, even in the middle of a call: the
+//! pool's process has exited, or was killed, and a worker must not outlive it.
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
@@ -24,14 +27,15 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use rustix::event::{PollFd, PollFlags};
 
 use super::call::{self, InitTrampoline, Trampoline};
 use super::ledger::Ledger;
 use super::panics;
-use super::wire::{self, FrameReader, FrameWriter, ToWorker};
-use crate::sync::Mutex;
+use super::spare::{IDLE_RELEASE, SPARE_MIN};
+use super::wire::{self, FrameReader, FrameWriter, ToWorker, readable_within};
 
 /// Present in a worker's environment (and removed before anything else runs); its value is the
 /// token the pool wrote into the worker's socket, in hex.
@@ -147,32 +151,79 @@ fn take_greeting(stdin: std::os::fd::BorrowedFd<'_>) -> io::Result<(UnixStream, 
     Ok((UnixStream::from(socket), ledger))
 }
 
-/// How long a worker keeps its large buffers while idle (see [`Spare`]).
-const IDLE_RELEASE: Duration = Duration::from_secs(1);
-
-/// The memory of the last large frame a finished call read, handed back to the reader thread
-/// for the next one. On a VM, faulting in fresh pages costs more than copying into warm ones,
-/// so back-to-back large messages reuse the buffers of the previous ones: this one, and the
+/// The worker's end of the socket, and what it has read of it.
+///
+/// On a VM, faulting in fresh pages costs more than copying into warm ones, so back-to-back
+/// large messages reuse the buffers of the previous ones: the read buffer here, and the
 /// buffer the answers are written in. Both are let go after [`IDLE_RELEASE`] without calls,
 /// and left out of the memory ceiling's count.
-type Spare = Arc<Mutex<Option<Vec<u8>>>>;
+struct Link {
+    socket: UnixStream,
+    frames: FrameReader,
+    /// The byte of the stream the last pull asked for.
+    pulled: u64,
+}
 
-fn serve(mut socket: UnixStream, ledger: Ledger) -> io::Result<()> {
+impl Link {
+    /// The next frame, as a range of `frames`' buffer; `None` once the pool is gone.
+    fn next(&mut self, answers: &mut Vec<u8>) -> io::Result<Option<Range<usize>>> {
+        loop {
+            if let Some(range) = self
+                .frames
+                .next_frame()
+                .map_err(|e| protocol(e.to_string()))?
+            {
+                return Ok(Some(range));
+            }
+            if let Some(want) = self.frames.wanted() {
+                if want > self.pulled {
+                    // Part of a frame: the rest may be here already. If not, the pool may be
+                    // holding it until asked (see `slot`).
+                    match self.frames.read_now(&self.socket) {
+                        Ok(Some(0)) | Err(_) => return Ok(None),
+                        Ok(Some(_)) => continue,
+                        Ok(None) => {
+                            send(&mut self.socket, FrameWriter::pull(want))?;
+                            self.pulled = want;
+                        }
+                    }
+                }
+            } else if self.frames.capacity() + answers.capacity() > SPARE_MIN
+                && !readable_within(&self.socket, IDLE_RELEASE)
+            {
+                self.frames.release();
+                *answers = Vec::new();
+            }
+            match self.frames.read_from(&self.socket) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The pool's end is broken: as good as gone.
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+}
+
+fn serve(socket: UnixStream, ledger: Ledger) -> io::Result<()> {
     panics::install_hook();
-    let reader_socket = socket.try_clone()?;
-    let (frames, inbox) = mpsc::channel::<(Vec<u8>, Range<usize>)>();
-    let spare: Spare = Arc::default();
-    let reader_spare = Arc::clone(&spare);
+    let watched = socket.try_clone()?;
     std::thread::Builder::new()
-        .name("brigade-worker-reader".into())
-        .spawn(move || read_frames(reader_socket, frames, reader_spare))?;
+        .name("brigade-worker-watch".into())
+        .spawn(move || watch(watched))?;
+    let mut link = Link {
+        socket,
+        frames: FrameReader::new(wire::MAX_FRAME),
+        pulled: 0,
+    };
+    let mut answers = Vec::new();
 
     let hello = FrameWriter::hello(std::process::id(), call::layout_check());
-    send(&mut socket, hello)?;
-    let Ok((first, range)) = inbox.recv() else {
+    send(&mut link.socket, hello)?;
+    let Some(range) = link.next(&mut answers)? else {
         return Ok(());
     };
-    let (memory_limit, message_limit) = match wire::decode_to_worker(&first[range]) {
+    let (memory_limit, message_limit) = match wire::decode_to_worker(link.frames.body(range)) {
         Ok(ToWorker::Init {
             memory_limit,
             message_limit,
@@ -188,7 +239,7 @@ fn serve(mut socket: UnixStream, ledger: Ledger) -> io::Result<()> {
                 // SAFETY: the builder paired `func` with this very trampoline, for its type,
                 // after checking that it lies in the executable (see `call::init_with`).
                 if let Err(message) = unsafe { init(call::address_of(func), payload) } {
-                    send(&mut socket, FrameWriter::init_failed(&message))?;
+                    send(&mut link.socket, FrameWriter::init_failed(&message))?;
                     return Ok(());
                 }
             }
@@ -200,23 +251,13 @@ fn serve(mut socket: UnixStream, ledger: Ledger) -> io::Result<()> {
         Ok(other) => return Err(protocol(format!("expected init, got {other:?}"))),
         Err(e) => return Err(protocol(e.to_string())),
     };
-    send(&mut socket, FrameWriter::ready())?;
+    send(&mut link.socket, FrameWriter::ready())?;
 
-    let mut answers = Vec::new();
     loop {
-        let (frame, range) = match inbox.recv_timeout(IDLE_RELEASE) {
-            Ok(next) => next,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                answers = Vec::new();
-                spare.lock().take();
-                match inbox.recv() {
-                    Ok(next) => next,
-                    Err(_) => return Ok(()),
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        let Some(range) = link.next(&mut answers)? else {
+            return Ok(());
         };
-        match wire::decode_to_worker(&frame[range]) {
+        match wire::decode_to_worker(link.frames.body(range)) {
             Ok(ToWorker::Call {
                 id,
                 trampoline,
@@ -245,22 +286,18 @@ fn serve(mut socket: UnixStream, ledger: Ledger) -> io::Result<()> {
                 };
                 let busy = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
                 done.set_done(busy, verdict);
-                // The call's frame is done with: its memory goes back to the reader before the
-                // answer goes out, ready for the next large frame.
-                if frame.capacity() > answers.capacity() {
-                    *spare.lock() = Some(frame);
-                }
                 // Whatever the task printed goes out before its result: a task's output is
                 // never lost to a crash of a later task.
                 let _ = io::stdout().flush();
                 let sealed = done.seal().map_err(|e| protocol(e.to_string()))?;
-                wire::send_all(&socket, &sealed)?;
+                // Blocking is fine: the pool's slot thread reads answers whatever it does.
+                wire::send_all(&link.socket, &sealed)?;
                 answers = sealed;
                 if memory_limit > 0 {
-                    let held = answers.capacity() + spare.lock().as_ref().map_or(0, Vec::capacity);
+                    let held = answers.capacity() + link.frames.capacity();
                     let rss = resident_bytes();
                     if rss.saturating_sub(held as u64) > memory_limit {
-                        send(&mut socket, FrameWriter::retiring(rss))?;
+                        send(&mut link.socket, FrameWriter::retiring(rss))?;
                         return Ok(());
                     }
                 }
@@ -281,42 +318,27 @@ fn send(socket: &mut UnixStream, frame: FrameWriter) -> io::Result<()> {
     wire::send_all(socket, &frame)
 }
 
-/// Moves frames from the socket to the main thread; ends the process when the socket closes.
-fn read_frames(socket: UnixStream, frames: mpsc::Sender<(Vec<u8>, Range<usize>)>, spare: Spare) {
-    // The pool is trusted to respect its own limit; this bound only guards against corruption.
-    let mut reader = FrameReader::new(wire::MAX_FRAME);
+/// Waits for the pool's end of the socket to close, then ends the process. Asks the kernel
+/// only about the hang-up, so the calls and answers going through the socket never wake it.
+fn watch(socket: UnixStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let hang_up = PollFlags::RDHUP;
+    // Elsewhere, the hang-up that poll always reports.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let hang_up = PollFlags::empty();
     loop {
-        if reader.needs_room()
-            && let Some(buffer) = spare.lock().take()
-        {
-            reader.adopt(buffer);
-        }
-        let got = match reader.read_from(&socket) {
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => 0,
-        };
-        if got == 0 {
-            // The pool's process is gone (or closed the pool): nothing more will come and no
-            // one waits for an answer. Stop now, even in the middle of a call.
-            let _ = io::stdout().flush();
-            std::process::exit(0);
-        }
-        loop {
-            match reader.next_frame() {
-                Ok(Some(range)) => {
-                    if frames.send(reader.take_body(range)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("brigade worker {}: {e}", std::process::id());
-                    std::process::exit(SETUP_FAILED);
-                }
-            }
+        let mut fds = [PollFd::new(&socket, hang_up)];
+        match rustix::event::poll(&mut fds, None) {
+            Err(rustix::io::Errno::INTR) => {}
+            Ok(0) => {}
+            // Hung up, or the socket failed: the pool is gone (or closed the pool). Nothing
+            // more will come and no one waits for an answer. Stop now, even in the middle of
+            // a call.
+            Ok(_) | Err(_) => break,
         }
     }
+    let _ = io::stdout().flush();
+    std::process::exit(0);
 }
 
 /// The worker's resident memory, from `/proc/self/statm` (0 when unreadable).

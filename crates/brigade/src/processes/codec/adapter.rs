@@ -6,6 +6,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 use serde::ser::{self, Serialize, Serializer};
 
+use super::super::spare::{HUGE_MIN, owned_copy};
 use super::{Kept, down_de, down_ser, up};
 
 // ---- The serializing adapter: forwards every call, keeps error text. ----
@@ -288,8 +289,10 @@ impl<C: ser::SerializeStructVariant> ser::SerializeStructVariant for Compound<C>
 
 pub(super) struct De<D>(pub(super) D);
 
-/// The user's visitor, called by a postcard layer.
-pub(super) struct Vis<V>(V);
+/// The user's visitor, called by a postcard layer. `OWNED`: it was asked for a byte buffer
+/// of its own (`deserialize_byte_buf`), so a large one is handed over as a fresh buffer in
+/// huge pages (see [`owned_copy`]) instead of a borrowed slice for it to copy.
+pub(super) struct Vis<V, const OWNED: bool>(V);
 
 /// A nested value's seed, handed to a postcard layer.
 pub(super) struct Seed<T>(T);
@@ -300,7 +303,7 @@ pub(super) struct Access<A>(A);
 macro_rules! forward_deserialize {
     ($($method:ident($($arg:ident: $ty:ty),*);)*) => {
         $(fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, Kept> {
-            self.0.$method($($arg,)* Vis(visitor)).map_err(up)
+            self.0.$method($($arg,)* Vis::<V, false>(visitor)).map_err(up)
         })*
     };
 }
@@ -327,7 +330,6 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for De<D> {
         deserialize_str();
         deserialize_string();
         deserialize_bytes();
-        deserialize_byte_buf();
         deserialize_option();
         deserialize_unit();
         deserialize_unit_struct(name: &'static str);
@@ -340,6 +342,12 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for De<D> {
         deserialize_enum(name: &'static str, variants: &'static [&'static str]);
         deserialize_identifier();
         deserialize_ignored_any();
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Kept> {
+        self.0
+            .deserialize_byte_buf(Vis::<V, true>(visitor))
+            .map_err(up)
     }
 
     fn is_human_readable(&self) -> bool {
@@ -355,11 +363,25 @@ macro_rules! forward_visits {
     };
 }
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for Vis<V> {
+impl<'de, V: Visitor<'de>, const OWNED: bool> Visitor<'de> for Vis<V, OWNED> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.expecting(f)
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<V::Value, E> {
+        if OWNED && v.len() >= HUGE_MIN {
+            return self.visit_byte_buf(owned_copy(v));
+        }
+        self.0.visit_bytes::<Kept>(v).map_err(down_de)
+    }
+
+    fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<V::Value, E> {
+        if OWNED && v.len() >= HUGE_MIN {
+            return self.visit_byte_buf(owned_copy(v));
+        }
+        self.0.visit_borrowed_bytes::<Kept>(v).map_err(down_de)
     }
 
     forward_visits! {
@@ -380,8 +402,6 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Vis<V> {
         visit_str(&str);
         visit_borrowed_str(&'de str);
         visit_string(String);
-        visit_bytes(&[u8]);
-        visit_borrowed_bytes(&'de [u8]);
         visit_byte_buf(Vec<u8>);
     }
 
@@ -483,7 +503,9 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<A> {
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Kept> {
-        self.0.tuple_variant(len, Vis(visitor)).map_err(up)
+        self.0
+            .tuple_variant(len, Vis::<V, false>(visitor))
+            .map_err(up)
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -491,6 +513,8 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<A> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Kept> {
-        self.0.struct_variant(fields, Vis(visitor)).map_err(up)
+        self.0
+            .struct_variant(fields, Vis::<V, false>(visitor))
+            .map_err(up)
     }
 }

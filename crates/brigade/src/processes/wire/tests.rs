@@ -1,5 +1,6 @@
 //! The wire's unit and property tests.
 
+use super::reader::READ_CHUNK;
 use super::*;
 use proptest::prelude::*;
 
@@ -85,6 +86,11 @@ fn every_message_round_trips() {
         decode_from_worker(body(&retiring)).unwrap(),
         FromWorker::Retiring { rss: 5 }
     );
+    let pull = FrameWriter::pull(1 << 40).seal().unwrap();
+    assert_eq!(
+        decode_from_worker(body(&pull)).unwrap(),
+        FromWorker::Pull { want: 1 << 40 }
+    );
 }
 
 #[test]
@@ -143,36 +149,37 @@ fn a_truncated_frame_stays_pending() {
 }
 
 #[test]
-fn a_large_frame_is_handed_over_without_a_copy_and_a_small_one_is_copied() {
+fn a_reader_says_which_byte_of_the_stream_it_waits_for() {
     let mut reader = FrameReader::new(MAX_FRAME);
-    let mut stream = FrameWriter::exit().seal().unwrap();
+    assert_eq!(reader.wanted(), None);
+    let exit = FrameWriter::exit().seal().unwrap();
+    assert_eq!(exit, EXIT_FRAME, "the constant is the sealed exit frame");
     let mut big = FrameWriter::call(1, 2, 3);
     big.payload().extend(std::iter::repeat_n(7u8, 100_000));
-    stream.extend(big.seal().unwrap());
-    let mut rest = &stream[..];
-    let mut bodies = Vec::new();
-    while !rest.is_empty() {
-        let took = reader.push(rest);
-        rest = &rest[took..];
-        while let Some(range) = reader.next_frame().unwrap() {
-            bodies.push((range.clone(), reader.take_body(range)));
-        }
-    }
-    let (_, (body, range)) = &bodies[0];
+    let big = big.seal().unwrap();
+    let stream = [&exit[..], &big[..]].concat();
+    // Part of the exit frame's header: it waits for the rest of the header.
+    reader.push(&stream[..3]);
+    assert_eq!(reader.wanted(), Some(FRAME_HEADER as u64));
+    // The exit frame and part of the call's header, then part of its body.
+    reader.push(&stream[3..exit.len() + 5]);
+    let range = reader.next_frame().unwrap().unwrap();
     assert_eq!(
-        decode_to_worker(&body[range.clone()]).unwrap(),
+        decode_to_worker(reader.body(range)).unwrap(),
         ToWorker::Exit
     );
-    let (large, (body, range)) = &bodies[1];
-    assert_eq!(range, large, "the buffer itself, body in place");
-    match decode_to_worker(&body[range.clone()]).unwrap() {
-        ToWorker::Call { id, payload, .. } => {
-            assert_eq!((id, payload.len()), (1, 100_000));
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(reader.pending(), 0);
+    assert_eq!(reader.wanted(), Some((exit.len() + FRAME_HEADER) as u64));
+    reader.push(&stream[exit.len() + 5..exit.len() + 1000]);
     assert_eq!(reader.next_frame().unwrap(), None);
+    assert_eq!(reader.wanted(), Some(stream.len() as u64));
+    let mut at = exit.len() + 1000;
+    while at < stream.len() {
+        at += reader.push(&stream[at..]);
+    }
+    assert!(reader.next_frame().unwrap().is_some());
+    assert_eq!(reader.wanted(), None, "nothing pending");
+    reader.release();
+    assert_eq!(reader.capacity(), 0, "an empty reader lets its memory go");
 }
 
 #[test]
