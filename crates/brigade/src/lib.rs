@@ -181,6 +181,7 @@
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+pub mod auto;
 mod error;
 pub mod event_loop;
 mod map;
@@ -193,6 +194,7 @@ mod task;
 pub mod threads;
 mod wait;
 
+pub use auto::Auto;
 pub use error::{BuildError, Error, SubmitError};
 pub use event_loop::EventLoop;
 pub use map::{Map, Unordered};
