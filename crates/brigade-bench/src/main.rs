@@ -4,6 +4,7 @@
 //! cargo run --release -p brigade-bench -- threads [--reps N] [--only WORKLOAD]... [--quick]
 //! cargo run --release -p brigade-bench -- processes [--reps N] [--only WORKLOAD]... [--quick]
 //! cargo run --release -p brigade-bench -- event-loop [--reps N] [--only WORKLOAD]... [--quick]
+//! cargo run --release -p brigade-bench -- auto [--reps N] [--only MIX]... [--quick] [--sleep]
 //! ```
 //!
 //! Every workload measures brigade and its anchors in the same run, interleaving the
@@ -11,6 +12,7 @@
 //! of them alike, and reports the median. Each line carries `vs_anchor`: the anchor's median
 //! wall time divided by this impl's (above 1 means faster than the anchor).
 
+mod auto;
 mod event_loop;
 mod measure;
 mod processes;
@@ -35,6 +37,9 @@ enum Suite {
     Processes(processes::Args),
     /// The event loop against tokio, threads and Python's asyncio, over real HTTP.
     EventLoop(event_loop::Args),
+    /// Benchmark A1: the auto router against every fixed choice, on mixes of CPU, blocking,
+    /// async and tiny tasks.
+    Auto(auto::Args),
     /// Internal: the memory probe, run as a child process so its peak RSS is its own.
     #[command(hide = true)]
     MemoryProbe(threads::MemoryProbeArgs),
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         Suite::Threads(args) => threads::run(&args),
         Suite::Processes(args) => processes::run(&args),
         Suite::EventLoop(args) => event_loop::run(&args),
+        Suite::Auto(args) => auto::run(&args),
         Suite::MemoryProbe(args) => threads::memory_probe(&args),
     };
     match outcome {

@@ -23,12 +23,14 @@
 //! # Hysteresis
 //!
 //! A site is judged on decayed sums over its recent samples (each sample weighs 7/8 of the one
-//! after it for calls, 31/32 for polls), never on one sample: a site is first placed after
+//! after it for calls, 63/64 for polls), never on one sample: a site is first placed after
 //! [`MIN_SAMPLES`] samples; it moves to the blocking lane as soon as its recent time is mostly
 //! waiting (a blocked compute thread costs the whole pool), and moves back only after a
 //! stable run of [`BACK_STREAK`] samples that say so. Polls move a future off the loop only when
-//! long polls are both a fair share of its polls and most of its poll time, so a burst of
-//! slow first polls among many quick ones (connections opening at once) is no reason to move.
+//! long polls are both a quarter of its polls or more and most of its poll time: the site's
+//! typical behaviour, not an outlier. A burst of slow polls among many quick ones (a thousand
+//! connections opening at once, whose first polls sleep in the kernel on locks the loop's own
+//! threads hold) is no reason to move.
 
 use std::fmt;
 
@@ -370,14 +372,16 @@ impl Default for Polls {
 }
 
 impl Polls {
-    /// Each poll weighs this much of the one after it.
-    const KEEP: f64 = 31.0 / 32.0;
-    /// Long polls must be at least this share of the polls…
-    const LONG_SHARE: f64 = 1.0 / 16.0;
+    /// Each poll weighs this much of the one after it: a window of about 64 polls.
+    const KEEP: f64 = 63.0 / 64.0;
+    /// Long polls must be at least this share of the polls… (A burst of a thousand
+    /// connections opening at once made 7 % of its polls long, all of them asleep in the
+    /// kernel on locks the loop's own threads held: that is the outlier this keeps out.)
+    pub(crate) const LONG_SHARE: f64 = 1.0 / 4.0;
     /// …and at least this share of the poll time, for the site to leave the loop.
     const LONG_TIME_SHARE: f64 = 0.5;
     /// Probed long polls before the site may leave the loop.
-    const MIN_LONG: u64 = 3;
+    const MIN_LONG: u64 = 4;
 
     #[cfg(test)]
     pub(crate) fn lane(&self) -> Lane {
@@ -647,13 +651,13 @@ mod tests {
     fn futures_with_long_cpu_polls_go_to_the_compute_lane_and_blocking_ones_to_the_blocking_lane()
     {
         let mut p = Polls::default();
-        let moves: Vec<_> = (0..3).filter_map(|_| p.probed(&long_cpu_poll(5))).collect();
+        let moves: Vec<_> = (0..4).filter_map(|_| p.probed(&long_cpu_poll(5))).collect();
         assert_eq!(moves.len(), 1);
         assert_eq!(moves[0].to, Lane::Compute);
         assert_eq!(moves[0].from, Some(Lane::Loop));
 
         let mut p = Polls::default();
-        let moves: Vec<_> = (0..3).filter_map(|_| p.probed(&sleeps(50))).collect();
+        let moves: Vec<_> = (0..4).filter_map(|_| p.probed(&sleeps(50))).collect();
         assert_eq!(moves.len(), 1);
         assert_eq!(moves[0].to, Lane::Blocking);
         assert!(moves[0].why.to_string().contains("polls long"));
@@ -669,6 +673,24 @@ mod tests {
                 assert_eq!(p.probed(&long_cpu_poll(10)), None);
             }
             assert_eq!(p.short(5, 5 * 30 * US), None);
+        }
+        assert_eq!(p.lane(), Lane::Loop);
+        // The burst measured: 7 % of polls long, 8 ms each, asleep in the kernel (locks the
+        // loop's own threads held), among 26 µs ones; and the long ones clustered at first.
+        let contended = Sample {
+            wall_ns: 8 * MS,
+            cpu_ns: 150 * US,
+            voluntary: 3,
+            ..Sample::default()
+        };
+        let mut p = Polls::default();
+        for i in 0..5000 {
+            let long = if i < 500 { i % 10 == 0 } else { i % 20 == 0 };
+            if long {
+                assert_eq!(p.probed(&contended), None, "moved at poll {i}");
+            } else {
+                assert_eq!(p.short(1, 26 * US), None);
+            }
         }
         assert_eq!(p.lane(), Lane::Loop);
         // Even when two slow polls come first, in a row.
@@ -689,7 +711,7 @@ mod tests {
             assert_eq!(p.long(20 * MS), None);
         }
         assert!(p.long_share() > 0.2);
-        let moved = (0..3).filter_map(|_| p.probed(&sleeps(20))).last();
+        let moved = (0..4).filter_map(|_| p.probed(&sleeps(20))).last();
         assert_eq!(moved.map(|d| d.to), Some(Lane::Blocking));
     }
 

@@ -43,12 +43,15 @@
 //!   CPU-bound calls from a new site does not get a thread each. A queued call from a site
 //!   placed on the compute lane meanwhile is forwarded there when its turn comes.
 //! * **Futures** stay on the event loop unless their polls are long (1 ms or more of the
-//!   thread's own time) — long polls both a fair share of the polls (1 in 16) and most of the
-//!   poll time, over at least three probed long polls. Then each poll goes where its kind
+//!   thread's own time) — long polls both a quarter of the polls or more and most of the
+//!   poll time, over at least four probed long polls. Then each poll goes where its kind
 //!   belongs: **a CPU-heavy poll is not a blocking call**, so CPU-heavy polls run on the
 //!   compute lane and blocking ones on the blocking lane (the future still awaits I/O on the
-//!   loop's reactor in between). A burst of slow first polls among many quick ones (a thousand
-//!   connections opening at once) is no reason to move.
+//!   loop's reactor in between). A burst of slow polls among many quick ones (a thousand
+//!   connections opening at once: 7 % of their polls slept several milliseconds in the kernel
+//!   on locks the loop's own threads held) is no reason to move; a future whose long polls are
+//!   rarer than one in four stays on the loop (hint it with [`Auto::blocking`] if it should
+//!   not).
 //! * **Hysteresis.** A site leaves the compute lane as soon as its recent time is mostly
 //!   blocked (a blocked compute thread costs the whole pool a core), and comes back only after
 //!   eight samples in a row say so; a future comes back to the loop after sixteen short polls

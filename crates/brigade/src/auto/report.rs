@@ -23,8 +23,11 @@ pub enum Work {
 pub struct Move {
     /// When, since the pool was built.
     pub at: Duration,
-    /// Calls (or spawns) from the site before the move.
+    /// Calls (or spawns) submitted from the site before the move.
     pub calls: u64,
+    /// Calls (or polls) that had run and been probed when the move was decided: in a burst,
+    /// many more calls may have been submitted than had run.
+    pub samples: u64,
     /// Where its work ran before (`None`: the site was new).
     pub from: Option<Lane>,
     /// Where it runs now.
@@ -182,10 +185,11 @@ impl fmt::Display for Report {
             for m in &s.moves {
                 writeln!(
                     f,
-                    "  {} at {:.3} s (after {} calls): {} -> {}: {}",
+                    "  {} at {:.3} s (after {} calls, {} probed): {} -> {}: {}",
                     s.location,
                     m.at.as_secs_f64(),
                     m.calls,
+                    m.samples,
                     m.from.map_or("new", Lane::as_str),
                     m.to,
                     m.reason

@@ -267,7 +267,10 @@ impl Site {
         self.update_typical(typical, sample.wall_ns);
         let mut state = self.state.lock();
         state.samples += 1;
-        state.cpu_ns = state.cpu_ns.saturating_add(sample.cpu_ns);
+        // A tiny call's CPU time includes a share of the clock reads themselves.
+        state.cpu_ns = state
+            .cpu_ns
+            .saturating_add(sample.cpu_ns.min(sample.wall_ns));
         state.wall_ns = state.wall_ns.saturating_add(sample.wall_ns);
         state.ran[lane_index(ran)] += 1;
         let decision = match &mut state.classifier {
@@ -303,12 +306,12 @@ impl Site {
             Classifier::Calls(_) => None,
         };
         let long = match &state.classifier {
-            Classifier::Polls(p) => p.long_share() > 0.0,
+            Classifier::Polls(p) => p.long_share() >= Polls::LONG_SHARE / 4.0,
             Classifier::Calls(_) => false,
         };
         self.apply(&mut state, decision);
         drop(state);
-        // Polls are sampled 1 in MAX_PERIOD unless long ones were seen lately.
+        // Polls are sampled 1 in MAX_PERIOD unless long ones are more than a few lately.
         let mask = if long { 0 } else { MAX_PERIOD - 1 };
         self.period_mask.store(mask, Ordering::Relaxed);
     }
@@ -331,9 +334,11 @@ impl Site {
         );
         self.route
             .store(Route::To(decision.to).encode(), Ordering::Relaxed);
+        let samples = state.samples;
         state.moves.push(Move {
             at,
             calls,
+            samples,
             from,
             to: decision.to,
             reason,
