@@ -31,6 +31,9 @@ const MEMORY_EVERY: Duration = Duration::from_millis(100);
 /// What a job is told to do when its turn comes.
 pub(crate) enum Go {
     Run,
+    /// Its site was placed on the compute lane while it queued: go there (only jobs marked
+    /// [`forwardable`](Job::forwardable) are told this, by the controller's sweep).
+    Forward,
     /// Do not run: end the task with this error (shutdown with `cancel_pending`, no thread).
     Fail(Error),
 }
@@ -41,6 +44,8 @@ pub(crate) struct Job {
     site: Option<&'static Site>,
     /// From a site known to sleep (or hinted blocking): a thread at once.
     waits: bool,
+    /// Understands [`Go::Forward`].
+    forwardable: bool,
 }
 
 impl Job {
@@ -53,7 +58,22 @@ impl Job {
             run: Box::new(run),
             site,
             waits,
+            forwardable: false,
         }
+    }
+
+    /// Marks the job as one that can be forwarded to the compute lane instead of running.
+    pub(crate) fn forwardable(mut self) -> Self {
+        self.forwardable = true;
+        self
+    }
+
+    /// Queued, but its site now belongs on the compute lane.
+    fn belongs_on_compute(&self) -> bool {
+        self.forwardable
+            && self
+                .site
+                .is_some_and(|s| s.route() == super::site::Route::To(super::classify::Lane::Compute))
     }
 
     fn waits_now(&self) -> bool {
@@ -442,6 +462,16 @@ impl BlockingLane {
             }
             last = seen;
             let mut state = shared.state.lock();
+            // Jobs of sites placed on the compute lane while they queued go there now, rather
+            // than when a thread of this lane comes free (which, with every thread asleep in
+            // a slow call, could be a while).
+            let mut forward = Vec::new();
+            if state.queue.iter().any(Job::belongs_on_compute) {
+                let (go, stay): (VecDeque<Job>, VecDeque<Job>) =
+                    state.queue.drain(..).partition(Job::belongs_on_compute);
+                state.queue = stay;
+                forward = go.into();
+            }
             let queued_waiting = state.queue.iter().filter(|j| j.waits_now()).count();
             let observed = Observed {
                 threads: state.threads,
@@ -481,6 +511,9 @@ impl BlockingLane {
                 starts.push((job, waits));
             }
             drop(state);
+            for job in forward {
+                (job.run)(Go::Forward);
+            }
             if !starts.is_empty() {
                 tracing::debug!(lane = %shared.name, started = starts.len(), ?why, "brigade auto: blocking lane grows");
             }

@@ -55,8 +55,10 @@
 //! * **Hysteresis.** A site leaves the compute lane as soon as its recent time is mostly
 //!   blocked (a blocked compute thread costs the whole pool a core), and comes back only after
 //!   eight samples in a row say so; a future comes back to the loop after sixteen short polls
-//!   in a row. Sampling never stops (one call in up to 64, fewer for long calls), so no site is
-//!   locked in.
+//!   in a row. Sampling never stops (one call in up to 1024 for tiny calls, every call for
+//!   long ones), so no site is locked in; and a short call that suddenly runs long (it crossed
+//!   a scheduler tick on the coarse clock, or took four times its usual wall time) makes the
+//!   next calls probed.
 //!
 //! **Hints win over measurement**: [`Auto::cpu`] and [`Auto::blocking`] send a call to that
 //! lane whatever its site measured, and `BRIGADE_AUTO=off` (or
@@ -69,6 +71,7 @@
 //!
 //! | read | cost here (2-core VM) | when |
 //! |---|---|---|
+//! | coarse monotonic clock (the last scheduler tick) | ~0.005 µs | around every other call |
 //! | monotonic clock | ~0.03 µs | around every call of a site whose calls take ≥ 20 µs; every poll |
 //! | `CLOCK_THREAD_CPUTIME_ID`: CPU time | ~0.5–0.7 µs | probed calls: every call of a new site, then 1 in N, N chosen to keep probing under ~1 % |
 //! | `getrusage(RUSAGE_THREAD)`: voluntary and involuntary switches | ~0.4 µs | probed calls |
@@ -424,7 +427,7 @@ impl Auto {
         };
         let (promise, task) = Promise::<T, F>::new_at(work, (), origin);
         let job = Job::new(site, waits, move |go| match go {
-            Go::Run => run_promise(promise, site, Lane::Blocking),
+            Go::Run | Go::Forward => run_promise(promise, site, Lane::Blocking),
             Go::Fail(error) => promise.complete(Err(error)),
         });
         // A refused job fails its task (the dropped promise ends it `ShutDown`).
@@ -452,14 +455,14 @@ impl Auto {
         let (promise, task) = Promise::<T, F>::new_at(work, (), origin);
         let compute = self.inner.lanes.compute.clone();
         let job = Job::new(Some(site), waits, move |go| match go {
+            Go::Forward => forward(&compute, promise, site),
             Go::Run if site.route() == Route::To(Lane::Compute) => {
-                // Placed on the compute lane while this call queued: go there now. A refusal
-                // (shut down) drops the promise, which ends the task `ShutDown`.
-                drop(compute.try_submit(move || run_promise(promise, Some(site), Lane::Compute)));
+                forward(&compute, promise, site);
             }
             Go::Run => run_promise(promise, Some(site), Lane::Blocking),
             Go::Fail(error) => promise.complete(Err(error)),
-        });
+        })
+        .forwardable();
         drop(self.inner.lanes.blocking.push(job));
         task
     }
@@ -635,7 +638,14 @@ impl fmt::Debug for Auto {
 fn measured<T>(site: &'static Site, ran: Lane, work: impl FnOnce() -> T) -> T {
     let count = PanicCount(site);
     let out = match site.measure() {
-        Measure::Nothing => work(),
+        Measure::Tick => {
+            let before = probe::coarse_ns();
+            let out = work();
+            if probe::coarse_ns() != before {
+                site.ticked();
+            }
+            out
+        }
         Measure::Time => {
             let started = Instant::now();
             let out = work();
@@ -651,6 +661,16 @@ fn measured<T>(site: &'static Site, ran: Lane, work: impl FnOnce() -> T) -> T {
     };
     drop(count);
     out
+}
+
+/// A call whose site was placed on the compute lane while it queued on the blocking lane: it
+/// goes there now. A refusal (shut down) drops the promise, which ends the task `ShutDown`.
+fn forward<T, F>(compute: &ThreadPool, promise: Promise<T, F>, site: &'static Site)
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    drop(compute.try_submit(move || run_promise(promise, Some(site), Lane::Compute)));
 }
 
 /// Claims and runs a promised call, measured when it has a site, and completes its task.

@@ -191,7 +191,7 @@ where
                 site.probed(&probe::finish(&started), Lane::Loop);
                 out
             }
-            Measure::Time | Measure::Nothing => {
+            Measure::Time | Measure::Tick => {
                 let started = Instant::now();
                 let out = future.as_mut().poll(cx);
                 let ns = probe::nanos(started.elapsed());

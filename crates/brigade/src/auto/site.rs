@@ -10,12 +10,14 @@
 //!
 //! A probe (CPU time, switches, wait for a core) costs about 3–4 µs all told. Every call of a
 //! site is probed until the site is placed; after that, one call in N, with N the power of two
-//! that keeps probing under ~1 % of the site's time (N = 1 for calls of 200 µs and more, up to
+//! that keeps probing under ~1 % of the site's time (N = 1 for calls of 400 µs and more, up to
 //! [`MAX_PERIOD`] for tiny calls). Calls of a site whose calls take 20 µs or more also read the
 //! wall clock (2 × ~30 ns), and one that takes four times the site's typical duration makes
-//! the next calls probed again: a tiny site that starts blocking is seen within a call or two.
-//! The sampling never stops: that is the occasional probe that keeps a placed site from being
-//! locked in.
+//! the next calls probed again. Shorter calls read only the coarse clock (2 × ~5 ns), which
+//! moves once per scheduler tick: a call during which it moved ran long enough to cross a tick,
+//! and makes the next calls probed. So a tiny site that starts blocking is seen within a call
+//! or a few. The sampling never stops: that is the occasional probe that keeps a placed site
+//! from being locked in.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -31,7 +33,7 @@ use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// The longest sampling period: at least one call in this many is probed.
-pub(crate) const MAX_PERIOD: u32 = 64;
+pub(crate) const MAX_PERIOD: u32 = 1024;
 /// What a probe costs, all told, in ns (measured on the development VM, rounded up).
 const PROBE_COST_NS: u64 = 4_000;
 /// Sites whose calls take at least this long read the wall clock around every call.
@@ -224,8 +226,14 @@ impl Site {
         } else if self.typical_ns.load(Ordering::Relaxed) >= TIMED_NS {
             Measure::Time
         } else {
-            Measure::Nothing
+            Measure::Tick
         }
+    }
+
+    /// A call measured with the coarse clock saw a tick pass: probe the next calls.
+    #[cold]
+    pub(crate) fn ticked(&self) {
+        self.period_mask.store(0, Ordering::Relaxed);
     }
 
     /// Records the wall time of a call that was timed but not probed.
@@ -427,9 +435,12 @@ fn nanos_since(epoch: Instant) -> u64 {
 /// How one call is measured (see [`Site::measure`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Measure {
+    /// CPU time, switches, wait for a core.
     Probe { precise: bool },
+    /// Wall time.
     Time,
-    Nothing,
+    /// Whether a scheduler tick passed (the coarse clock).
+    Tick,
 }
 
 /// The sites of one auto pool.
