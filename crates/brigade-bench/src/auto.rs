@@ -197,7 +197,7 @@ fn calibrate() -> u64 {
     let mut iters = 1_000u64;
     loop {
         let start = Instant::now();
-        std::hint::black_box(cpu_work(iters));
+        std::hint::black_box(cpu_work(std::hint::black_box(iters)));
         if start.elapsed() >= Duration::from_millis(10) {
             break;
         }
@@ -206,7 +206,7 @@ fn calibrate() -> u64 {
     let fastest = (0..7)
         .map(|_| {
             let start = Instant::now();
-            std::hint::black_box(cpu_work(iters));
+            std::hint::black_box(cpu_work(std::hint::black_box(iters)));
             start.elapsed()
         })
         .min()
@@ -471,7 +471,12 @@ fn run_tokio(mix: &Mix, kit: &Kit, workers: usize) -> anyhow::Result<Sample> {
     Ok(sample)
 }
 
-fn run_hand_picked(mix: &Mix, kit: &Kit, workers: usize, blocking: usize) -> anyhow::Result<Sample> {
+fn run_hand_picked(
+    mix: &Mix,
+    kit: &Kit,
+    workers: usize,
+    blocking: usize,
+) -> anyhow::Result<Sample> {
     let compute = ThreadPool::builder().workers(workers).build()?;
     let io = ThreadPool::builder().workers(blocking).build()?;
     let lp = EventLoop::builder()

@@ -93,13 +93,10 @@ fn a_cpu_site_lands_on_the_compute_lane() {
     let _w = Watchdog::new("a_cpu_site_lands_on_the_compute_lane");
     let auto = auto();
     let ran_on = until_placed(&auto, Lane::Compute, || {
-        submit_tracked(
-            &auto,
-            || {
-                spin_cpu(Duration::from_millis(2));
-                thread_name()
-            },
-        )
+        submit_tracked(&auto, || {
+            spin_cpu(Duration::from_millis(2));
+            thread_name()
+        })
     });
     assert!(ran_on.contains("-compute"), "{ran_on}");
     let report = auto.report();
@@ -115,13 +112,10 @@ fn a_sleeping_site_lands_on_the_blocking_lane() {
     let _w = Watchdog::new("a_sleeping_site_lands_on_the_blocking_lane");
     let auto = auto();
     let ran_on = until_placed(&auto, Lane::Blocking, || {
-        submit_tracked(
-            &auto,
-            || {
-                std::thread::sleep(Duration::from_millis(3));
-                thread_name()
-            },
-        )
+        submit_tracked(&auto, || {
+            std::thread::sleep(Duration::from_millis(3));
+            thread_name()
+        })
     });
     assert!(ran_on.contains("-blocking"), "{ran_on}");
     let report = auto.report();
@@ -230,7 +224,11 @@ fn futures_with_long_polls_go_where_their_kind_belongs() {
         }
         let _ = name;
     }
-    assert!(placed.is_some(), "CPU polls never moved:\n{}", auto.report());
+    assert!(
+        placed.is_some(),
+        "CPU polls never moved:\n{}",
+        auto.report()
+    );
     // Blocking polls: the blocking lane.
     let mut placed = None;
     for _ in 0..CALLS {
@@ -245,10 +243,17 @@ fn futures_with_long_polls_go_where_their_kind_belongs() {
             break;
         }
     }
-    assert!(placed.is_some(), "blocking polls never moved:\n{}", auto.report());
+    assert!(
+        placed.is_some(),
+        "blocking polls never moved:\n{}",
+        auto.report()
+    );
     // Both kinds' later polls run off the loop: each spawn below is from a placed line.
     let report = auto.report();
-    assert_eq!(report.blocking.max, brigade::auto::DEFAULT_MAX_BLOCKING_THREADS);
+    assert_eq!(
+        report.blocking.max,
+        brigade::auto::DEFAULT_MAX_BLOCKING_THREADS
+    );
 }
 
 /// A closure site whose behaviour a test switches: 0 = compute, 1 = sleep.
@@ -277,7 +282,11 @@ fn a_site_that_changes_behaviour_moves_and_moves_back() {
     mode.store(0, Ordering::Relaxed);
     assert!(until_placed(&auto, Lane::Compute, call).contains("-compute"));
     let report = auto.report();
-    let moves: Vec<_> = report.sites[0].moves.iter().map(|m| (m.from, m.to)).collect();
+    let moves: Vec<_> = report.sites[0]
+        .moves
+        .iter()
+        .map(|m| (m.from, m.to))
+        .collect();
     assert_eq!(
         moves,
         [
@@ -322,7 +331,13 @@ fn hints_override_measurement() {
         });
         assert!(slept.result().unwrap().contains("-compute"));
     }
-    assert!(pinned.spawn(async { thread_name() }).result().unwrap().contains("-loop"));
+    assert!(
+        pinned
+            .spawn(async { thread_name() })
+            .result()
+            .unwrap()
+            .contains("-loop")
+    );
     assert!(pinned.report().sites.is_empty());
     assert!(!pinned.report().measuring);
 }
@@ -426,7 +441,13 @@ fn a_panicking_site_is_reported_with_a_suggestion() {
     }
     let report = auto.report();
     assert_eq!(report.sites[0].panics, 3, "{report}");
-    assert!(report.sites[0].suggestion.as_deref().unwrap().contains("ProcessPool"));
+    assert!(
+        report.sites[0]
+            .suggestion
+            .as_deref()
+            .unwrap()
+            .contains("ProcessPool")
+    );
 }
 
 #[test]
@@ -456,13 +477,10 @@ fn the_report_reads_as_a_table_with_every_move() {
     let _w = Watchdog::new("the_report_reads_as_a_table_with_every_move");
     let auto = auto();
     until_placed(&auto, Lane::Blocking, || {
-        submit_tracked(
-            &auto,
-            || {
-                std::thread::sleep(Duration::from_millis(2));
-                thread_name()
-            },
-        )
+        submit_tracked(&auto, || {
+            std::thread::sleep(Duration::from_millis(2));
+            thread_name()
+        })
     });
     let text = auto.report().to_string();
     assert!(text.contains("cpu/wall") && text.contains("p99"), "{text}");

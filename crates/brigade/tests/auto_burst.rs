@@ -40,7 +40,9 @@ fn server(delay: Duration) -> (std::net::SocketAddr, tokio::runtime::Runtime) {
                 }
                 tokio::time::sleep(delay).await;
                 let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
                     .await;
             });
         }
@@ -77,7 +79,10 @@ fn a_burst_of_connection_starts_is_not_flagged() {
     let _w = Watchdog::new("a_burst_of_connection_starts_is_not_flagged");
     let (addr, _server) = server(Duration::from_millis(50));
     let n = connections();
-    assert!(n >= 100, "too few file descriptors for the test: {n} connections");
+    assert!(
+        n >= 100,
+        "too few file descriptors for the test: {n} connections"
+    );
     let auto = Auto::builder().workers(2).build().unwrap();
     for _round in 0..3 {
         let tasks: Vec<_> = (0..n).map(|_| auto.spawn(get(addr))).collect();

@@ -38,10 +38,7 @@ struct Workload {
 fn workloads(quick: bool) -> Vec<Workload> {
     let calls = if quick { 24 } else { 64 };
     let burst = if quick { 100 } else { 1000 };
-    let c = Shape::Calls {
-        calls,
-        at_once: 8,
-    };
+    let c = Shape::Calls { calls, at_once: 8 };
     let f = Shape::Futures { tasks: calls };
     let w = |name, shape, expected| Workload {
         name,
@@ -71,7 +68,10 @@ fn workloads(quick: bool) -> Vec<Workload> {
 }
 
 /// Spinning threads that keep the cores busy for the "preempted" workload.
-struct Hogs(Arc<std::sync::atomic::AtomicBool>, Vec<std::thread::JoinHandle<()>>);
+struct Hogs(
+    Arc<std::sync::atomic::AtomicBool>,
+    Vec<std::thread::JoinHandle<()>>,
+);
 
 impl Hogs {
     fn start(n: usize) -> Self {
@@ -100,7 +100,11 @@ impl Drop for Hogs {
 }
 
 /// One closure of workload `name` (each workload is one call site: the match arm).
-fn closure(name: &'static str, kit: &Kit, lock: &Arc<std::sync::Mutex<()>>) -> Box<dyn FnOnce() -> u64 + Send> {
+fn closure(
+    name: &'static str,
+    kit: &Kit,
+    lock: &Arc<std::sync::Mutex<()>>,
+) -> Box<dyn FnOnce() -> u64 + Send> {
     let kit = kit.clone();
     let lock = lock.clone();
     let scratch = std::env::temp_dir().join(format!("brigade-bench-fsync-{}", std::process::id()));
@@ -115,16 +119,24 @@ fn closure(name: &'static str, kit: &Kit, lock: &Arc<std::sync::Mutex<()>>) -> B
             1
         }),
         "closure: blocking socket read" => {
-            let kit = Kit { sleep: false, ..kit };
+            let kit = Kit {
+                sleep: false,
+                ..kit
+            };
             Box::new(move || blocking_work(&kit))
         }
         "closure: mutex wait" => Box::new(move || {
-            drop(lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            drop(
+                lock.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
             1
         }),
         "closure: file write + fsync" => Box::new(move || {
             use std::io::Write;
-            let path = scratch.with_extension(format!("{:?}", std::thread::current().id()).replace(['(', ')'], ""));
+            let path = scratch.with_extension(
+                format!("{:?}", std::thread::current().id()).replace(['(', ')'], ""),
+            );
             let mut f = std::fs::File::create(&path).expect("scratch file");
             f.write_all(&[7u8; 4096]).expect("write");
             f.sync_all().expect("fsync");
@@ -155,14 +167,21 @@ async fn future(name: &'static str, addr: SocketAddr, path: Arc<str>, kit: Kit) 
             std::thread::sleep(Duration::from_millis(10));
             1
         }
-        "future: blocking read" => blocking_work(&Kit { sleep: false, ..kit }),
+        "future: blocking read" => blocking_work(&Kit {
+            sleep: false,
+            ..kit
+        }),
         other => unreachable!("not a future workload: {other}"),
     }
 }
 
 /// Runs one trial of `w` under a fresh auto pool: the site's final lane and every lane it
 /// was on.
-fn trial_auto(w: &Workload, kit: &Kit, workers: usize) -> anyhow::Result<(Option<Lane>, Vec<Lane>)> {
+fn trial_auto(
+    w: &Workload,
+    kit: &Kit,
+    workers: usize,
+) -> anyhow::Result<(Option<Lane>, Vec<Lane>)> {
     let auto = Auto::builder().workers(workers).build()?;
     run_workload(w, kit, |job| match job {
         Job::Call(f) => auto.submit(f),
@@ -172,7 +191,14 @@ fn trial_auto(w: &Workload, kit: &Kit, workers: usize) -> anyhow::Result<(Option
     let site = report
         .sites
         .iter()
-        .filter(|s| s.work == if matches!(w.shape, Shape::Calls { .. }) { Work::Calls } else { Work::Futures })
+        .filter(|s| {
+            s.work
+                == if matches!(w.shape, Shape::Calls { .. }) {
+                    Work::Calls
+                } else {
+                    Work::Futures
+                }
+        })
         .max_by_key(|s| s.calls)
         .ok_or_else(|| anyhow::anyhow!("{}: no site in the report", w.name))?;
     if std::env::var_os("BRIGADE_BENCH_DEBUG").is_some() {
@@ -200,7 +226,11 @@ enum Job {
     Future(std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send>>),
 }
 
-fn run_workload(w: &Workload, kit: &Kit, mut submit: impl FnMut(Job) -> Task<u64>) -> anyhow::Result<()> {
+fn run_workload(
+    w: &Workload,
+    kit: &Kit,
+    mut submit: impl FnMut(Job) -> Task<u64>,
+) -> anyhow::Result<()> {
     let lock = Arc::new(std::sync::Mutex::new(()));
     let _hogs = w.name.ends_with("preempted").then(|| Hogs::start(4));
     match w.shape {
@@ -212,7 +242,9 @@ fn run_workload(w: &Workload, kit: &Kit, mut submit: impl FnMut(Job) -> Task<u64
                     let lock = lock.clone();
                     let (held_tx, held) = std::sync::mpsc::channel();
                     let t = std::thread::spawn(move || {
-                        let _g = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let _g = lock
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
                         held_tx.send(()).ok();
                         std::thread::sleep(Duration::from_millis(2));
                     });
@@ -250,7 +282,13 @@ fn run_workload(w: &Workload, kit: &Kit, mut submit: impl FnMut(Job) -> Task<u64
     Ok(())
 }
 
-pub(super) fn run(kit: &Kit, workers: usize, reps: usize, quick: bool, base: &Value) -> anyhow::Result<()> {
+pub(super) fn run(
+    kit: &Kit,
+    workers: usize,
+    reps: usize,
+    quick: bool,
+    base: &Value,
+) -> anyhow::Result<()> {
     let (mut fp, mut fn_, mut wrong, mut trials) = (0, 0, 0, 0);
     let (mut det_fp, mut det_fn, mut det_trials) = (0, 0, 0);
     let started = Instant::now();

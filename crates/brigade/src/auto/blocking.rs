@@ -71,9 +71,9 @@ impl Job {
     /// Queued, but its site now belongs on the compute lane.
     fn belongs_on_compute(&self) -> bool {
         self.forwardable
-            && self
-                .site
-                .is_some_and(|s| s.route() == super::site::Route::To(super::classify::Lane::Compute))
+            && self.site.is_some_and(|s| {
+                s.route() == super::site::Route::To(super::classify::Lane::Compute)
+            })
     }
 
     fn waits_now(&self) -> bool {
@@ -363,8 +363,10 @@ impl BlockingLane {
         let shared = &self.shared;
         let started = Instant::now();
         slot.waits.store(waits, Ordering::Relaxed);
-        slot.site
-            .store(job.site.map_or(0, |s| std::ptr::from_ref(s) as usize), Ordering::Relaxed);
+        slot.site.store(
+            job.site.map_or(0, |s| std::ptr::from_ref(s) as usize),
+            Ordering::Relaxed,
+        );
         slot.busy_since.store(
             probe::nanos(started - shared.epoch).max(1),
             Ordering::Relaxed,
@@ -421,7 +423,9 @@ impl BlockingLane {
             let now = Instant::now();
             if memory_read.is_none_or(|at| now - at >= MEMORY_EVERY) {
                 memory_read = Some(now);
-                shared.memory_ok.store(memory_allows_growth(), Ordering::Relaxed);
+                shared
+                    .memory_ok
+                    .store(memory_allows_growth(), Ordering::Relaxed);
             }
             // Which busy threads are asleep, which on (or waiting for) a CPU? Threads running
             // jobs known to sleep are not looked at: there may be hundreds.
@@ -495,11 +499,7 @@ impl BlockingLane {
             let mut starts = Vec::with_capacity(grow);
             for _ in 0..grow {
                 // Jobs that sleep first: they are why the lane grows.
-                let at = state
-                    .queue
-                    .iter()
-                    .position(Job::waits_now)
-                    .unwrap_or(0);
+                let at = state.queue.iter().position(Job::waits_now).unwrap_or(0);
                 let Some(job) = state.queue.remove(at) else {
                     break;
                 };

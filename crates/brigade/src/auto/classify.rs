@@ -589,7 +589,11 @@ mod tests {
         let moves = feed(&mut c, sleeps(20), 1);
         assert_eq!(moves[0].to, Lane::Blocking);
         assert!(moves[0].why.waiting > 0.99);
-        assert!(moves[0].why.to_string().contains("blocked"), "{}", moves[0].why);
+        assert!(
+            moves[0].why.to_string().contains("blocked"),
+            "{}",
+            moves[0].why
+        );
     }
 
     #[test]
@@ -648,8 +652,7 @@ mod tests {
     }
 
     #[test]
-    fn futures_with_long_cpu_polls_go_to_the_compute_lane_and_blocking_ones_to_the_blocking_lane()
-    {
+    fn futures_with_long_cpu_polls_go_to_the_compute_lane_and_blocking_ones_to_the_blocking_lane() {
         let mut p = Polls::default();
         let moves: Vec<_> = (0..4).filter_map(|_| p.probed(&long_cpu_poll(5))).collect();
         assert_eq!(moves.len(), 1);

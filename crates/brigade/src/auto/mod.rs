@@ -232,10 +232,7 @@ impl Inner {
             self.lanes.futures.count.load(Ordering::Acquire) == 0
         };
         let wait = how.waits().then_some(deadline);
-        let blocking = self
-            .lanes
-            .blocking
-            .shutdown(how.cancels_pending(), wait);
+        let blocking = self.lanes.blocking.shutdown(how.cancels_pending(), wait);
         let mut compute_how = if how.cancels_pending() {
             Shutdown::cancel_pending()
         } else {
@@ -949,7 +946,10 @@ impl Builder {
         let max_blocking = worker_count(Some(self.max_blocking))?;
         let measuring = self.measure.unwrap_or_else(|| {
             !std::env::var(AUTO_ENV).is_ok_and(|v| {
-                matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "0" | "false")
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "off" | "0" | "false"
+                )
             })
         });
         let compute = ThreadPool::builder()
@@ -963,8 +963,7 @@ impl Builder {
             // its back.
             .blocking_threshold(Duration::MAX)
             .build()?;
-        let blocking =
-            BlockingLane::new(&self.thread_name, workers, max_blocking, self.keep_alive);
+        let blocking = BlockingLane::new(&self.thread_name, workers, max_blocking, self.keep_alive);
         Ok(Auto {
             inner: Arc::new(Inner {
                 lanes: Arc::new(Lanes {

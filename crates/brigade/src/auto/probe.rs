@@ -340,7 +340,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         let slept = finish(&started);
         assert!(slept.voluntary >= 1, "{slept:?}");
-        assert_eq!(slept.split(SHORT_CALL_NS).reading, Reading::Waits, "{slept:?}");
+        assert_eq!(
+            slept.split(SHORT_CALL_NS).reading,
+            Reading::Waits,
+            "{slept:?}"
+        );
     }
 
     #[test]

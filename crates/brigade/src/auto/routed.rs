@@ -96,7 +96,12 @@ pub(crate) struct Routed<F: Future> {
 }
 
 impl<F: Future> Routed<F> {
-    pub(crate) fn new(future: F, site: &'static Site, hint: Option<Lane>, lanes: Arc<Lanes>) -> Self {
+    pub(crate) fn new(
+        future: F,
+        site: &'static Site,
+        hint: Option<Lane>,
+        lanes: Arc<Lanes>,
+    ) -> Self {
         lanes.futures.started();
         Self {
             inner: Some(Box::pin(future)),
