@@ -347,7 +347,18 @@ fn side_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run_auto(mix: &Mix, kit: &Kit, workers: usize) -> anyhow::Result<Sample> {
+    run_auto_on(&Auto::builder().workers(workers).build()?, mix, kit)
+}
+
+/// auto once every site is placed: the mix runs once untimed, then the timed run (same lines
+/// of code, so the same sites).
+fn run_auto_warm(mix: &Mix, kit: &Kit, workers: usize) -> anyhow::Result<Sample> {
     let auto = Auto::builder().workers(workers).build()?;
+    run_auto_on(&auto, mix, kit)?;
+    run_auto_on(&auto, mix, kit)
+}
+
+fn run_auto_on(auto: &Auto, mix: &Mix, kit: &Kit) -> anyhow::Result<Sample> {
     let stop = Arc::new(AtomicBool::new(false));
     let timed = Timed::start();
     let tick = auto.spawn(ticker(stop.clone()));
@@ -576,6 +587,10 @@ fn grid_search(mix: &Mix, kit: &Kit, workers: usize, base: &Value) -> anyhow::Re
 fn run_mix(mix: &Mix, kit: &Kit, workers: usize, reps: usize, base: &Value) -> anyhow::Result<()> {
     let blocking = grid_search(mix, kit, workers, base)?;
     let mut impls: Vec<&str> = IMPLS.to_vec();
+    if mix.name == "tiny" {
+        // The steady-state cost of routing a tiny call: the site placed before timing.
+        impls.insert(1, "auto-warm");
+    }
     if let Ok(keep) = std::env::var("BRIGADE_BENCH_IMPL") {
         impls.retain(|i| keep.split(',').any(|k| k == *i));
     }
@@ -585,6 +600,7 @@ fn run_mix(mix: &Mix, kit: &Kit, workers: usize, reps: usize, base: &Value) -> a
             std::thread::sleep(Duration::from_millis(50));
             let sample = match *name {
                 "auto" => run_auto(mix, kit, workers),
+                "auto-warm" => run_auto_warm(mix, kit, workers),
                 "threads-only" => run_pool(mix, kit, workers),
                 "blocking-64" => run_pool(mix, kit, 64),
                 "loop-only" => run_loop_only(mix, kit, workers),
@@ -612,7 +628,7 @@ fn run_mix(mix: &Mix, kit: &Kit, workers: usize, reps: usize, base: &Value) -> a
     let best_fixed = impls
         .iter()
         .zip(&medians)
-        .filter(|(n, _)| **n != "auto")
+        .filter(|(n, _)| !n.starts_with("auto"))
         .min_by(|a, b| a.1.total_cmp(b.1))
         .map(|(n, m)| (*n, *m));
     for (i, name) in impls.iter().enumerate() {
@@ -648,6 +664,15 @@ fn run_mix(mix: &Mix, kit: &Kit, workers: usize, reps: usize, base: &Value) -> a
                 "blocking_pool": (*name == "hand-picked").then_some(blocking),
             }),
         );
+        if *name == "auto-warm"
+            && let Some(compute) = impls.iter().position(|n| *n == "threads-only")
+        {
+            let over_ns = (medians[i] - medians[compute]) * 1e9 / mix.tasks() as f64;
+            merge(
+                &mut line,
+                &json!({ "overhead_ns_per_task_vs_compute_lane": round3(over_ns) }),
+            );
+        }
         if *name == "auto" {
             if let Some((fixed, best)) = best_fixed {
                 merge(

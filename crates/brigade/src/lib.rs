@@ -10,7 +10,8 @@
 //! | event loop ("one chef, never idle") — [`EventLoop`] | tasks on a reactor (tokio's) | I/O-bound work with many slow connections |
 //!
 //! Python's rule "CPU-bound → multiprocessing" exists because of the GIL. In Rust, CPU-bound
-//! work belongs on threads; processes are for isolation.
+//! work belongs on threads; processes are for isolation. Or let [`Auto`] apply the rule for
+//! you, per call site, by measurement (see [`auto`]).
 //!
 //! # The futures API
 //!

@@ -276,12 +276,6 @@ impl Calls {
         self.samples
     }
 
-    /// Share of the recent own time spent blocked.
-    #[cfg(test)]
-    pub(crate) fn waiting(&self) -> f64 {
-        self.sums.waiting()
-    }
-
     /// Feeds one sample; returns the move it causes, if any.
     pub(crate) fn observe(&mut self, sample: &Sample) -> Option<Decision> {
         let split = sample.split(SHORT_CALL_NS);
