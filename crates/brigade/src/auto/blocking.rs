@@ -6,7 +6,7 @@
 //! (placed on this lane, or seen asleep here: a sleeping thread costs no CPU, so waiting work
 //! gets a thread each, up to the cap, as tokio's `spawn_blocking` does), or while the threads
 //! not known to sleep are fewer than the cores. Otherwise it queues, and the controller
-//! decides (see `sizing.rs`): every millisecond while work is queued or running, it reads each
+//! decides (see `sizing.rs`): every half millisecond while work is queued or running, it reads each
 //! busy thread's `schedstat` to see whether it is asleep or on the CPU, marks the call sites of
 //! sleeping jobs, and starts threads as the sizing rules say. A thread idle for the lane's
 //! keep-alive exits.
@@ -23,8 +23,10 @@ use crate::error::Error;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Condvar, Mutex};
 
-/// How often the controller looks while the lane has work.
-const TICK: Duration = Duration::from_millis(1);
+/// How often the controller looks while the lane has work: a job is judged asleep when seen
+/// asleep at two ticks in a row, so a burst of sleeping calls from a new site gets its
+/// threads about a millisecond after it arrives.
+const TICK: Duration = Duration::from_micros(500);
 /// How often the controller reads the system's available memory.
 const MEMORY_EVERY: Duration = Duration::from_millis(100);
 

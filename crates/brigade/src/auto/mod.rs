@@ -84,13 +84,38 @@
 //!
 //! Threads that may sleep, sized by feedback rather than a fixed cap (at most
 //! [`Builder::max_blocking_threads`], 512 by default): a call known to sleep gets a thread at
-//! once, CPU-bound work never more threads than cores, and a controller ticking every
+//! once, CPU-bound work never more threads than cores, and a controller ticking every half
 //! millisecond while the lane has work grows it from Little's law and when all its threads
 //! are asleep, and holds growth when service time rises (a saturated disk) or memory is short.
-//! Idle threads retire after [`Builder::blocking_keep_alive`]. The prior art each rule comes
-//! from (.NET's starvation detection, Go's sysmon hand-off, Netflix's Gradient2, Little's law)
-//! is in the sizing module's notes; in short, the rules react to *causes* (threads asleep,
-//! cores busy, latency rising) rather than climbing on throughput.
+//! Idle threads retire after [`Builder::blocking_keep_alive`].
+//!
+//! The rules react to *causes* (threads asleep, cores busy, service time rising) rather than
+//! climbing on throughput. What was taken from where, and why:
+//!
+//! * **Little's law** (L = λW): to keep up with arrivals at rate λ that each hold a thread for
+//!   W, a lane needs about λW threads. The controller measures λ and W and steps a quarter of
+//!   the way towards λW per tick: the steady state. It says nothing about a burst that arrived
+//!   before any call finished, hence the next two.
+//! * **Go's sysmon hand-off**: Go does not wait for a thread stuck in a system call to come
+//!   back; its monitor notices it and hands the processor to another thread. Likewise the
+//!   controller looks at each running call's thread (its state in `/proc`) and, when it is
+//!   seen asleep twice in a row, marks the call's site as one that sleeps: that site's queued
+//!   and future calls get a thread at once, before its first call has even finished.
+//! * **.NET's starvation detection and blocking injection**: when all pool threads are busy
+//!   and work waits, .NET injects threads, slowly (about two a second) because its hill
+//!   climber cannot tell blocked threads from busy ones; its maintainers proposed switching
+//!   the climber off (dotnet/runtime PR #81406) for reacting late and noisily. Here the
+//!   controller *can* tell them apart, so when every busy thread is asleep and work waits, the
+//!   lane doubles at once (asleep threads cost no CPU), and threads seen on the CPU count
+//!   against the cores instead: CPU-bound work that landed here never gets more threads than
+//!   there are cores.
+//! * **Netflix concurrency-limits, Gradient2**: compare a short-term average latency with a
+//!   long-term one; when the short one rises well above it, more concurrency only queues
+//!   somewhere else (a disk, a database), so stop growing. The controller applies that
+//!   gradient to the lane's service time before any growth past the cores.
+//!
+//! Growth also stops when the system's available memory is under 5 % (or 64 MiB), or after a
+//! thread failed to start.
 //!
 //! # Explain
 //!

@@ -1,34 +1,17 @@
 //! How many threads the blocking lane needs: the pure logic of its controller, fed one
 //! observation per tick.
 //!
-//! # Prior art, and what was taken from each
+//! The rules and the prior art they come from (Little's law, Go's sysmon hand-off, .NET's
+//! starvation detection, Netflix's Gradient2) are described in the [module docs of
+//! `auto`](super#the-blocking-lane). In order, each tick:
 //!
-//! * **Little's law** (L = λW): to keep up with arrivals at rate λ that each hold a thread
-//!   for W, a lane needs about λW threads busy. The controller measures λ (arrivals per
-//!   second) and W (service time of finished jobs) and steps towards λW. This is the steady
-//!   state; it says nothing about a burst that arrived before any job finished.
-//! * **Go's sysmon hand-off**: Go does not wait for a blocked goroutine's thread to come back;
-//!   its monitor notices a thread stuck in a system call and hands the processor to another
-//!   thread. Likewise, the controller looks at each running job's thread (its `schedstat`: CPU
-//!   time, wait for a core) every tick, and a job whose thread is asleep marks its call site
-//!   as one that waits; queued jobs from such sites get a thread at once.
-//! * **.NET's starvation detection and blocking injection**: when the thread pool's threads
-//!   are all busy and work waits, .NET injects threads (slowly, one per 0.5 s, after its hill
-//!   climbing proved too timid for blocking work, with a faster path for `Task.Wait`). Here,
-//!   when every busy thread is asleep and work waits, the lane doubles at once: asleep threads
-//!   cost no CPU, so the only limits are memory and the cap. (Its maintainers proposed turning
-//!   the hill climber off, dotnet/runtime PR #81406: throughput-driven climbing reacts late
-//!   and noisily, so this controller climbs on causes, not on throughput.)
-//! * **Netflix concurrency-limits, Gradient2**: compare a short-term average latency with a
-//!   long-term one; when the short one rises well above the long one, more concurrency is only
-//!   queueing somewhere else (a disk, a database), so stop growing. The controller applies the
-//!   same gradient to jobs' service time before any growth past the core count.
-//!
-//! Growth is gated twice more: on CPU (threads seen on the CPU count against the cores; when
-//! they fill them, more threads only fight for cores, so CPU-bound work that landed here is
-//! not given more threads than cores) and on memory (no growth when the system's available
-//! memory is short, or after a thread failed to start). Idle threads retire after the lane's
-//! keep-alive (see `blocking.rs`).
+//! 1. nothing queued, memory short, or at the cap: no growth;
+//! 2. past the cores with service time rising (Gradient2): no growth;
+//! 3. queued calls from sites known to sleep: a thread each;
+//! 4. every busy thread asleep: double;
+//! 5. threads not known to sleep fewer than the cores: fill the cores;
+//! 6. threads on the CPU fill the cores: no growth;
+//! 7. a quarter of the way towards Little's law.
 
 /// One tick's view of the lane.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
