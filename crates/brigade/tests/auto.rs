@@ -486,3 +486,38 @@ fn the_report_reads_as_a_table_with_every_move() {
     assert!(text.contains("cpu/wall") && text.contains("p99"), "{text}");
     assert!(text.contains("new -> blocking"), "{text}");
 }
+
+#[test]
+fn sleeping_calls_of_a_new_site_get_threads_before_any_of_them_finishes() {
+    let _w = Watchdog::new("sleeping_calls_of_a_new_site_get_threads_before_any_of_them_finishes");
+    let auto = auto();
+    // 12 calls from a site never seen before, each asleep until all 12 have started: they can
+    // only finish if the blocking lane sees its threads asleep and grows past the cores
+    // without waiting for a call to end (none can end first). A lane that waited for samples
+    // would hang here, and the watchdog would fail the test.
+    let started = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let (started, gate) = (started.clone(), gate.clone());
+            auto.submit(move || {
+                let (open, cv) = &*gate;
+                let mut open = open.lock().unwrap();
+                if started.fetch_add(1, Ordering::SeqCst) == 11 {
+                    *open = true;
+                    cv.notify_all();
+                }
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+                thread_name()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.result().unwrap().contains("-blocking"));
+    }
+    let report = auto.report();
+    assert!(report.blocking.peak >= 12, "{report}");
+    assert_eq!(report.sites[0].lane, Some(Lane::Blocking), "{report}");
+}
