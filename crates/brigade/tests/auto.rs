@@ -8,7 +8,7 @@ mod common;
 use std::panic::Location;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use brigade::auto::{Auto, Lane, SiteReport, Work};
 use brigade::{Error, Shutdown, Task};
@@ -19,12 +19,16 @@ use common::{Watchdog, recv};
 /// machine.
 const CALLS: usize = 400;
 
-/// Computes for `d` of wall time: CPU-bound work (preempted now and then on a busy machine,
-/// but never asleep, which is what the classifier goes by).
+/// Computes until the thread has had `d` of CPU time: CPU-bound work, however busy the
+/// machine (a spin on the wall clock would get less CPU time when preempted).
 fn spin_cpu(d: Duration) -> u64 {
-    let start = Instant::now();
+    let cpu = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    };
+    let start = cpu();
     let mut x = 0u64;
-    while start.elapsed() < d {
+    while cpu() - start < d {
         for _ in 0..1000 {
             x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
         }
@@ -101,9 +105,16 @@ fn a_cpu_site_lands_on_the_compute_lane() {
     assert!(ran_on.contains("-compute"), "{ran_on}");
     let report = auto.report();
     let site = &report.sites[0];
-    assert!(site.cpu_ratio > 0.3, "{report}");
     assert_eq!(site.moves[0].from, None);
-    assert!(site.moves[0].reason.contains("on the CPU"), "{report}");
+    // "…, N% of it blocked, …": the placement rests on a reading that is mostly CPU.
+    let blocked: f64 = site.moves[0]
+        .reason
+        .split("% of it blocked")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the reason gives the blocked share");
+    assert!(blocked < 50.0, "{report}");
     assert!(site.moves[0].calls <= 32, "{report}");
 }
 

@@ -85,7 +85,11 @@ impl Job {
 
 /// A worker thread's public face: how the controller watches it and hands it work.
 struct Slot {
-    watch: Option<Watch>,
+    /// The thread's id, for the controller to open its watch the first time it needs it
+    /// (most threads run calls known to sleep, which are never watched: a thread that had to
+    /// open a `/proc` file before its first call would start later).
+    tid: Option<u64>,
+    watch: std::sync::OnceLock<Option<Watch>>,
     /// When its current job started (ns since the lane's epoch); 0 while idle.
     busy_since: AtomicU64,
     /// The current job's site (a `&'static Site` as an address; 0: none).
@@ -241,36 +245,56 @@ impl BlockingLane {
 
     /// Starts a thread (already counted in `threads`) whose first job is `job`.
     fn start_thread(&self, job: Job, waits: bool) {
+        self.start_threads(vec![(job, waits)]);
+    }
+
+    /// Starts a thread for each of `jobs` (already counted in `threads`), each taking one as
+    /// its first job. The threads start one another, halving the list at each step, so that
+    /// a burst of a few hundred threads is created on every core at once rather than one
+    /// after another on the controller's.
+    fn start_threads(&self, jobs: Vec<(Job, bool)>) {
+        if jobs.is_empty() {
+            return;
+        }
         let lane = self.clone();
-        // The job waits here until the thread takes it, so that a failed start can give it
-        // back (the closure given to `spawn` is lost with the error).
-        let first = Arc::new(Mutex::new(Some(job)));
+        // The jobs wait here until the thread takes them, so that a failed start can give
+        // them back (the closure given to `spawn` is lost with the error).
+        let first = Arc::new(Mutex::new(Some(jobs)));
         let given = first.clone();
         let spawned = std::thread::Builder::new()
             .name(self.shared.name.clone())
             .spawn(move || {
-                if let Some(job) = given.lock().take() {
+                let Some(mut jobs) = given.lock().take() else {
+                    return;
+                };
+                while jobs.len() > 1 {
+                    let half = jobs.split_off(jobs.len() / 2);
+                    lane.start_threads(half);
+                }
+                if let Some((job, waits)) = jobs.pop() {
                     lane.work(job, waits);
                 }
             });
         if let Err(e) = spawned {
-            let job = first.lock().take().expect("the thread never started");
+            let jobs = first.lock().take().expect("the thread never started");
             // No thread (out of memory or of threads): stop growing for a while, and put the
-            // job back where a live thread or the controller will find it.
+            // jobs back where a live thread or the controller will find them.
             self.shared.memory_ok.store(false, Ordering::Relaxed);
             let mut state = self.shared.state.lock();
-            state.threads -= 1;
-            state.started -= 1;
-            if !waits {
-                state.busy_plain -= 1;
-            }
+            state.threads -= jobs.len();
+            state.started -= jobs.len() as u64;
+            state.busy_plain -= jobs.iter().filter(|(_, waits)| !waits).count();
             if state.threads == 0 {
                 drop(state);
-                (job.run)(Go::Fail(Error::Spawn {
-                    message: e.to_string(),
-                }));
+                for (job, _) in jobs {
+                    (job.run)(Go::Fail(Error::Spawn {
+                        message: e.to_string(),
+                    }));
+                }
             } else {
-                state.queue.push_front(job);
+                for (job, _) in jobs.into_iter().rev() {
+                    state.queue.push_front(job);
+                }
             }
         }
     }
@@ -280,7 +304,8 @@ impl BlockingLane {
         let shared = &self.shared;
         LANE_OF.with(|l| l.set(Arc::as_ptr(shared) as usize));
         let slot = Arc::new(Slot {
-            watch: Watch::current(),
+            tid: probe::thread_id(),
+            watch: std::sync::OnceLock::new(),
             busy_since: AtomicU64::new(0),
             site: AtomicUsize::new(0),
             waits: AtomicBool::new(false),
@@ -442,7 +467,10 @@ impl BlockingLane {
                     asleep += 1;
                     continue;
                 }
-                let Some(now_asleep) = slot.watch.as_ref().and_then(Watch::asleep) else {
+                let watch = slot
+                    .watch
+                    .get_or_init(|| slot.tid.and_then(Watch::of_thread));
+                let Some(now_asleep) = watch.as_ref().and_then(Watch::asleep) else {
                     unjudged += 1;
                     continue;
                 };
@@ -519,9 +547,7 @@ impl BlockingLane {
             if !starts.is_empty() {
                 tracing::debug!(lane = %shared.name, started = starts.len(), ?why, "brigade auto: blocking lane grows");
             }
-            for (job, waits) in starts {
-                self.start_thread(job, waits);
-            }
+            self.start_threads(starts);
         }
     }
 

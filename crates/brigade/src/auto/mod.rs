@@ -552,7 +552,13 @@ impl Auto {
             site.note_hint(hint);
         }
         let routed = Routed::new(future, site, hint, inner.lanes.clone());
-        Ok(inner.event_loop.spawn_at(location, routed))
+        // Counted out by a done callback, which runs once the task counts as done: a shutdown
+        // that waits for the count to reach zero returns with every task done.
+        inner.lanes.futures.started();
+        let task = inner.event_loop.spawn_at(location, routed);
+        let lanes = inner.lanes.clone();
+        task.add_done_callback(move |_| lanes.futures.finished());
+        Ok(task)
     }
 
     /// Applies `f` to every item of `inputs`, routed by the `map` call's site; see [`Map`]

@@ -183,16 +183,23 @@ pub(crate) struct Watch {
 
 impl Watch {
     /// A watch on the calling thread; `None` where the system does not say.
+    #[cfg(test)]
     pub(crate) fn current() -> Option<Self> {
+        Self::of_thread(thread_id()?)
+    }
+
+    /// A watch on thread `tid` of this process; `None` where the system does not say.
+    pub(crate) fn of_thread(tid: u64) -> Option<Self> {
         #[cfg(target_os = "linux")]
         {
-            // The file is bound to this thread's task, whoever reads it later.
-            std::fs::File::open("/proc/thread-self/stat")
+            // The file is bound to that thread's task, whoever reads it later.
+            std::fs::File::open(format!("/proc/self/task/{tid}/stat"))
                 .ok()
                 .map(|file| Self { file })
         }
         #[cfg(not(target_os = "linux"))]
         {
+            let _ = tid;
             None
         }
     }
@@ -292,6 +299,20 @@ mod runq {
     }
 
     pub(super) fn now() -> Option<u64> {
+        None
+    }
+}
+
+/// The calling thread's id in the kernel (Linux), for watching it from another thread.
+pub(crate) fn thread_id() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid takes no arguments, cannot fail and touches no memory of ours.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+        u64::try_from(tid).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
         None
     }
 }

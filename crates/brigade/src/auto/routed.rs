@@ -102,7 +102,6 @@ impl<F: Future> Routed<F> {
         hint: Option<Lane>,
         lanes: Arc<Lanes>,
     ) -> Self {
-        lanes.futures.started();
         Self {
             inner: Some(Box::pin(future)),
             site,
@@ -128,7 +127,6 @@ impl<F: Future> Routed<F> {
 impl<F: Future> Drop for Routed<F> {
     fn drop(&mut self) {
         self.flush();
-        self.lanes.futures.finished();
     }
 }
 

@@ -176,7 +176,13 @@ impl Site {
             epoch,
             route: AtomicU8::new(route.encode()),
             hint: AtomicU8::new(0),
-            period_mask: AtomicU32::new(0),
+            // A new closure site is probed at every call until placed. A future's site starts
+            // on the loop, where every poll is timed anyway: its polls are probed 1 in
+            // MAX_PERIOD until one is long.
+            period_mask: AtomicU32::new(match work {
+                Work::Calls => 0,
+                Work::Futures => MAX_PERIOD - 1,
+            }),
             typical_ns: AtomicU64::new(0),
             seen_waiting_ns: AtomicU64::new(0),
             calls: CachePadded::new(AtomicU64::new(0)),
