@@ -292,10 +292,27 @@ impl Site {
             Classifier::Polls(p) => p.probed(sample),
         };
         self.apply(&mut state, decision);
-        let placed = self.route() != Route::New;
+        let poll_mask = Self::poll_mask(&state);
         drop(state);
-        if placed {
-            self.set_period(self.typical_ns.load(Ordering::Relaxed));
+        match poll_mask {
+            Some(mask) => self.period_mask.store(mask, Ordering::Relaxed),
+            None if self.route() != Route::New => {
+                self.set_period(self.typical_ns.load(Ordering::Relaxed));
+            }
+            None => {}
+        }
+    }
+
+    /// A future's site probes every poll while long polls are more than a few of its recent
+    /// ones (their kind needs their CPU time), and 1 in [`MAX_PERIOD`] otherwise: its polls'
+    /// wall time is read anyway. (Its polls are too unlike each other for `set_period`: a
+    /// long poll is often followed by a short one, which would set the period back.)
+    /// `None` for a closure site.
+    fn poll_mask(state: &State) -> Option<u32> {
+        match &state.classifier {
+            Classifier::Polls(p) if p.long_share() >= Polls::LONG_SHARE / 4.0 => Some(0),
+            Classifier::Polls(_) => Some(MAX_PERIOD - 1),
+            Classifier::Calls(_) => None,
         }
     }
 
@@ -319,15 +336,12 @@ impl Site {
             Classifier::Polls(p) => p.short(n, own_ns),
             Classifier::Calls(_) => None,
         };
-        let long = match &state.classifier {
-            Classifier::Polls(p) => p.long_share() >= Polls::LONG_SHARE / 4.0,
-            Classifier::Calls(_) => false,
-        };
         self.apply(&mut state, decision);
+        let mask = Self::poll_mask(&state);
         drop(state);
-        // Polls are sampled 1 in MAX_PERIOD unless long ones are more than a few lately.
-        let mask = if long { 0 } else { MAX_PERIOD - 1 };
-        self.period_mask.store(mask, Ordering::Relaxed);
+        if let Some(mask) = mask {
+            self.period_mask.store(mask, Ordering::Relaxed);
+        }
     }
 
     fn apply(&self, state: &mut State, decision: Option<Decision>) {
