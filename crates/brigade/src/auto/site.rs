@@ -551,6 +551,25 @@ mod tests {
     }
 
     #[test]
+    fn a_future_site_with_frequent_long_polls_probes_every_poll() {
+        // Each task: one long poll (not probed: it made the next one probed), then a short one.
+        // The short one must not set the period back, or the long ones are never probed and
+        // their kind never known.
+        let site = Site::new(Location::caller(), Work::Futures, Instant::now());
+        assert_eq!(site.period_mask.load(Ordering::Relaxed), MAX_PERIOD - 1);
+        let short = Sample {
+            wall_ns: 40_000,
+            cpu_ns: 40_000,
+            ..Sample::default()
+        };
+        for _ in 0..8 {
+            site.long_poll(3_000_000);
+            site.probed(&short, Lane::Loop);
+            assert_eq!(site.period_mask.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    #[test]
     fn the_sampling_period_follows_the_typical_duration() {
         let site = Site::new(Location::caller(), Work::Calls, Instant::now());
         site.set_period(1_000_000);
