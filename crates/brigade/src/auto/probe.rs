@@ -110,6 +110,20 @@ pub(crate) fn coarse_ns() -> u64 {
     }
 }
 
+/// Whether a scheduler tick passed since this thread last asked (one coarse clock read): asked
+/// after each unprobed short call, it says the call may have run long. A thread that idled
+/// between two calls may say yes for nothing; that costs one extra probe, at most once per
+/// tick (4 ms) per thread.
+#[inline]
+pub(crate) fn tick_passed() -> bool {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<u64> = const { Cell::new(0) };
+    }
+    let now = coarse_ns();
+    LAST.with(|last| last.replace(now) != now)
+}
+
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

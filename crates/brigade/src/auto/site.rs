@@ -13,10 +13,11 @@
 //! that keeps probing under ~1 % of the site's time (N = 1 for calls of 400 µs and more, up to
 //! [`MAX_PERIOD`] for tiny calls). Calls of a site whose calls take 20 µs or more also read the
 //! wall clock (2 × ~30 ns), and one that takes four times the site's typical duration makes
-//! the next calls probed again. Shorter calls read only the coarse clock (2 × ~5 ns), which
-//! moves once per scheduler tick: a call during which it moved ran long enough to cross a tick,
-//! and makes the next calls probed. So a tiny site that starts blocking is seen within a call
-//! or a few. The sampling never stops: that is the occasional probe that keeps a placed site
+//! the next calls probed again. After a shorter call, the thread reads only the coarse clock
+//! (~5 ns), which moves once per scheduler tick: if it moved since the thread's last call ended,
+//! this call may have crossed a tick, and the next calls are probed. So a tiny site that starts
+//! blocking is seen within a call or a few; a busy thread pays an extra probe at most once per
+//! tick. The sampling never stops: that is the occasional probe that keeps a placed site
 //! from being locked in.
 
 use std::collections::HashMap;
@@ -459,7 +460,7 @@ pub(crate) enum Measure {
     Probe { precise: bool },
     /// Wall time.
     Time,
-    /// Whether a scheduler tick passed (the coarse clock).
+    /// Whether a scheduler tick passed since the thread's last call (the coarse clock).
     Tick,
 }
 
