@@ -149,6 +149,15 @@ thread_local! {
 
 impl BlockingLane {
     pub(crate) fn new(name: &str, cores: usize, max: usize, keep_alive: Duration) -> Self {
+        let lane = Self::unstarted(name, cores, max, keep_alive);
+        // The controller starts now, parked, rather than with the first job: a burst from a
+        // new call site then does not wait for a thread to start before anyone looks at it.
+        lane.shared.state.lock().controller_running = true;
+        lane.start_controller();
+        lane
+    }
+
+    fn unstarted(name: &str, cores: usize, max: usize, keep_alive: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -249,13 +258,16 @@ impl BlockingLane {
     }
 
     /// Starts a thread for each of `jobs` (already counted in `threads`), each taking one as
-    /// its first job. The threads start one another, halving the list at each step, so that
-    /// a burst of a few hundred threads is created on every core at once rather than one
-    /// after another on the controller's.
+    /// its first job. One after another, on this thread: starting them from the new threads
+    /// in a tree measured slower here (the kernel serializes much of a thread's creation).
     fn start_threads(&self, jobs: Vec<(Job, bool)>) {
-        if jobs.is_empty() {
-            return;
+        for job in jobs {
+            self.start_one(job);
         }
+    }
+
+    fn start_one(&self, job: (Job, bool)) {
+        let jobs = vec![job];
         let lane = self.clone();
         // The jobs wait here until the thread takes them, so that a failed start can give
         // them back (the closure given to `spawn` is lost with the error).
@@ -264,14 +276,8 @@ impl BlockingLane {
         let spawned = std::thread::Builder::new()
             .name(self.shared.name.clone())
             .spawn(move || {
-                let Some(mut jobs) = given.lock().take() else {
-                    return;
-                };
-                while jobs.len() > 1 {
-                    let half = jobs.split_off(jobs.len() / 2);
-                    lane.start_threads(half);
-                }
-                if let Some((job, waits)) = jobs.pop() {
+                let job = given.lock().take().and_then(|mut jobs| jobs.pop());
+                if let Some((job, waits)) = job {
                     lane.work(job, waits);
                 }
             });
@@ -312,12 +318,25 @@ impl BlockingLane {
             handoff: Mutex::new(None),
             wake: Condvar::new(),
         });
-        shared.state.lock().slots.push(slot.clone());
+        // The controller watches threads running calls not known to sleep: such a thread shows
+        // itself before its first call. One started for a call known to sleep shows itself
+        // after it, under the lock it takes then anyway (a burst of hundreds of new threads
+        // would otherwise queue on that lock before their first calls).
+        let mut registered = !first_waits;
+        if registered {
+            shared.state.lock().slots.push(slot.clone());
+        }
         let mut next = Some((first, first_waits));
         loop {
             if let Some((job, waits)) = next.take() {
-                self.run(&slot, job, waits);
+                let took = self.run(&slot, job, waits);
                 let mut state = shared.state.lock();
+                state.finished += 1;
+                state.service_ns = state.service_ns.saturating_add(took);
+                if !registered {
+                    state.slots.push(slot.clone());
+                    registered = true;
+                }
                 if !waits {
                     state.busy_plain -= 1;
                 }
@@ -386,7 +405,8 @@ impl BlockingLane {
         self.shared.changed.notify_all();
     }
 
-    fn run(&self, slot: &Slot, job: Job, waits: bool) {
+    /// Runs `job`; returns how long it took, in ns.
+    fn run(&self, slot: &Slot, job: Job, waits: bool) -> u64 {
         let shared = &self.shared;
         let started = Instant::now();
         slot.waits.store(waits, Ordering::Relaxed);
@@ -401,10 +421,7 @@ impl BlockingLane {
         // The job catches its own panics (it completes a task with them).
         (job.run)(Go::Run);
         slot.busy_since.store(0, Ordering::Relaxed);
-        let took = probe::nanos(started.elapsed());
-        let mut state = shared.state.lock();
-        state.finished += 1;
-        state.service_ns = state.service_ns.saturating_add(took);
+        probe::nanos(started.elapsed())
     }
 
     fn start_controller(&self) {
@@ -428,6 +445,7 @@ impl BlockingLane {
         let mut memory_read: Option<Instant> = None;
         let mut last_tick = Instant::now();
         let (mut arrived, mut finished, mut service) = (0u64, 0u64, 0u64);
+        let mut suspects = 0;
         loop {
             let mut state = shared.state.lock();
             loop {
@@ -446,7 +464,9 @@ impl BlockingLane {
             }
             let slots = state.slots.clone();
             drop(state);
-            std::thread::sleep(TICK);
+            // A thread seen asleep once is looked at again soon: the second sighting is what
+            // marks its site, and a burst of that site's calls is waiting for it.
+            std::thread::sleep(if suspects > 0 { TICK / 4 } else { TICK });
             let now = Instant::now();
             if memory_read.is_none_or(|at| now - at >= MEMORY_EVERY) {
                 memory_read = Some(now);
@@ -457,6 +477,7 @@ impl BlockingLane {
             // Which busy threads are asleep, which on (or waiting for) a CPU? Threads running
             // jobs known to sleep are not looked at: there may be hundreds.
             let (mut asleep, mut on_cpu, mut unjudged) = (0, 0, 0);
+            suspects = 0;
             let mut seen = Vec::new();
             for slot in slots {
                 let job = slot.busy_since.load(Ordering::Relaxed);
@@ -490,7 +511,10 @@ impl BlockingLane {
                             site.seen_waiting();
                         }
                     }
-                    _ => unjudged += 1,
+                    (_, true) => {
+                        unjudged += 1;
+                        suspects += 1;
+                    }
                 }
                 seen.push((slot, job, now_asleep));
             }

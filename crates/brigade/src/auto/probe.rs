@@ -249,18 +249,28 @@ mod runq {
     use super::RUNQ_STALE;
 
     struct Cached {
-        /// `None` once the file proved unreadable.
-        file: Option<File>,
+        /// Opened on first need; `Some(None)` once it proved unreadable.
+        file: Option<Option<File>>,
         at: Option<Instant>,
         runq_ns: u64,
     }
 
+    impl Cached {
+        fn file(&mut self) -> Option<&File> {
+            self.file
+                .get_or_insert_with(|| File::open("/proc/thread-self/schedstat").ok())
+                .as_ref()
+        }
+    }
+
     thread_local! {
-        static CACHED: RefCell<Cached> = RefCell::new(Cached {
-            file: File::open("/proc/thread-self/schedstat").ok(),
-            at: None,
-            runq_ns: 0,
-        });
+        static CACHED: RefCell<Cached> = const {
+            RefCell::new(Cached {
+                file: None,
+                at: None,
+                runq_ns: 0,
+            })
+        };
     }
 
     /// `schedstat`'s wait for a core (its second field: CPU time, wait, time slices).
@@ -272,9 +282,18 @@ mod runq {
     }
 
     /// The wait for a core so far, from a sample at most `RUNQ_STALE` old (or fresh).
+    ///
+    /// A thread's first call, unless `precise`, counts from 0 without reading: the file is
+    /// opened only if the call proves long enough to read it at its end. Then the wait since
+    /// the thread began counts as the call's, which errs towards "preempted" by at most the
+    /// thread's wait for its first slice; in exchange, a burst of new blocking-lane threads
+    /// does not each open a `/proc` file before its first call.
     pub(super) fn at_start(precise: bool) -> Option<u64> {
         CACHED.with(|cached| {
             let mut cached = cached.borrow_mut();
+            if !precise && cached.file.is_none() {
+                return Some(0);
+            }
             let now = Instant::now();
             let fresh = cached
                 .at
@@ -282,14 +301,14 @@ mod runq {
             if !precise && fresh {
                 return Some(cached.runq_ns);
             }
-            match cached.file.as_ref().map(read_runq) {
+            match cached.file().map(read_runq) {
                 Some(Some(runq_ns)) => {
                     cached.at = Some(now);
                     cached.runq_ns = runq_ns;
                     Some(runq_ns)
                 }
                 Some(None) => {
-                    cached.file = None;
+                    cached.file = Some(None);
                     None
                 }
                 None => None,
@@ -300,8 +319,8 @@ mod runq {
     /// The wait for a core so far, read now.
     pub(super) fn now() -> Option<u64> {
         CACHED.with(|cached| {
-            let cached = cached.borrow();
-            read_runq(cached.file.as_ref()?)
+            let mut cached = cached.borrow_mut();
+            read_runq(cached.file()?)
         })
     }
 }
