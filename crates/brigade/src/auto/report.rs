@@ -49,7 +49,9 @@ pub struct SiteReport {
     pub lane: Option<Lane>,
     /// The lane a hint (`.cpu()`, `.blocking()`) sent the site's last hinted call to.
     pub hint: Option<Lane>,
-    /// Calls (closures) or spawns (futures) so far.
+    /// Calls (closures) or spawns (futures) so far: exact when one thread submits from the
+    /// site, possibly short of the truth when several do at once (it is counted without a
+    /// locked instruction, to keep the cost of a tiny call down).
     pub calls: u64,
     /// Calls or polls probed (CPU time and context switches read).
     pub samples: u64,
