@@ -710,6 +710,8 @@ fn sites(report: &brigade::auto::Report) -> Vec<Value> {
                 "calls": s.calls,
                 "samples": s.samples,
                 "placed_after_calls": s.moves.first().map(|m| m.calls),
+                // Of those, the calls that had run (been probed): in a burst, far fewer.
+                "placed_after_runs": s.moves.first().map(|m| m.samples),
                 "moves": s.moves.len(),
                 "cpu_ratio": round3(s.cpu_ratio),
             })
