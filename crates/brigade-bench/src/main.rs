@@ -5,6 +5,7 @@
 //! cargo run --release -p brigade-bench -- processes [--reps N] [--only WORKLOAD]... [--quick]
 //! cargo run --release -p brigade-bench -- event-loop [--reps N] [--only WORKLOAD]... [--quick]
 //! cargo run --release -p brigade-bench -- cluster [--reps N] [--only WORKLOAD]... [--quick]
+//! cargo run --release -p brigade-bench -- auto [--reps N] [--only MIX]... [--quick] [--sleep]
 //! ```
 //!
 //! Every workload measures brigade and its anchors in the same run, interleaving the
@@ -12,6 +13,7 @@
 //! of them alike, and reports the median. Each line carries `vs_anchor`: the anchor's median
 //! wall time divided by this impl's (above 1 means faster than the anchor).
 
+mod auto;
 mod cluster;
 mod event_loop;
 mod measure;
@@ -42,6 +44,9 @@ enum Suite {
     /// Internal: a cluster worker (this binary serving a queue).
     #[command(hide = true)]
     ClusterWorker(cluster::WorkerArgs),
+    /// Benchmark A1: the auto router against every fixed choice, on mixes of CPU, blocking,
+    /// async and tiny tasks.
+    Auto(auto::Args),
     /// Internal: the memory probe, run as a child process so its peak RSS is its own.
     #[command(hide = true)]
     MemoryProbe(threads::MemoryProbeArgs),
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
         Suite::EventLoop(args) => event_loop::run(&args),
         Suite::Cluster(args) => cluster::run(&args),
         Suite::ClusterWorker(args) => return cluster::worker(&args),
+        Suite::Auto(args) => auto::run(&args),
         Suite::MemoryProbe(args) => threads::memory_probe(&args),
     };
     match outcome {

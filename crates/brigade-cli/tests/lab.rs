@@ -43,7 +43,7 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-const EXPERIMENTS: [&str; 8] = [
+const EXPERIMENTS: [&str; 9] = [
     "cpu-bound",
     "io-few-fast",
     "io-many-slow",
@@ -51,6 +51,7 @@ const EXPERIMENTS: [&str; 8] = [
     "race",
     "startup-cost",
     "concurrency-vs-parallelism",
+    "choosing-rule",
     "python",
 ];
 

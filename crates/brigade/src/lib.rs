@@ -10,7 +10,8 @@
 //! | event loop ("one chef, never idle") — [`EventLoop`] | tasks on a reactor (tokio's) | I/O-bound work with many slow connections |
 //!
 //! Python's rule "CPU-bound → multiprocessing" exists because of the GIL. In Rust, CPU-bound
-//! work belongs on threads; processes are for isolation.
+//! work belongs on threads; processes are for isolation. Or let [`Auto`] apply the rule for
+//! you, per call site, by measurement (see [`auto`]).
 //!
 //! # The futures API
 //!
@@ -206,6 +207,7 @@
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+pub mod auto;
 mod error;
 pub mod event_loop;
 mod map;
@@ -218,6 +220,7 @@ mod task;
 pub mod threads;
 mod wait;
 
+pub use auto::Auto;
 pub use error::{BuildError, Error, SubmitError};
 pub use event_loop::EventLoop;
 pub use map::{Map, Unordered};

@@ -82,6 +82,14 @@ pub(crate) static EXPERIMENTS: &[Experiment] = &[
         run: experiments::concurrency::run,
     },
     Experiment {
+        name: "choosing-rule",
+        title: "The choosing rule, applied by hand and by measurement",
+        claim: "No single model suits every kind of work: CPU-bound work wants parallel \
+                workers, blocking I/O wants threads, many slow connections want an event loop; \
+                and the rule can be applied by measuring each call site.",
+        run: experiments::choosing_rule::run,
+    },
+    Experiment {
         name: "python",
         title: "The same experiments in Python",
         claim: "In Python the GIL lets only one thread compute at a time, so CPU-bound work \

@@ -136,6 +136,9 @@ pub(crate) struct Timeline {
     pub(crate) start_ns: u64,
     pub(crate) end_ns: u64,
     pub(crate) spans: Vec<Span>,
+    /// Rows with a name of their own instead of `row_kind` and a number (a timeline whose
+    /// rows are not workers: one per call site and lane, say).
+    pub(crate) row_names: Vec<(Worker, String)>,
 }
 
 impl Timeline {
@@ -158,7 +161,14 @@ impl Timeline {
             start_ns,
             end_ns,
             spans,
+            row_names: Vec::new(),
         }
+    }
+
+    /// Names the rows: `worker`'s row is labelled with its name.
+    pub(crate) fn with_row_names(mut self, names: Vec<(Worker, String)>) -> Self {
+        self.row_names = names;
+        self
     }
 
     /// The workers, in the order they first started a span: the rows, top to bottom.

@@ -380,6 +380,19 @@ impl EventLoop {
         self.spawn_at(Location::caller(), future, true).0
     }
 
+    /// Spawns from `site` (a router's caller: the auto lane keeps its user's call site).
+    pub(crate) fn spawn_from<F>(
+        &self,
+        site: &'static Location<'static>,
+        future: F,
+    ) -> Task<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_at(site, future, false).0
+    }
+
     /// Spawns from `site`; a refused future becomes a task already failed, and the control
     /// (for a group) a control of nothing.
     fn spawn_at<F>(

@@ -2,6 +2,7 @@
 //! waiting for tasks that carry their own span, and naming the winner of a comparison.
 
 pub(crate) mod blocking;
+pub(crate) mod choosing_rule;
 pub(crate) mod concurrency;
 pub(crate) mod cpu_bound;
 pub(crate) mod io;

@@ -75,14 +75,19 @@ impl Scale {
     }
 }
 
-/// The row labels: `row_kind` and a number. Threads are numbered 1, 2, ... in row order
-/// rather than by their process-wide ids, which only say how many threads earlier
-/// experiments started; processes keep their pid, which a learner can match with `ps`.
-fn labels(rows: &[Worker], row_kind: &str) -> Vec<String> {
+/// The row labels: the row's own name if it has one, else `row_kind` and a number. Threads are
+/// numbered 1, 2, ... in row order rather than by their process-wide ids, which only say how
+/// many threads earlier experiments started; processes keep their pid, which a learner can
+/// match with `ps`.
+fn labels(rows: &[Worker], row_kind: &str, names: &[(Worker, String)]) -> Vec<String> {
     let is_process_kind = row_kind.contains("process");
     let mut threads = 0;
     rows.iter()
         .map(|w| match *w {
+            _ if names.iter().any(|(n, _)| n == w) => names
+                .iter()
+                .find_map(|(n, name)| (n == w).then(|| name.clone()))
+                .unwrap_or_default(),
             Worker::Thread(_) => {
                 threads += 1;
                 let kind = if is_process_kind { "thread" } else { row_kind };
@@ -184,7 +189,7 @@ fn ms(t_ns: u64, origin_ns: u64) -> String {
 pub(super) fn timeline(timeline: &Timeline, scale_ns: u64) -> Drawing {
     let workers = timeline.rows();
     let drawn = &workers[..workers.len().min(MAX_ROWS)];
-    let labels = labels(drawn, timeline.row_kind);
+    let labels = labels(drawn, timeline.row_kind, &timeline.row_names);
     let mut rows: Vec<Vec<&Span>> = vec![Vec::new(); drawn.len()];
     let mut spans_hidden = 0;
     for span in &timeline.spans {
@@ -318,6 +323,7 @@ mod tests {
             start_ns: T0,
             end_ns: T0 + duration_ms * MS,
             spans,
+            row_names: Vec::new(),
         }
     }
 
@@ -568,12 +574,17 @@ mod tests {
     fn labels_use_the_row_kind() {
         let rows = [Worker::Thread(12), Worker::Process(77), Worker::Thread(3)];
         assert_eq!(
-            labels(&rows, "loop thread"),
+            labels(&rows, "loop thread", &[]),
             ["loop thread 1", "process 77", "loop thread 2"]
         );
         assert_eq!(
-            labels(&rows, "process"),
+            labels(&rows, "process", &[]),
             ["thread 1", "process 77", "thread 2"]
+        );
+        let named = [(Worker::Thread(3), "cpu site on compute".to_owned())];
+        assert_eq!(
+            labels(&rows, "thread", &named),
+            ["thread 1", "process 77", "cpu site on compute"]
         );
     }
 }

@@ -38,6 +38,7 @@ fn timeline(model: &str, row_kind: &'static str, duration_ms: u64, spans: Vec<Sp
         start_ns: T0,
         end_ns: T0 + duration_ms * MS,
         spans,
+        row_names: Vec::new(),
     }
 }
 
