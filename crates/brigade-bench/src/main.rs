@@ -4,6 +4,7 @@
 //! cargo run --release -p brigade-bench -- threads [--reps N] [--only WORKLOAD]... [--quick]
 //! cargo run --release -p brigade-bench -- processes [--reps N] [--only WORKLOAD]... [--quick]
 //! cargo run --release -p brigade-bench -- event-loop [--reps N] [--only WORKLOAD]... [--quick]
+//! cargo run --release -p brigade-bench -- scaling [--reps N] [--only LANE]... [--quick]
 //! ```
 //!
 //! Every workload measures brigade and its anchors in the same run, interleaving the
@@ -14,6 +15,7 @@
 mod event_loop;
 mod measure;
 mod processes;
+mod scaling;
 mod threads;
 
 use std::process::ExitCode;
@@ -35,6 +37,8 @@ enum Suite {
     Processes(processes::Args),
     /// The event loop against tokio, threads and Python's asyncio, over real HTTP.
     EventLoop(event_loop::Args),
+    /// Per-task cost of every lane as the task count and the worker count grow.
+    Scaling(scaling::Args),
     /// Internal: the memory probe, run as a child process so its peak RSS is its own.
     #[command(hide = true)]
     MemoryProbe(threads::MemoryProbeArgs),
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Suite::Threads(args) => threads::run(&args),
         Suite::Processes(args) => processes::run(&args),
         Suite::EventLoop(args) => event_loop::run(&args),
+        Suite::Scaling(args) => scaling::run(&args),
         Suite::MemoryProbe(args) => threads::memory_probe(&args),
     };
     match outcome {
