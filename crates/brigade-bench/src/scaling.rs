@@ -50,6 +50,10 @@ pub(crate) struct Args {
     /// Task count of the `workers` sweep (default 10⁵, `--quick` 10³).
     #[arg(long)]
     workers_sweep_tasks: Option<u64>,
+    /// Batches per repetition at every point, instead of enough to cover 10⁶ tasks (for
+    /// counting one point's instructions under callgrind, say).
+    #[arg(long)]
+    rounds: Option<u64>,
 }
 
 /// One point of a sweep.
@@ -74,7 +78,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let point = |tasks: u64, workers: usize| Point {
         tasks,
         workers,
-        rounds: per_rep.div_ceil(tasks).max(1),
+        rounds: args.rounds.unwrap_or(per_rep.div_ceil(tasks)).max(1),
     };
     let sizes: Vec<u64> = if !args.tasks.is_empty() {
         args.tasks.clone()

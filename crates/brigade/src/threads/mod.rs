@@ -30,6 +30,7 @@
 //! [`shutdown`](ThreadPool::shutdown) can stop it (threads cannot be killed safely; the
 //! process lane is the one with killable tasks).
 
+mod inject;
 mod job;
 mod join;
 mod registry;
