@@ -102,11 +102,12 @@ mod tests {
     use super::*;
     use crate::task::cell::Cell;
     use crate::task::origin::Origin;
+    use crate::task::refs::CellRef;
     use std::sync::{Arc, Mutex as StdMutex};
 
     fn job(log: &Arc<StdMutex<Vec<usize>>>, i: usize) -> Job {
         let log = Arc::clone(log);
-        Job::task(Arc::new(Cell::new(
+        Job::task(CellRef::new(Cell::new(
             move || log.lock().unwrap().push(i),
             Origin::UNKNOWN,
         )))
