@@ -46,6 +46,7 @@
 //! beyond the state word it already writes. The lane (for `Debug`) is kept there too, as it
 //! never changes.
 
+use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::ptr;
 use std::task::Waker;
@@ -142,6 +143,11 @@ impl<T> Header<T> {
             lane: LaneName::from_index(lane),
             site: self.site,
         }
+    }
+
+    /// Whether a claim on the task has won (so its work slot is empty).
+    pub(super) fn is_claimed(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & CLAIMED != 0
     }
 
     /// Sets the reference count of a cell nobody else can see yet.
@@ -385,21 +391,46 @@ fn run_callback<T>(callback: Callback<T>, outcome: &Outcome<T>) {
 
 /// The closure slot, plus whatever a kind of job keeps beside it (`X`: a scoped task keeps
 /// its scope's latch). Only the task's owner takes the closure out.
+///
+/// The slot holds the closure exactly while no claim on the task has won: every claimant
+/// takes it out (to run it, or to drop it unrun) right after winning. So the state word says
+/// whether it is there, and the slot needs no tag of its own (8 bytes per task, often the
+/// difference between two malloc size classes).
 pub(crate) struct Work<F, X = ()> {
-    f: UnsafeCell<Option<F>>,
+    f: UnsafeCell<MaybeUninit<F>>,
     pub(crate) extra: X,
 }
 
 // SAFETY: the closure slot is touched only by the owner of the task (one thread, after a
-// successful claim, which acquires the construction); `F: Send` lets that thread be another
-// than the one that built the task. `extra` is only read, and is `Sync` itself.
+// successful claim, which acquires the construction), or by the last reference when no claim
+// ever won; `F: Send` lets that thread be another than the one that built the task. `extra`
+// is only read, and is `Sync` itself.
 unsafe impl<F: Send, X: Sync> Sync for Work<F, X> {}
 
 impl<F, X> Work<F, X> {
-    /// Takes the work out. Only the owner may call this, once.
-    pub(super) fn take(&self) -> Option<F> {
-        // SAFETY: only the owner calls this, see `Sync` above.
-        self.f.with_mut(|slot| unsafe { (*slot).take() })
+    /// Takes the work out.
+    ///
+    /// # Safety
+    /// Only the task's owner (the winner of its claim) may call this, once.
+    pub(super) unsafe fn take(&self) -> F {
+        // SAFETY: present until the owner takes it, once (see the type's docs).
+        self.f
+            .with_mut(|slot| unsafe { (*slot).assume_init_read() })
+    }
+}
+
+/// Dropping the work of a task that nobody claimed, when its cell is freed (see
+/// [`CellRef`](super::refs::CellRef)).
+pub(crate) trait Slot {
+    /// # Safety
+    /// No claim on the task ever won, and the cell is being freed by its last reference.
+    unsafe fn drop_unclaimed(&self);
+}
+
+impl<F, X> Slot for Work<F, X> {
+    unsafe fn drop_unclaimed(&self) {
+        // SAFETY: unclaimed, so the work is still there, and nobody else can take it.
+        drop(unsafe { self.take() });
     }
 }
 
@@ -420,17 +451,21 @@ pub(crate) trait Hooks: Send + Sync {
 impl Hooks for () {}
 
 /// The work slot with its type erased, so that handles need not know the closure's type.
-pub(crate) trait Erased: Send + Sync {
-    /// Drops the work unrun. Only the owner may call this.
-    fn discard(&self);
+pub(crate) trait Erased: Send + Sync + Slot {
+    /// Drops the work unrun.
+    ///
+    /// # Safety
+    /// As for [`Work::take`]: only the task's owner, once.
+    unsafe fn discard(&self);
 
     /// See [`Hooks::interrupt`].
     fn interrupt(&self) -> bool;
 }
 
 impl<F: Send, X: Hooks> Erased for Work<F, X> {
-    fn discard(&self) {
-        drop(self.take());
+    unsafe fn discard(&self) {
+        // SAFETY: as required of the caller.
+        drop(unsafe { self.take() });
     }
 
     fn interrupt(&self) -> bool {
@@ -457,7 +492,7 @@ impl<T, F, X> Cell<T, Work<F, X>> {
         Self {
             header: Header::new(origin),
             work: Work {
-                f: UnsafeCell::new(Some(work)),
+                f: UnsafeCell::new(MaybeUninit::new(work)),
                 extra,
             },
         }
@@ -470,7 +505,8 @@ impl<T, W: Erased + ?Sized> Cell<T, W> {
     pub(crate) fn cancel(&self) -> bool {
         match self.header.try_cancel() {
             Claim::Won => {
-                self.work.discard();
+                // SAFETY: we won the claim.
+                unsafe { self.work.discard() };
                 self.header.complete(Err(Error::Cancelled));
                 true
             }
@@ -482,7 +518,8 @@ impl<T, W: Erased + ?Sized> Cell<T, W> {
     /// Ends a task that can no longer run (its pool refused or dropped it) with `reason`.
     pub(crate) fn abandon(&self, reason: Error) {
         if self.header.try_cancel() == Claim::Won {
-            self.work.discard();
+            // SAFETY: we won the claim.
+            unsafe { self.work.discard() };
             self.header.complete(Err(reason));
         }
     }
@@ -499,7 +536,8 @@ where
         if self.header.try_start() != Claim::Won {
             return None;
         }
-        let work = self.work.take().expect("the owner takes the work once");
+        // SAFETY: we won the claim.
+        let work = unsafe { self.work.take() };
         // The closure is consumed by the call, so whatever it captured is dropped here, before
         // completion: once a waiter sees the outcome, the pool holds nothing of the closure.
         let outcome = catch_unwind(AssertUnwindSafe(work)).map_err(|p| Error::from_panic(&*p));

@@ -69,7 +69,8 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
         match self.cell.header.try_start() {
             Claim::Won => {
                 self.owns = true;
-                self.cell.work.take()
+                // SAFETY: we won the claim.
+                Some(unsafe { self.cell.work.take() })
             }
             Claim::Cancelled | Claim::Started => {
                 self.settled = true;
@@ -103,7 +104,8 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
             if self.cell.header.try_start() != Claim::Won {
                 return;
             }
-            drop(self.cell.work.take());
+            // SAFETY: we won the claim.
+            drop(unsafe { self.cell.work.take() });
         }
         self.owns = false;
         self.cell.header.complete(outcome);

@@ -15,10 +15,10 @@ use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 
-use super::cell::{Cell, Erased, Work};
+use super::cell::{Cell, Erased, Slot, Work};
 
 /// One counted reference to a boxed [`Cell`]; the cell is freed with the last one.
-pub(crate) struct CellRef<T, W: ?Sized> {
+pub(crate) struct CellRef<T, W: ?Sized + Slot> {
     ptr: NonNull<Cell<T, W>>,
     /// Owns a share of the cell (for drop check and auto traits).
     _owns: PhantomData<Cell<T, W>>,
@@ -26,11 +26,11 @@ pub(crate) struct CellRef<T, W: ?Sized> {
 
 // SAFETY: as for `Arc<Cell<T, W>>`: the cell is shared between the holders, so it must be
 // both `Send` and `Sync` for a reference to move or be shared across threads.
-unsafe impl<T, W: ?Sized> Send for CellRef<T, W> where Cell<T, W>: Send + Sync {}
+unsafe impl<T, W: ?Sized + Slot> Send for CellRef<T, W> where Cell<T, W>: Send + Sync {}
 // SAFETY: as above.
-unsafe impl<T, W: ?Sized> Sync for CellRef<T, W> where Cell<T, W>: Send + Sync {}
+unsafe impl<T, W: ?Sized + Slot> Sync for CellRef<T, W> where Cell<T, W>: Send + Sync {}
 
-impl<T, W> CellRef<T, W> {
+impl<T, W: Slot> CellRef<T, W> {
     /// Boxes `cell`: its one reference.
     pub(crate) fn new(cell: Cell<T, W>) -> Self {
         Self::boxed(cell, 1)
@@ -68,7 +68,7 @@ impl<T, W> CellRef<T, W> {
     }
 }
 
-impl<T, W: ?Sized> CellRef<T, W> {
+impl<T, W: ?Sized + Slot> CellRef<T, W> {
     /// Gives up this reference as a raw pointer (for a queue's job); see [`Self::from_raw`].
     pub(crate) fn into_raw(self) -> NonNull<Cell<T, W>> {
         ManuallyDrop::new(self).ptr
@@ -91,6 +91,12 @@ impl<T, W: ?Sized> CellRef<T, W> {
     /// # Safety
     /// No reference to the cell is left, and the cell is not used again.
     unsafe fn free(ptr: NonNull<Cell<T, W>>) {
+        // SAFETY: nobody else holds the cell.
+        let cell = unsafe { ptr.as_ref() };
+        if !cell.header.is_claimed() {
+            // SAFETY: no claim won, so the work is still in its slot: ours to drop.
+            unsafe { cell.work.drop_unclaimed() };
+        }
         // SAFETY: boxed in `boxed` (fat or thin, `Box` knows the layout); nobody else holds it.
         drop(unsafe { Box::from_raw(ptr.as_ptr()) });
     }
@@ -118,7 +124,7 @@ impl<T> CellRef<T, dyn Erased + '_> {
     }
 }
 
-impl<T, W: ?Sized> Clone for CellRef<T, W> {
+impl<T, W: ?Sized + Slot> Clone for CellRef<T, W> {
     fn clone(&self) -> Self {
         self.header.add_ref();
         Self {
@@ -128,7 +134,7 @@ impl<T, W: ?Sized> Clone for CellRef<T, W> {
     }
 }
 
-impl<T, W: ?Sized> Deref for CellRef<T, W> {
+impl<T, W: ?Sized + Slot> Deref for CellRef<T, W> {
     type Target = Cell<T, W>;
 
     fn deref(&self) -> &Cell<T, W> {
@@ -137,7 +143,7 @@ impl<T, W: ?Sized> Deref for CellRef<T, W> {
     }
 }
 
-impl<T, W: ?Sized> Drop for CellRef<T, W> {
+impl<T, W: ?Sized + Slot> Drop for CellRef<T, W> {
     fn drop(&mut self) {
         if self.header.release() {
             // SAFETY: that was the last reference.
@@ -173,9 +179,9 @@ where
 }
 
 /// Frees a cell whose last reference is already spent, when dropped.
-struct Freeing<T, W: ?Sized>(NonNull<Cell<T, W>>);
+struct Freeing<T, W: ?Sized + Slot>(NonNull<Cell<T, W>>);
 
-impl<T, W: ?Sized> Drop for Freeing<T, W> {
+impl<T, W: ?Sized + Slot> Drop for Freeing<T, W> {
     fn drop(&mut self) {
         // SAFETY: see where it is made.
         unsafe { CellRef::free(self.0) }
@@ -269,5 +275,77 @@ mod loom_tests {
             let expected = usize::from(!cancelled);
             assert_eq!(drops.load(Ordering::SeqCst), expected);
         });
+    }
+}
+
+#[cfg(all(test, not(brigade_loom)))]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::task::Task;
+    use crate::task::origin::Origin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_cell_freed_unclaimed_drops_its_work_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let captured = Counted(drops.clone());
+        let cell = CellRef::new(Cell::<(), _>::new(move || drop(captured), Origin::UNKNOWN));
+        let second = cell.clone();
+        drop(cell);
+        assert_eq!(drops.load(Ordering::SeqCst), 0, "a reference is left");
+        drop(second);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn work_that_ran_is_not_dropped_again_and_its_value_goes_with_the_last_reference() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let value = Counted(drops.clone());
+        let (job, handle) = CellRef::pair(Cell::new(move || value, Origin::UNKNOWN));
+        let task = Task::from_cell(handle.erase());
+        assert_eq!(job.run(&|| ()), None);
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            0,
+            "the handle still holds the value"
+        );
+        drop(task);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+
+        // Detached first: the worker's release is the last, and drops the value.
+        let value = Counted(drops.clone());
+        let (job, handle) = CellRef::pair(Cell::new(move || value, Origin::UNKNOWN));
+        drop(Task::from_cell(handle.erase()));
+        job.run(&|| ());
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_cancelled_cell_drops_its_work_unrun_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let captured = Counted(drops.clone());
+        let (job, handle) = CellRef::pair(Cell::new(
+            move || -> u32 {
+                drop(captured);
+                unreachable!("cancelled")
+            },
+            Origin::UNKNOWN,
+        ));
+        let task = Task::from_cell(handle.erase());
+        assert!(task.cancel());
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped by the cancel");
+        assert_eq!(job.run(&|| ()), None);
+        assert_eq!(task.result(), Err(Error::Cancelled));
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 }

@@ -49,14 +49,17 @@ impl Injector {
     pub(crate) fn push(&self, job: Job) {
         let mut queue = self.queue.lock();
         queue.push_back(job);
-        // Release pairs with the acquire in `is_empty` and `steal_batch_and_pop`; the
-        // lost-wake-up protocol (see `registry`) adds its SeqCst fences around this.
+        // Pairs with the loads in `is_empty`; the lost-wake-up protocol (see `registry`) adds
+        // its SeqCst fence after this.
         self.len.store(queue.len(), Ordering::Release);
     }
 
+    /// SeqCst, as crossbeam's: a searcher that stops searching (a SeqCst RMW on the idle
+    /// counts) and then looks here must see a job pushed before the pusher read those counts
+    /// (see `registry`). On x86 a SeqCst load is a plain load.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.len.load(Ordering::Acquire) == 0
+        self.len.load(Ordering::SeqCst) == 0
     }
 
     #[cfg(test)]

@@ -64,7 +64,7 @@ impl Job {
         Self::from_ref(cell, &Tasks::<T, F, LatchRef>::VTABLE)
     }
 
-    fn from_ref<T, W>(cell: CellRef<T, W>, vtable: &'static VTable) -> Self {
+    fn from_ref<T, F, X>(cell: CellRef<T, Work<F, X>>, vtable: &'static VTable) -> Self {
         Self {
             data: cell.into_raw().cast(),
             vtable,
