@@ -13,7 +13,8 @@
 //! interleaved, as in the other suites. Each line carries `flat`: this point's per-task cost
 //! over the same impl's at the sweep's first point (the fewest tasks, or one worker), so 1.0
 //! means it scales flat. Small points repeat their batch (`rounds`) until a repetition covers
-//! at least [`MIN_TASKS_PER_REP`] tasks, so that every point times enough work to be read;
+//! at least [`MIN_TASKS_PER_REP`] tasks (the process lane: [`PROCESS_CAP`]), so that every
+//! point times enough work to be read;
 //! every batch still starts from idle workers and ends with every result taken, so its
 //! wake-ups are part of the per-task cost.
 
@@ -75,10 +76,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     } else {
         MIN_TASKS_PER_REP
     };
-    let point = |tasks: u64, workers: usize| Point {
+    // A repetition covers `per_rep` tasks, or the lane's cap: the process lane's tasks cost
+    // microseconds each, so its small points repeat less.
+    let point = |tasks: u64, workers: usize, cap: u64| Point {
         tasks,
         workers,
-        rounds: args.rounds.unwrap_or(per_rep.div_ceil(tasks)).max(1),
+        rounds: args
+            .rounds
+            .unwrap_or(per_rep.min(cap).div_ceil(tasks))
+            .max(1),
     };
     let sizes: Vec<u64> = if !args.tasks.is_empty() {
         args.tasks.clone()
@@ -108,14 +114,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
             let points: Vec<Point> = sizes
                 .iter()
                 .filter(|&&n| n <= cap)
-                .map(|&n| point(n, cores))
+                .map(|&n| point(n, cores, cap))
                 .collect();
             ctx.sweep(name, "tasks", &points)?;
         }
         if sweep("workers") {
             let points: Vec<Point> = worker_counts
                 .iter()
-                .map(|&w| point(sweep_tasks.min(cap), w))
+                .map(|&w| point(sweep_tasks.min(cap), w, cap))
                 .collect();
             ctx.sweep(name, "workers", &points)?;
         }
