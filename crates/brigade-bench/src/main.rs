@@ -6,6 +6,7 @@
 //! cargo run --release -p brigade-bench -- event-loop [--reps N] [--only WORKLOAD]... [--quick]
 //! cargo run --release -p brigade-bench -- cluster [--reps N] [--only WORKLOAD]... [--quick]
 //! cargo run --release -p brigade-bench -- auto [--reps N] [--only MIX]... [--quick] [--sleep]
+//! cargo run --release -p brigade-bench -- scaling [--reps N] [--only LANE]... [--quick]
 //! ```
 //!
 //! Every workload measures brigade and its anchors in the same run, interleaving the
@@ -18,6 +19,7 @@ mod cluster;
 mod event_loop;
 mod measure;
 mod processes;
+mod scaling;
 mod threads;
 
 use std::process::ExitCode;
@@ -47,6 +49,8 @@ enum Suite {
     /// Benchmark A1: the auto router against every fixed choice, on mixes of CPU, blocking,
     /// async and tiny tasks.
     Auto(auto::Args),
+    /// Per-task cost of every lane as the task count and the worker count grow.
+    Scaling(scaling::Args),
     /// Internal: the memory probe, run as a child process so its peak RSS is its own.
     #[command(hide = true)]
     MemoryProbe(threads::MemoryProbeArgs),
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Suite::Cluster(args) => cluster::run(&args),
         Suite::ClusterWorker(args) => return cluster::worker(&args),
         Suite::Auto(args) => auto::run(&args),
+        Suite::Scaling(args) => scaling::run(&args),
         Suite::MemoryProbe(args) => threads::memory_probe(&args),
     };
     match outcome {

@@ -105,23 +105,48 @@ pub(crate) fn self_timed<'a>(name: &'static str, run: impl FnMut() -> (u64, f64)
     }
 }
 
-/// Runs every impl `reps` times, interleaved, checks the checksums agree, and prints one line
-/// per impl with its median wall time and its ratio against `anchor`.
-pub(crate) fn compare(
-    suite: &str,
+/// One impl's repetitions of a workload.
+pub(crate) struct Measured {
+    pub(crate) name: &'static str,
+    /// Every repetition's time, in run order.
+    pub(crate) samples_ms: Vec<f64>,
+    pub(crate) median_ms: f64,
+    pub(crate) min_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+impl Measured {
+    /// The fields every suite reports for one impl: median, range and per-task time, plus
+    /// every repetition when `BRIGADE_BENCH_SAMPLES` is set (to look at the spread).
+    pub(crate) fn fields(&self, tasks: u64) -> Value {
+        let mut fields = json!({
+            "wall_ms": round3(self.median_ms),
+            "min_ms": round3(self.min_ms),
+            "max_ms": round3(self.max_ms),
+            "per_task_ns": round3(self.per_task_ns(tasks)),
+        });
+        if std::env::var_os("BRIGADE_BENCH_SAMPLES").is_some() {
+            let samples: Vec<f64> = self.samples_ms.iter().copied().map(round3).collect();
+            merge(&mut fields, &json!({ "samples_ms": samples }));
+        }
+        fields
+    }
+
+    pub(crate) fn per_task_ns(&self, tasks: u64) -> f64 {
+        self.median_ms * 1e6 / tasks as f64
+    }
+}
+
+/// Runs every impl `reps` times, interleaved (rep 1 of each, then rep 2, ...), and checks
+/// that their checksums agree. `BRIGADE_BENCH_IMPL=a,b` keeps only the impls named (for
+/// profiling one at a time).
+pub(crate) fn measure(
     workload: &str,
-    tasks: u64,
-    anchor: &str,
     reps: usize,
-    extra: &Value,
     mut impls: Vec<Impl<'_>>,
-) -> anyhow::Result<()> {
-    // For profiling one impl at a time: BRIGADE_BENCH_IMPL=brigade,rayon keeps only those.
+) -> anyhow::Result<Vec<Measured>> {
     if let Ok(keep) = std::env::var("BRIGADE_BENCH_IMPL") {
         impls.retain(|i| keep.split(',').any(|k| k == i.name));
-    }
-    if impls.is_empty() {
-        return Ok(());
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(reps); impls.len()];
     let mut checksums: Vec<Option<u64>> = vec![None; impls.len()];
@@ -141,37 +166,63 @@ pub(crate) fn compare(
             }
         }
     }
-    let reference = checksums[0];
-    for (imp, checksum) in impls.iter().zip(&checksums) {
-        anyhow::ensure!(
-            *checksum == reference,
-            "{workload}: {} computed {checksum:?}, {} computed {reference:?}",
-            imp.name,
-            impls[0].name
-        );
+    if let Some(&reference) = checksums.first() {
+        for (imp, checksum) in impls.iter().zip(&checksums) {
+            anyhow::ensure!(
+                *checksum == reference,
+                "{workload}: {} computed {checksum:?}, {} computed {reference:?}",
+                imp.name,
+                impls[0].name
+            );
+        }
     }
-    let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
-    let rate = extra.get("bytes_per_task").and_then(Value::as_f64);
-    let anchor_ms = impls
+    Ok(impls
         .iter()
-        .position(|i| i.name == anchor)
-        .map(|i| medians[i]);
-    for (i, imp) in impls.iter().enumerate() {
+        .zip(times)
+        .map(|(imp, samples_ms)| {
+            let mut sorted = samples_ms.clone();
+            Measured {
+                name: imp.name,
+                median_ms: median(&mut sorted),
+                min_ms: sorted[0],
+                max_ms: sorted[sorted.len() - 1],
+                samples_ms,
+            }
+        })
+        .collect())
+}
+
+/// Runs every impl `reps` times, interleaved, checks the checksums agree, and prints one line
+/// per impl with its median wall time and its ratio against `anchor`.
+pub(crate) fn compare(
+    suite: &str,
+    workload: &str,
+    tasks: u64,
+    anchor: &str,
+    reps: usize,
+    extra: &Value,
+    impls: Vec<Impl<'_>>,
+) -> anyhow::Result<()> {
+    let measured = measure(workload, reps, impls)?;
+    let rate = extra.get("bytes_per_task").and_then(Value::as_f64);
+    let anchor_ms = measured
+        .iter()
+        .find(|m| m.name == anchor)
+        .map(|m| m.median_ms);
+    for m in &measured {
         let mut line = json!({
             "suite": suite,
             "workload": workload,
-            "impl": imp.name,
+            "impl": m.name,
             "tasks": tasks,
-            "wall_ms": round3(medians[i]),
             "reps": reps,
-            "min_ms": round3(times[i].iter().copied().fold(f64::INFINITY, f64::min)),
-            "per_task_ns": round3(medians[i] * 1e6 / tasks as f64),
             "anchor": anchor,
-            "vs_anchor": anchor_ms.map(|a| round3(a / medians[i])),
+            "vs_anchor": anchor_ms.map(|a| round3(a / m.median_ms)),
         });
+        merge(&mut line, &m.fields(tasks));
         merge(&mut line, extra);
         if let Some(bytes) = rate {
-            let mb_per_s = bytes * tasks as f64 / (medians[i] / 1e3) / 1e6;
+            let mb_per_s = bytes * tasks as f64 / (m.median_ms / 1e3) / 1e6;
             merge(&mut line, &json!({ "mb_per_s": round3(mb_per_s) }));
         }
         emit(&line);

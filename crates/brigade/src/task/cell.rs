@@ -35,13 +35,25 @@
 //! up by the owner's next pass. One added after `SETTLED` runs at once in the caller's thread.
 //! So each runs exactly once, in order, never two at a time, and while one runs no one can
 //! reach the outcome mutably.
+//!
+//! # Who frees the cell
+//!
+//! The same word counts the references to the cell (the handle, the queued job or the lane's
+//! promise; see [`CellRef`](super::refs::CellRef)), above the lifecycle bits, so that a thread
+//! pool worker drops its reference *in* the compare-and-swap that completes the task, and a
+//! handle that finds itself the last reference frees the cell after a plain load. A task that
+//! is submitted, run and collected thus costs one allocation and no reference-count traffic
+//! beyond the state word it already writes. The lane (for `Debug`) is kept there too, as it
+//! never changes.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::mem::MaybeUninit;
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::ptr;
 use std::task::Waker;
 
-use super::origin::Origin;
+use super::origin::{LaneName, Origin};
 use crate::error::Error;
-use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crate::sync::{Mutex, UnsafeCell};
 
 /// A worker has claimed the task and is running it.
@@ -59,6 +71,14 @@ pub(crate) const SETTLED: usize = 32;
 
 const CLAIMED: usize = RUNNING | CANCELLED;
 
+/// Where the task's lane is kept (three bits, written once).
+const LANE_SHIFT: u32 = 6;
+const LANE_MASK: usize = 0b111 << LANE_SHIFT;
+
+/// One reference to the cell; the count takes the rest of the word.
+pub(super) const REF_ONE: usize = 1 << 9;
+const REF_MASK: usize = !(REF_ONE - 1);
+
 /// What a task ends with.
 pub(crate) type Outcome<T> = Result<T, Error>;
 
@@ -71,18 +91,22 @@ struct Watchers<T> {
 
 /// Everything about a task except its work.
 pub(crate) struct Header<T> {
+    /// Lifecycle bits, the lane, and the reference count.
     state: AtomicUsize,
-    /// Where the task comes from; written once, before the task is shared.
-    pub(crate) origin: Origin,
+    /// Where the task was submitted; written once, before the task is shared.
+    site: Option<&'static Location<'static>>,
     outcome: UnsafeCell<Option<Outcome<T>>>,
-    watchers: Mutex<Option<Box<Watchers<T>>>>,
+    /// The waiter list, allocated by the first registration (null until then) and freed with
+    /// the cell. Most tasks never have one, so it costs them a pointer, not a lock.
+    watchers: AtomicPtr<Mutex<Watchers<T>>>,
 }
 
 // SAFETY: the outcome slot is written only by the task's unique owner before it publishes
 // COMPLETE, read by the owner's thread alone (its done callbacks) until it publishes SETTLED,
 // and read after that only through the handle (`Task<T>`), whose own `Sync` requires
-// `T: Sync` for shared reads from several threads. Everything else in the header is already
-// `Sync`. So sharing a header between the owner's thread and the handle's needs only `T: Send`.
+// `T: Sync` for shared reads from several threads. The waiter list is reached only through its
+// mutex, and holds `Send` callbacks and wakers. So sharing a header between the owner's thread
+// and the handle's needs only `T: Send`.
 unsafe impl<T: Send> Sync for Header<T> {}
 
 /// How a claim on a pending task went.
@@ -97,17 +121,63 @@ pub(crate) enum Claim {
 }
 
 impl<T> Header<T> {
+    /// A pending task from `origin`, with one reference (its creator's).
     pub(crate) fn new(origin: Origin) -> Self {
         Self {
-            state: AtomicUsize::new(0),
-            origin,
+            state: AtomicUsize::new(((origin.lane as usize) << LANE_SHIFT) | REF_ONE),
+            site: origin.site,
             outcome: UnsafeCell::new(None),
-            watchers: Mutex::new(None),
+            watchers: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
+    /// The lifecycle bits (and others that the lifecycle masks ignore).
     pub(crate) fn state(&self) -> usize {
         self.state.load(Ordering::Acquire)
+    }
+
+    /// Where the task comes from.
+    pub(crate) fn origin(&self) -> Origin {
+        let lane = (self.state.load(Ordering::Relaxed) & LANE_MASK) >> LANE_SHIFT;
+        Origin {
+            lane: LaneName::from_index(lane),
+            site: self.site,
+        }
+    }
+
+    /// Whether a claim on the task has won (so its work slot is empty).
+    pub(super) fn is_claimed(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & CLAIMED != 0
+    }
+
+    /// Sets the reference count of a cell nobody else can see yet.
+    pub(super) fn set_refs_unshared(&mut self, refs: usize) {
+        let state = self.state.load(Ordering::Relaxed);
+        self.state = AtomicUsize::new((state & !REF_MASK) | (refs * REF_ONE));
+    }
+
+    /// Adds a reference; the caller holds one already.
+    pub(super) fn add_ref(&self) {
+        // Relaxed, as in `Arc::clone`: a new reference is made from an existing one, which
+        // keeps the cell alive meanwhile.
+        let before = self.state.fetch_add(REF_ONE, Ordering::Relaxed);
+        assert!(
+            before & REF_MASK < REF_MASK / 2,
+            "task reference count overflow"
+        );
+    }
+
+    /// Drops a reference. True when it was the last one: the caller must free the cell.
+    pub(super) fn release(&self) -> bool {
+        // The usual last reference (a handle whose worker already let go) sees itself alone
+        // with a load; acquire makes every other holder's use of the cell happen before ours
+        // ends, as the acquire of `Arc`'s last decrement does. Nobody can add a reference
+        // meanwhile: only a holder can, and we are the only one.
+        if self.state.load(Ordering::Acquire) & REF_MASK == REF_ONE {
+            return true;
+        }
+        let before = self.state.fetch_sub(REF_ONE, Ordering::AcqRel);
+        before & REF_MASK == REF_ONE
     }
 
     /// Claims a pending task with `bit`; exactly one claim ever wins.
@@ -147,45 +217,61 @@ impl<T> Header<T> {
     ///
     /// Only the owner (the winner of [`claim`](Self::claim)) may call this, once.
     pub(crate) fn complete(&self, outcome: Outcome<T>) {
+        self.complete_inner(outcome, false);
+    }
+
+    /// [`complete`](Self::complete), dropping the caller's reference in the same step. True
+    /// when it was the last reference: the caller must free the cell. Otherwise the caller
+    /// must not touch the cell again: the handle may free it at once.
+    pub(super) fn complete_and_release(&self, outcome: Outcome<T>) -> bool {
+        self.complete_inner(outcome, true)
+    }
+
+    fn complete_inner(&self, outcome: Outcome<T>, release: bool) -> bool {
         // A running task that a lane interrupted (an aborted async task) ends cancelled too.
         let done = match &outcome {
             Ok(_) => COMPLETE,
             Err(Error::Cancelled) => COMPLETE | FAILED | CANCELLED,
             Err(_) => COMPLETE | FAILED,
         };
+        let ours = if release { REF_ONE } else { 0 };
         // SAFETY: we are the owner; nobody else reads or writes the slot before COMPLETE.
         self.outcome
             .with_mut(|slot| unsafe { *slot = Some(outcome) });
         let mut current = self.state.load(Ordering::Relaxed);
         while current & WATCHED == 0 {
             // Release: the outcome write above happens-before any acquire load that sees
-            // COMPLETE. A failed exchange means a waiter just set WATCHED: go the slow way.
+            // COMPLETE. Acquire: if ours is the last reference, every other holder is done
+            // with the cell. A failed exchange means a waiter just set WATCHED (go the slow
+            // way), or a reference came or went (try again).
             match self.state.compare_exchange_weak(
                 current,
-                current | done | SETTLED,
+                (current | done | SETTLED) - ours,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return,
+                Ok(before) => return release && before & REF_MASK == REF_ONE,
                 Err(actual) => current = actual,
             }
         }
         // Done from here on, for everyone, callbacks included.
         self.state.fetch_or(done, Ordering::AcqRel);
+        // SAFETY: WATCHED is set only after the list is installed (see `watch_with`), and the
+        // acquire above synchronizes with that.
+        let list = unsafe { &*self.watchers.load(Ordering::Acquire) };
         loop {
-            let mut guard = self.watchers.lock();
-            let watchers = guard.as_mut().expect("WATCHED is set only with a list");
+            let mut watchers = list.lock();
             if watchers.callbacks.is_empty() {
                 let wakers = std::mem::take(&mut watchers.wakers);
                 // Published under the list's lock, so a registration either precedes this (and
                 // its waker is in `wakers`) or follows it (and sees SETTLED). See the module docs.
                 self.state.fetch_or(SETTLED, Ordering::AcqRel);
-                drop(guard);
+                drop(watchers);
                 wakers.into_iter().for_each(wake_guarded);
-                return;
+                return release && self.release();
             }
             let callbacks = std::mem::take(&mut watchers.callbacks);
-            drop(guard);
+            drop(watchers);
             self.outcome.with(|slot| {
                 // SAFETY: SETTLED is not published, so the handle cannot take the outcome, and
                 // no one else writes it; callbacks get only a shared reference, one at a time.
@@ -198,21 +284,42 @@ impl<T> Header<T> {
         }
     }
 
+    /// The waiter list, installing it on first use.
+    fn watchers(&self) -> &Mutex<Watchers<T>> {
+        let mut list = self.watchers.load(Ordering::Acquire);
+        if list.is_null() {
+            let new = Box::into_raw(Box::new(Mutex::new(Watchers {
+                callbacks: Vec::new(),
+                wakers: Vec::new(),
+            })));
+            list = match self.watchers.compare_exchange(
+                ptr::null_mut(),
+                new,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => new,
+                Err(theirs) => {
+                    // SAFETY: ours was never shared.
+                    drop(unsafe { Box::from_raw(new) });
+                    theirs
+                }
+            };
+        }
+        // SAFETY: installed once, freed only with the header.
+        unsafe { &*list }
+    }
+
     /// Registers under the waiter lock unless the task is already settled.
     ///
     /// Returns `false` (and leaves the list alone) when the task was already settled.
     fn watch_with(&self, register: impl FnOnce(&mut Watchers<T>)) -> bool {
-        let mut guard = self.watchers.lock();
+        let mut watchers = self.watchers().lock();
         let previous = self.state.fetch_or(WATCHED, Ordering::AcqRel);
         if previous & SETTLED != 0 {
             return false;
         }
-        register(guard.get_or_insert_with(|| {
-            Box::new(Watchers {
-                callbacks: Vec::new(),
-                wakers: Vec::new(),
-            })
-        }));
+        register(&mut watchers);
         true
     }
 
@@ -255,6 +362,16 @@ impl<T> Header<T> {
     }
 }
 
+impl<T> Drop for Header<T> {
+    fn drop(&mut self) {
+        let list = self.watchers.load(Ordering::Relaxed);
+        if !list.is_null() {
+            // SAFETY: installed by `watchers` from a `Box`, and we are the last user.
+            drop(unsafe { Box::from_raw(list) });
+        }
+    }
+}
+
 /// Wakers come from whatever executor awaits the task; one that panics must not take the
 /// completing worker down with it.
 fn wake_guarded(waker: Waker) {
@@ -274,21 +391,46 @@ fn run_callback<T>(callback: Callback<T>, outcome: &Outcome<T>) {
 
 /// The closure slot, plus whatever a kind of job keeps beside it (`X`: a scoped task keeps
 /// its scope's latch). Only the task's owner takes the closure out.
+///
+/// The slot holds the closure exactly while no claim on the task has won: every claimant
+/// takes it out (to run it, or to drop it unrun) right after winning. So the state word says
+/// whether it is there, and the slot needs no tag of its own (8 bytes per task, often the
+/// difference between two malloc size classes).
 pub(crate) struct Work<F, X = ()> {
-    f: UnsafeCell<Option<F>>,
+    f: UnsafeCell<MaybeUninit<F>>,
     pub(crate) extra: X,
 }
 
 // SAFETY: the closure slot is touched only by the owner of the task (one thread, after a
-// successful claim, which acquires the construction); `F: Send` lets that thread be another
-// than the one that built the task. `extra` is only read, and is `Sync` itself.
+// successful claim, which acquires the construction), or by the last reference when no claim
+// ever won; `F: Send` lets that thread be another than the one that built the task. `extra`
+// is only read, and is `Sync` itself.
 unsafe impl<F: Send, X: Sync> Sync for Work<F, X> {}
 
 impl<F, X> Work<F, X> {
-    /// Takes the work out. Only the owner may call this, once.
-    pub(super) fn take(&self) -> Option<F> {
-        // SAFETY: only the owner calls this, see `Sync` above.
-        self.f.with_mut(|slot| unsafe { (*slot).take() })
+    /// Takes the work out.
+    ///
+    /// # Safety
+    /// Only the task's owner (the winner of its claim) may call this, once.
+    pub(super) unsafe fn take(&self) -> F {
+        // SAFETY: present until the owner takes it, once (see the type's docs).
+        self.f
+            .with_mut(|slot| unsafe { (*slot).assume_init_read() })
+    }
+}
+
+/// Dropping the work of a task that nobody claimed, when its cell is freed (see
+/// [`CellRef`](super::refs::CellRef)).
+pub(crate) trait Slot {
+    /// # Safety
+    /// No claim on the task ever won, and the cell is being freed by its last reference.
+    unsafe fn drop_unclaimed(&self);
+}
+
+impl<F, X> Slot for Work<F, X> {
+    unsafe fn drop_unclaimed(&self) {
+        // SAFETY: unclaimed, so the work is still there, and nobody else can take it.
+        drop(unsafe { self.take() });
     }
 }
 
@@ -309,17 +451,21 @@ pub(crate) trait Hooks: Send + Sync {
 impl Hooks for () {}
 
 /// The work slot with its type erased, so that handles need not know the closure's type.
-pub(crate) trait Erased: Send + Sync {
-    /// Drops the work unrun. Only the owner may call this.
-    fn discard(&self);
+pub(crate) trait Erased: Send + Sync + Slot {
+    /// Drops the work unrun.
+    ///
+    /// # Safety
+    /// As for [`Work::take`]: only the task's owner, once.
+    unsafe fn discard(&self);
 
     /// See [`Hooks::interrupt`].
     fn interrupt(&self) -> bool;
 }
 
 impl<F: Send, X: Hooks> Erased for Work<F, X> {
-    fn discard(&self) {
-        drop(self.take());
+    unsafe fn discard(&self) {
+        // SAFETY: as required of the caller.
+        drop(unsafe { self.take() });
     }
 
     fn interrupt(&self) -> bool {
@@ -346,7 +492,7 @@ impl<T, F, X> Cell<T, Work<F, X>> {
         Self {
             header: Header::new(origin),
             work: Work {
-                f: UnsafeCell::new(Some(work)),
+                f: UnsafeCell::new(MaybeUninit::new(work)),
                 extra,
             },
         }
@@ -359,7 +505,8 @@ impl<T, W: Erased + ?Sized> Cell<T, W> {
     pub(crate) fn cancel(&self) -> bool {
         match self.header.try_cancel() {
             Claim::Won => {
-                self.work.discard();
+                // SAFETY: we won the claim.
+                unsafe { self.work.discard() };
                 self.header.complete(Err(Error::Cancelled));
                 true
             }
@@ -371,7 +518,8 @@ impl<T, W: Erased + ?Sized> Cell<T, W> {
     /// Ends a task that can no longer run (its pool refused or dropped it) with `reason`.
     pub(crate) fn abandon(&self, reason: Error) {
         if self.header.try_cancel() == Claim::Won {
-            self.work.discard();
+            // SAFETY: we won the claim.
+            unsafe { self.work.discard() };
             self.header.complete(Err(reason));
         }
     }
@@ -382,13 +530,14 @@ where
     T: Send,
     F: FnOnce() -> T + Send,
 {
-    /// Runs the task unless it was cancelled, calling `before_publish` after the work and
-    /// before its outcome becomes visible. Returns the panic message if it panicked.
-    pub(crate) fn run(&self, before_publish: &dyn Fn()) -> Option<String> {
+    /// Claims and runs the work; `None` when the task was cancelled first. Returns the outcome
+    /// to publish, and the panic message if it panicked.
+    pub(super) fn run_work(&self) -> Option<(Outcome<T>, Option<String>)> {
         if self.header.try_start() != Claim::Won {
             return None;
         }
-        let work = self.work.take().expect("the owner takes the work once");
+        // SAFETY: we won the claim.
+        let work = unsafe { self.work.take() };
         // The closure is consumed by the call, so whatever it captured is dropped here, before
         // completion: once a waiter sees the outcome, the pool holds nothing of the closure.
         let outcome = catch_unwind(AssertUnwindSafe(work)).map_err(|p| Error::from_panic(&*p));
@@ -396,9 +545,7 @@ where
             Err(Error::Panicked { message }) => Some(message.clone()),
             _ => None,
         };
-        before_publish();
-        self.header.complete(outcome);
-        panicked
+        Some((outcome, panicked))
     }
 }
 
@@ -407,14 +554,18 @@ mod loom_tests {
     //! Model checks of the state machine: every interleaving of the racing parties, with loom
     //! checking each access to the two unsafe slots.
     use super::*;
+    use crate::task::refs::CellRef;
     use loom::thread;
     use std::sync::Arc;
 
     type TestCell = Cell<usize, Work<Box<dyn FnOnce() -> usize + Send>>>;
 
-    fn cell(value: usize) -> Arc<TestCell> {
-        Arc::new(Cell::new(Box::new(move || value), Origin::UNKNOWN))
+    /// A task's two references: the worker's (its job) and the test's.
+    fn cell(value: usize) -> (CellRef<usize, TestWork>, CellRef<usize, TestWork>) {
+        CellRef::pair(Cell::new(Box::new(move || value), Origin::UNKNOWN))
     }
+
+    type TestWork = Work<Box<dyn FnOnce() -> usize + Send>>;
 
     fn outcome(cell: &TestCell) -> Option<Outcome<usize>> {
         if cell.header.state() & SETTLED == 0 {
@@ -427,11 +578,8 @@ mod loom_tests {
     #[test]
     fn cancel_races_start() {
         loom::model(|| {
-            let task = cell(7);
-            let worker = {
-                let task = task.clone();
-                thread::spawn(move || task.run(&|| ()))
-            };
+            let (job, task) = cell(7);
+            let worker = thread::spawn(move || job.run(&|| ()));
             let cancelled = task.cancel();
             assert_eq!(worker.join().unwrap(), None);
             let outcome = outcome(&task).expect("both parties are done, so it is complete");
@@ -448,12 +596,9 @@ mod loom_tests {
     #[test]
     fn completion_races_waker_registration() {
         loom::model(|| {
-            let task = cell(3);
+            let (job, task) = cell(3);
             let (tx, rx) = loom::sync::mpsc::channel();
-            let worker = {
-                let task = task.clone();
-                thread::spawn(move || task.run(&|| ()))
-            };
+            let worker = thread::spawn(move || job.run(&|| ()));
             let waker = Waker::from(Arc::new(ChannelWaker(Mutex::new(tx))));
             if task.header.watch(&waker) {
                 // Registered before completion: the owner must wake us exactly once.
@@ -467,12 +612,9 @@ mod loom_tests {
     #[test]
     fn callbacks_run_once_in_order_while_completion_races() {
         loom::model(|| {
-            let task = cell(5);
+            let (job, task) = cell(5);
             let log = Arc::new(Mutex::new(Vec::new()));
-            let worker = {
-                let task = task.clone();
-                thread::spawn(move || task.run(&|| ()))
-            };
+            let worker = thread::spawn(move || job.run(&|| ()));
             for i in 0..2 {
                 let log = log.clone();
                 let header = task.clone();
@@ -492,11 +634,8 @@ mod loom_tests {
     #[test]
     fn blocking_wait_races_completion() {
         loom::model(|| {
-            let task = cell(9);
-            let worker = {
-                let task = task.clone();
-                thread::spawn(move || task.run(&|| ()))
-            };
+            let (job, task) = cell(9);
+            let worker = thread::spawn(move || job.run(&|| ()));
             let header = &task.header;
             crate::task::block::block_until(
                 || header.state() & SETTLED != 0,

@@ -5,6 +5,7 @@ pub(crate) mod cell;
 mod completer;
 pub(crate) mod origin;
 pub(crate) mod promise;
+pub(crate) mod refs;
 
 pub use completer::Completer;
 
@@ -12,12 +13,12 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use cell::{CANCELLED, COMPLETE, Cell, Erased, FAILED, Header, Outcome, RUNNING, SETTLED};
+use refs::CellRef;
 
 /// A handle to work submitted to a pool: its future result.
 ///
@@ -57,14 +58,14 @@ use cell::{CANCELLED, COMPLETE, Cell, Erased, FAILED, Header, Outcome, RUNNING, 
 #[must_use = "dropping a task detaches it; call `result` to get its outcome"]
 pub struct Task<T> {
     /// Once the outcome is taken, the slot stays empty: later takes see [`Error::Consumed`].
-    cell: Arc<Cell<T, dyn Erased>>,
+    cell: CellRef<T, dyn Erased>,
     /// `Task<T>` may be shared between threads only when `T` may: callbacks added through
     /// `&Task` read the value.
     _value: PhantomData<T>,
 }
 
 impl<T> Task<T> {
-    pub(crate) fn from_cell(cell: Arc<Cell<T, dyn Erased>>) -> Self {
+    pub(crate) fn from_cell(cell: CellRef<T, dyn Erased>) -> Self {
         Self {
             cell,
             _value: PhantomData,
@@ -76,9 +77,9 @@ impl<T> Task<T> {
     where
         T: Send + 'static,
     {
-        let cell: Arc<Cell<T, cell::Work<()>>> = Arc::new(Cell::new((), origin::Origin::UNKNOWN));
+        let cell = CellRef::new(Cell::<T, _>::new((), origin::Origin::UNKNOWN));
         cell.abandon(error);
-        Self::from_cell(cell)
+        Self::from_cell(cell.erase())
     }
 
     fn header(&self) -> &Header<T> {
@@ -279,7 +280,7 @@ impl<T> Task<T> {
     }
 }
 
-// The handle never pins anything: the value lives behind the `Arc`.
+// The handle never pins anything: the value lives in the shared cell.
 impl<T> Unpin for Task<T> {}
 
 impl<T> Future for Task<T> {
@@ -315,7 +316,7 @@ impl<T> fmt::Debug for Task<T> {
         } else {
             "pending"
         };
-        let origin = &self.header().origin;
+        let origin = self.header().origin();
         let mut debug = f.debug_struct("Task");
         debug.field("lane", &origin.lane());
         if let Some(site) = origin.site {

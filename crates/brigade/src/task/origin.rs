@@ -22,6 +22,20 @@ pub(crate) enum LaneName {
 }
 
 impl LaneName {
+    const ALL: [LaneName; 6] = [
+        LaneName::Unknown,
+        LaneName::Threads,
+        LaneName::Processes,
+        LaneName::EventLoop,
+        LaneName::Blocking,
+        LaneName::Completer,
+    ];
+
+    /// The lane whose `as usize` is `index` (tasks keep it in three bits of their state).
+    pub(crate) fn from_index(index: usize) -> Self {
+        Self::ALL.get(index).copied().unwrap_or(LaneName::Unknown)
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             LaneName::Unknown => "unknown",

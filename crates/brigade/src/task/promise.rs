@@ -7,17 +7,16 @@
 //! unfulfilled still ends its task, with [`Hooks::abandoned`], so no waiter can hang on a lane
 //! that lost track of its work.
 
-use std::sync::Arc;
-
 use super::Task;
 use super::cell::{CANCELLED, Cell, Claim, Hooks, Outcome, Work};
 use super::origin::Origin;
+use super::refs::CellRef;
 
 /// The producing side of a task. `P` is the payload the lane needs to start the work (handed
 /// out by [`start`](Self::start), dropped if the task is cancelled first); `X` is what the lane
 /// keeps beside it for the handle's sake (see [`Hooks`]).
 pub(crate) struct Promise<T, P, X: Hooks = ()> {
-    cell: Arc<Cell<T, Work<P, X>>>,
+    cell: CellRef<T, Work<P, X>>,
     /// Whether this promise owns the task: it won the start claim and has not completed it.
     owns: bool,
     /// Completed (or found cancelled): nothing is left to do, `Drop` included.
@@ -38,8 +37,8 @@ where
 
     /// A pending task from `origin`, and its promise.
     pub(crate) fn new_at(payload: P, extra: X, origin: Origin) -> (Self, Task<T>) {
-        let cell = Arc::new(Cell::with(payload, extra, origin));
-        let task = Task::from_cell(cell.clone());
+        let (cell, handle) = CellRef::pair(Cell::with(payload, extra, origin));
+        let task = Task::from_cell(handle.erase());
         let promise = Self {
             cell,
             owns: false,
@@ -58,7 +57,7 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
     /// A second handle on what the lane keeps beside the task, usable after the promise has
     /// moved on (into the task's driver, say).
     pub(crate) fn share_extra(&self) -> SharedExtra<T, P, X> {
-        SharedExtra(Arc::clone(&self.cell))
+        SharedExtra(self.cell.clone())
     }
 
     /// Claims the task to run it and hands out its payload; `None` when it was cancelled
@@ -70,7 +69,8 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
         match self.cell.header.try_start() {
             Claim::Won => {
                 self.owns = true;
-                self.cell.work.take()
+                // SAFETY: we won the claim.
+                Some(unsafe { self.cell.work.take() })
             }
             Claim::Cancelled | Claim::Started => {
                 self.settled = true;
@@ -104,7 +104,8 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
             if self.cell.header.try_start() != Claim::Won {
                 return;
             }
-            drop(self.cell.work.take());
+            // SAFETY: we won the claim.
+            drop(unsafe { self.cell.work.take() });
         }
         self.owns = false;
         self.cell.header.complete(outcome);
@@ -112,7 +113,7 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
 }
 
 /// See [`Promise::share_extra`].
-pub(crate) struct SharedExtra<T, P, X: Hooks>(Arc<Cell<T, Work<P, X>>>);
+pub(crate) struct SharedExtra<T, P, X: Hooks>(CellRef<T, Work<P, X>>);
 
 impl<T, P, X: Hooks> std::ops::Deref for SharedExtra<T, P, X> {
     type Target = X;

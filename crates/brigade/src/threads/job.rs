@@ -4,7 +4,7 @@
 //! as small as rayon's `JobRef`: a type-erased pointer plus a static table of two functions.
 //! There are three kinds:
 //!
-//! * a **task**: the pointer is an `Arc<Cell<T, Work<F>>>` turned into a raw pointer, and the
+//! * a **task**: the pointer is a `CellRef<T, Work<F>>` turned into a raw pointer, and the
 //!   job owns that one reference;
 //! * a **scoped task**: the same, whose work slot also keeps its scope's latch;
 //! * the second half of a **join**: the pointer is a `StackJob` in its owner's frame, which the
@@ -17,14 +17,13 @@
 //! would leak its task (never hang a waiter on freed memory, but never complete it either).
 
 use std::marker::PhantomData;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
-use std::sync::Arc;
 
 use super::join::StackJob;
 use super::scope::LatchRef;
 use crate::error::Error;
-use crate::task::cell::{Cell, Work};
+use crate::task::cell::Work;
+use crate::task::refs::CellRef;
 
 pub(crate) struct Job {
     data: NonNull<()>,
@@ -44,12 +43,12 @@ unsafe impl Send for Job {}
 
 impl Job {
     /// A job that owns one reference to a task.
-    pub(crate) fn task<T, F>(cell: Arc<Cell<T, Work<F>>>) -> Self
+    pub(crate) fn task<T, F>(cell: CellRef<T, Work<F>>) -> Self
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        Self::from_arc(cell, &Tasks::<T, F, ()>::VTABLE)
+        Self::from_ref(cell, &Tasks::<T, F, ()>::VTABLE)
     }
 
     /// A job that owns one reference to a scoped task, whose work keeps its scope's latch.
@@ -57,17 +56,19 @@ impl Job {
     /// # Safety
     /// The task may borrow from the scope's frame: the scope must not end before the job has
     /// been executed or abandoned (its latch, released as the job's very last act, sees to it).
-    pub(crate) unsafe fn scoped<T, F>(cell: Arc<Cell<T, Work<F, LatchRef>>>) -> Self
+    pub(crate) unsafe fn scoped<T, F>(cell: CellRef<T, Work<F, LatchRef>>) -> Self
     where
         T: Send,
         F: FnOnce() -> T + Send,
     {
-        Self::from_arc(cell, &Tasks::<T, F, LatchRef>::VTABLE)
+        Self::from_ref(cell, &Tasks::<T, F, LatchRef>::VTABLE)
     }
 
-    fn from_arc<C>(cell: Arc<C>, vtable: &'static VTable) -> Self {
-        let data = NonNull::new(Arc::into_raw(cell).cast_mut().cast()).expect("Arc is non-null");
-        Self { data, vtable }
+    fn from_ref<T, F, X>(cell: CellRef<T, Work<F, X>>, vtable: &'static VTable) -> Self {
+        Self {
+            data: cell.into_raw().cast(),
+            vtable,
+        }
     }
 
     /// The second half of a join, on its owner's stack.
@@ -128,10 +129,10 @@ where
     /// Takes back the reference the job owned.
     ///
     /// # Safety
-    /// `data` came from `Job::from_arc` for this `Cell<T, Work<F, X>>`, and is used once.
-    unsafe fn reclaim(data: NonNull<()>) -> Arc<Cell<T, Work<F, X>>> {
-        // SAFETY: as required of the caller: the pointer is `Arc::into_raw` of this very type.
-        unsafe { Arc::from_raw(data.as_ptr().cast_const().cast()) }
+    /// `data` came from `Job::from_ref` for this `CellRef<T, Work<F, X>>`, and is used once.
+    unsafe fn reclaim(data: NonNull<()>) -> CellRef<T, Work<F, X>> {
+        // SAFETY: as required of the caller: the pointer is `into_raw` of this very type.
+        unsafe { CellRef::from_raw(data.cast()) }
     }
 
     /// # Safety
@@ -139,11 +140,11 @@ where
     unsafe fn execute(data: NonNull<()>, before_publish: &dyn Fn()) {
         // SAFETY: as required of the caller.
         let cell = unsafe { Self::reclaim(data) };
-        let panicked = cell.run(before_publish);
         let latch = cell.work.extra;
-        // Our reference goes before the scope learns the job is over: a scoped task's value
-        // may borrow from the scope's caller, so nothing of it may outlive the latch release.
-        drop_guarded(cell);
+        // Our reference goes (in the step that publishes the outcome) before the scope learns
+        // the job is over: a scoped task's value may borrow from the scope's caller, so
+        // nothing of it may outlive the latch release.
+        let panicked = cell.run(before_publish);
         latch.finish(panicked);
     }
 
@@ -156,14 +157,6 @@ where
         let latch = cell.work.extra;
         drop(cell);
         latch.finish(None);
-    }
-}
-
-/// Drops the worker's reference to a task. If the handle is already gone this drops the
-/// task's value, whose `Drop` is user code: a panic there is reported, and the worker lives.
-fn drop_guarded<C>(cell: Arc<C>) {
-    if catch_unwind(AssertUnwindSafe(|| drop(cell))).is_err() {
-        tracing::error!("dropping a finished task's value panicked; the worker goes on");
     }
 }
 

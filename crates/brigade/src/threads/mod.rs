@@ -30,6 +30,7 @@
 //! [`shutdown`](ThreadPool::shutdown) can stop it (threads cannot be killed safely; the
 //! process lane is the one with killable tasks).
 
+mod inject;
 mod job;
 mod join;
 mod registry;
@@ -47,6 +48,7 @@ use crate::pool::{Shutdown, worker_count};
 use crate::task::Task;
 use crate::task::cell::Cell;
 use crate::task::origin::{LaneName, Origin};
+use crate::task::refs::CellRef;
 use job::Job;
 use registry::Registry;
 
@@ -198,9 +200,9 @@ impl ThreadPool {
         if let Err(reason) = registry.admit() {
             return Err(SubmitError::new(work, reason));
         }
-        let cell = Arc::new(Cell::new(work, origin));
-        registry.push(Job::task(cell.clone()));
-        Ok(Task::from_cell(cell))
+        let (job, handle) = CellRef::pair(Cell::new(work, origin));
+        registry.push(Job::task(job));
+        Ok(Task::from_cell(handle.erase()))
     }
 
     /// Runs `body` with a [`Scope`] whose tasks may borrow from the caller's stack, and waits

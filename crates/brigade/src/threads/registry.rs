@@ -27,9 +27,10 @@ use std::io;
 use std::sync::Arc;
 use std::thread;
 
-use crossbeam_deque::{Injector, Stealer, Worker};
+use crossbeam_deque::{Stealer, Worker};
 use crossbeam_utils::CachePadded;
 
+use super::inject::Injector;
 use super::job::Job;
 use super::worker::{self, Seat};
 use crate::error::Error;
@@ -52,7 +53,9 @@ fn sleepers(idle: u64) -> u64 {
 }
 
 pub(crate) struct Registry {
-    pub(super) injector: Injector<Job>,
+    /// Work submitted from outside the workers; on a line of its own, as every submission
+    /// and every search writes or reads it.
+    pub(super) injector: CachePadded<Injector>,
     pub(super) stealers: Box<[Stealer<Job>]>,
     /// Each worker's deque and parker, waiting for the thread that will take them.
     seats: Box<[Mutex<Option<Seat>>]>,
@@ -103,7 +106,7 @@ impl Registry {
             seats.push(Mutex::new(Some(Seat { local, parker })));
         }
         Self {
-            injector: Injector::new(),
+            injector: CachePadded::new(Injector::new()),
             stealers: stealers.into(),
             seats: seats.into(),
             unparkers: unparkers.into(),
@@ -356,14 +359,12 @@ impl Registry {
 
     /// Ends every queued job unrun with `reason`.
     pub(crate) fn drain(&self, reason: Error) {
-        let sources = std::iter::once(None).chain(self.stealers.iter().map(Some));
-        for stealer in sources {
+        while let Some(job) = self.injector.pop() {
+            job.abandon(reason.clone());
+        }
+        for stealer in &self.stealers {
             loop {
-                let stolen = match stealer {
-                    None => self.injector.steal(),
-                    Some(s) => s.steal(),
-                };
-                match stolen {
+                match stealer.steal() {
                     crossbeam_deque::Steal::Success(job) => job.abandon(reason.clone()),
                     crossbeam_deque::Steal::Empty => break,
                     crossbeam_deque::Steal::Retry => std::hint::spin_loop(),

@@ -12,8 +12,9 @@ use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::task::Task;
 use crate::task::block::{block_until, current_waker};
-use crate::task::cell::{Cell, Erased};
+use crate::task::cell::Cell;
 use crate::task::origin::{LaneName, Origin};
+use crate::task::refs::CellRef;
 
 /// Counts a scope's unfinished jobs and wakes its owner when none is left. It lives in the
 /// scope's frame; jobs point at it with a [`LatchRef`].
@@ -127,21 +128,16 @@ impl<'scope> Scope<'scope, '_> {
         T: Send + 'scope,
     {
         self.latch.pending.fetch_add(1, Ordering::Relaxed);
-        let cell = Arc::new(Cell::with(
+        let (cell, handle) = CellRef::pair(Cell::with(
             f,
             LatchRef(&self.latch),
             Origin::here(LaneName::Threads),
         ));
-        let handle: Arc<Cell<T, dyn Erased + 'scope>> = cell.clone();
-        // SAFETY: only the trait object's lifetime bound changes; the layout is identical.
-        // What may outlive the scope is this handle, bounded by `T: 'scope`, and the cell's
-        // allocation, whose work slot is empty by then (the job below consumes the closure
-        // before the scope can end), so dropping it touches nothing the closure borrowed.
-        let handle = unsafe {
-            std::mem::transmute::<Arc<Cell<T, dyn Erased + 'scope>>, Arc<Cell<T, dyn Erased>>>(
-                handle,
-            )
-        };
+        // SAFETY: what may outlive the scope is this handle, bounded by `T: 'scope`, and the
+        // cell's allocation, whose work slot is empty by then (the job below consumes the
+        // closure before the scope can end), so dropping it touches nothing the closure
+        // borrowed.
+        let handle = unsafe { handle.erase().assume_static() };
         // SAFETY: `scope` does not return before the latch is done, and the job releases the
         // latch as its very last act, after letting go of the cell.
         let job = unsafe { Job::scoped(cell) };

@@ -335,13 +335,7 @@ impl WorkerThread {
     }
 
     fn steal_injector(&self) -> Option<Job> {
-        loop {
-            match self.registry.injector.steal_batch_and_pop(&self.local) {
-                Steal::Success(job) => return Some(job),
-                Steal::Empty => return None,
-                Steal::Retry => std::hint::spin_loop(),
-            }
-        }
+        self.registry.injector.steal_batch_and_pop(&self.local)
     }
 
     fn steal_peers(&self) -> Option<Job> {
