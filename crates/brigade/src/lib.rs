@@ -46,7 +46,8 @@
 //!
 //! # One rule for every pool
 //!
-//! Every pool ([`ThreadPool`], [`ProcessPool`], [`EventLoop`]) is learned once:
+//! Every pool ([`ThreadPool`], [`ProcessPool`], [`EventLoop`], [`Auto`]) is learned once, and
+//! the cluster client of the `brigade-cluster` crate submits and maps by the same rule:
 //!
 //! | | the rule |
 //! |---|---|
