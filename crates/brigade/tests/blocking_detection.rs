@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use brigade::{Error, EventLoop, Task};
 use common::{DropSignal, PATIENCE, Watchdog, recv};
-use tokio::sync::oneshot;
 
 const THRESHOLD: Duration = Duration::from_millis(20);
 /// A blocking call well past the threshold.
@@ -177,19 +176,17 @@ fn a_running_task_of_a_newly_flagged_site_hands_its_worker_over() {
         .blocking_threshold(THRESHOLD)
         .build()
         .unwrap();
-    let (first_poll_tx, first_poll) = mpsc::channel();
     let (blocking_tx, blocking) = mpsc::channel();
     let (release, released) = mpsc::channel::<()>();
-    let (next_tx, next) = oneshot::channel::<()>();
     let (task, at) = spawn_tracked(&lp, async move {
-        std::thread::sleep(BLOCK); // the first poll flags the site
-        first_poll_tx.send(()).unwrap();
-        next.await.unwrap();
+        std::thread::sleep(BLOCK); // the first poll flags the site...
+        // ...and ends here for sure: `yield_now` is pending once. (An await on a channel the
+        // test thread fills could find it full already, and then the whole task would run in
+        // its first poll, before the site is flagged: the test hung 1 run in 10 that way.)
+        tokio::task::yield_now().await;
         blocking_tx.send(()).unwrap(); // the second poll blocks until released
         released.recv_timeout(PATIENCE).unwrap();
     });
-    recv(&first_poll);
-    next_tx.send(()).unwrap();
     recv(&blocking);
     // The task blocks its thread, but that thread gave the worker away first.
     assert_eq!(
@@ -297,17 +294,12 @@ fn block_on_is_refused_in_a_flagged_sites_tasks_on_the_lane_and_handed_off() {
         .unwrap();
     // A running task whose first poll flags its site: its next poll is handed off
     // (`block_in_place`), and a `block_on` there is still inside the loop.
-    let (next_tx, next) = oneshot::channel::<()>();
-    let (flagged_tx, flagged) = mpsc::channel();
     let lp2 = lp.clone();
     let handed_off = spawn_from_one_site(&lp, async move {
         std::thread::sleep(BLOCK);
-        flagged_tx.send(()).unwrap();
-        next.await.unwrap();
+        tokio::task::yield_now().await; // the first poll ends here, and flags the site
         lp2.block_on(async { 1 }).map_err(|e| e.to_string())
     });
-    recv(&flagged);
-    next_tx.send(()).unwrap();
     let refused = handed_off.result().unwrap();
     assert!(refused.unwrap_err().contains("inside an event loop"));
     // A new task of the flagged site runs on a lane thread (a small event loop of its own).
