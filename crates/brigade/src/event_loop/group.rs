@@ -56,6 +56,7 @@ use report::{Child, Reporter, Shared, State};
 /// let group = lp.group();
 /// let (fail, failing) = tokio::sync::oneshot::channel::<()>();
 /// let first = group.spawn(async { Ok::<_, String>(1) });
+/// assert_eq!(first.result(), Ok(Ok(1))); // done before anything fails: not cancelled
 /// let second = group.spawn(async move {
 ///     failing.await.unwrap();
 ///     Err::<u32, _>("the second fails".to_string())
@@ -65,7 +66,6 @@ use report::{Child, Reporter, Shared, State};
 /// let failure = lp.block_on(group.join()).unwrap().unwrap_err();
 /// assert_eq!(failure.index, Some(1));
 /// assert_eq!(failure.cancelled, 1); // `forever` was stopped
-/// assert_eq!(first.result(), Ok(Ok(1)));
 /// assert_eq!(second.result(), Ok(Err("the second fails".to_string())));
 /// assert_eq!(forever.result(), Err(Error::Cancelled));
 /// ```
