@@ -99,6 +99,7 @@ mod timeout;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,8 +120,8 @@ use detect::{Sites, Stats};
 use driver::{Control, ControlRef, Driver};
 use shutdown::{LoopState, Parts, ThreadHooks};
 
-/// A task just spawned, and a second handle on its control (for a group).
-type Spawned<T> = (Task<T>, ControlRef<T>);
+/// A task just spawned, and a second handle on its control (when a group asks for one).
+type Spawned<T> = (Task<T>, Option<ControlRef<T>>);
 
 /// The blocking threshold unless configured: a poll longer than this flags its spawn site.
 ///
@@ -316,7 +317,7 @@ impl EventLoop {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_at(Location::caller(), future, false).0
+        self.spawn_at(Location::caller(), future, false, false).0
     }
 
     /// Runs `future` like [`spawn`](Self::spawn), but hands the future back inside the error
@@ -340,7 +341,7 @@ impl EventLoop {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.try_spawn_at(Location::caller(), future, false)
+        self.try_spawn_at(Location::caller(), future, false, false)
             .map(|(task, _)| task)
     }
 
@@ -377,7 +378,7 @@ impl EventLoop {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_at(Location::caller(), future, true).0
+        self.spawn_at(Location::caller(), future, true, false).0
     }
 
     /// Spawns from `site` (a router's caller: the auto lane keeps its user's call site).
@@ -390,23 +391,24 @@ impl EventLoop {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_at(site, future, false).0
+        self.spawn_at(site, future, false, false).0
     }
 
     /// Spawns from `site`; a refused future becomes a task already failed, and the control
-    /// (for a group) a control of nothing.
+    /// (for a group, asked for with `share_control`) a control of nothing.
     fn spawn_at<F>(
         &self,
         site: &'static Location<'static>,
         future: F,
         shielded: bool,
+        share_control: bool,
     ) -> (Task<F::Output>, Option<ControlRef<F::Output>>)
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match self.try_spawn_at(site, future, shielded) {
-            Ok((task, control)) => (task, Some(control)),
+        match self.try_spawn_at(site, future, shielded, share_control) {
+            Ok(spawned) => spawned,
             Err(refused) => (Task::failed(refused.reason().clone()), None),
         }
     }
@@ -416,6 +418,7 @@ impl EventLoop {
         site: &'static Location<'static>,
         future: F,
         shielded: bool,
+        share_control: bool,
     ) -> Result<Spawned<F::Output>, SubmitError<F>>
     where
         F: Future + Send + 'static,
@@ -439,20 +442,25 @@ impl EventLoop {
             // Running from the start, so that no cancel ever claims it.
             let _ = promise.start();
         }
-        let control = promise.share_extra();
+        // A second counted reference only for a group, which keeps it: a plain spawn reaches
+        // the control through `task`'s reference instead, sparing two read-modify-writes of
+        // the state word that the worker is busy with.
+        let shared = share_control.then(|| promise.share_extra());
+        let control = NonNull::from(promise.extra());
         let driver = Driver::new(future, promise, Stats::new(site), flagged, live);
-        let on_worker = if flagged {
-            self.inner.lane.spawn(driver).err().map(Driver::for_worker)
+        let join = if flagged {
+            match self.inner.lane.spawn(driver) {
+                Ok(join) => join,
+                Err(driver) => self.inner.handle.spawn(driver.for_worker()),
+            }
         } else {
-            Some(driver)
+            self.inner.handle.spawn(driver)
         };
-        if let Some(driver) = on_worker {
-            let join = self.inner.handle.spawn(driver);
-            // SAFETY: the one call for this task, on the spawning thread, through `control`,
-            // which it holds until the call returns.
-            unsafe { control.keep(join) };
-        }
-        Ok((task, control))
+        // SAFETY: `control` points into the task's cell, which `task` (a counted reference,
+        // ours until we return) keeps alive; this is the one call for the task, on the
+        // spawning thread, before `task` or `shared` leaves it.
+        unsafe { control.as_ref().keep(join) };
+        Ok((task, shared))
     }
 
     /// Runs `future` to completion on the calling thread, with this loop's reactor and timers,
