@@ -86,6 +86,7 @@ pub(super) struct Control {
 unsafe impl Sync for Control {}
 
 impl Control {
+    #[inline]
     pub(super) fn new(shielded: bool, state: &'static LoopState) -> Self {
         Self {
             state,
@@ -101,11 +102,13 @@ impl Control {
     /// At most one call per task, by the thread that spawned it, through a reference that it
     /// keeps alive until the call returns, and before any handle that can interrupt the task
     /// leaves that thread (see `impl Sync for Control`).
+    #[inline]
     pub(super) unsafe fn keep(&self, join: tokio::task::JoinHandle<()>) {
         // SAFETY: the caller's single write, before anyone can read the slot.
         self.join.with_mut(|slot| unsafe { *slot = Some(join) });
     }
 
+    #[inline]
     fn interrupted(&self) -> bool {
         self.interrupted.load(Ordering::Acquire)
     }
