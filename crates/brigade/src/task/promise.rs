@@ -93,6 +93,7 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
 
     /// Ends the task with `outcome`, claiming it first when it was never started. A task that
     /// was cancelled before that keeps its cancellation, and `outcome` is dropped.
+    #[inline]
     pub(crate) fn complete(mut self, outcome: Outcome<T>) {
         if !self.claim_to_settle() {
             return;

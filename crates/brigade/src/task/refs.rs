@@ -177,6 +177,7 @@ impl<T, W: ?Sized + Slot> CellRef<T, W> {
     /// read-modify-write of the state word instead of two.
     ///
     /// Only the task's owner may call this, once.
+    #[inline]
     pub(crate) fn complete_and_release(self, outcome: super::cell::Outcome<T>) {
         let ptr = self.into_raw();
         // SAFETY: our reference, given up just above, keeps the cell alive until this call
