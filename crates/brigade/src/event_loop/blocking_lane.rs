@@ -61,15 +61,14 @@ impl BlockingLane {
     }
 
     /// Runs `task` on a lane thread; hands it back if no lane thread could be started.
-    pub(super) fn spawn<F>(&self, task: F) -> Result<(), F>
+    pub(super) fn spawn<F>(&self, task: F) -> Result<tokio::task::JoinHandle<()>, F>
     where
         F: Future<Output = ()> + Send + 'static,
     {
         match self.pick() {
             Some(slot) => {
                 slot.unstarted.fetch_add(1, Ordering::Relaxed);
-                drop(slot.handle.spawn(task));
-                Ok(())
+                Ok(slot.handle.spawn(task))
             }
             None => Err(task),
         }

@@ -58,12 +58,14 @@ impl Site {
     }
 
     /// Whether a poll of one of this site's tasks has blocked the loop.
+    #[inline]
     pub(super) fn is_flagged(&self) -> bool {
         // Relaxed: the flag is advice about where to run; a task that reads it a moment late
         // only runs one more poll where it was.
         self.flagged.load(Ordering::Relaxed)
     }
 
+    #[inline]
     fn add(&self, stats: &Stats) {
         let shard = &self.shards[super::stripe::index()];
         shard
@@ -92,6 +94,7 @@ impl Site {
     }
 
     /// A poll took `ns`, more than the loop's threshold: flag the site, and warn the first time.
+    #[cold]
     fn slow(&self, ns: u64, handed_off: bool) {
         self.slow_polls.fetch_add(1, Ordering::Relaxed);
         // Now, not at the next flush: a report taken while the task still blocks shows it.
@@ -149,6 +152,7 @@ impl Sites {
     /// Records are leaked on purpose: a task may still be dropped on a worker after its loop's
     /// last handle is gone (shutdown does not wait), and it must still be able to flush its
     /// counts. Their number is bounded by the program's spawn sites times its loops.
+    #[inline]
     pub(super) fn get(&self, location: &'static Location<'static>) -> &'static Site {
         let address = std::ptr::from_ref(location) as usize;
         if let Some((id, at, site)) = LAST.with(std::cell::Cell::get)
@@ -157,6 +161,14 @@ impl Sites {
         {
             return site;
         }
+        self.get_slow(location, address)
+    }
+
+    /// [`get`](Self::get) past the per-thread cache: out of line, so that the spawn path
+    /// (generic, so compiled in the caller's crate) inlines only the cache check.
+    #[cold]
+    #[inline(never)]
+    fn get_slow(&self, location: &'static Location<'static>, address: usize) -> &'static Site {
         // Keyed by value, not address: a generic function instantiated in several codegen
         // units may have a `Location` static in each, and it is still one line of code.
         let site = *self
@@ -195,6 +207,7 @@ pub(super) struct Stats {
 }
 
 impl Stats {
+    #[inline]
     pub(super) fn new(site: &'static Site) -> Self {
         Self {
             site,
@@ -204,6 +217,7 @@ impl Stats {
         }
     }
 
+    #[inline]
     pub(super) fn site(&self) -> &Site {
         self.site
     }
@@ -228,6 +242,7 @@ impl Stats {
     }
 
     /// Adds the counts so far to the site (also done on drop).
+    #[inline]
     pub(super) fn flush(&mut self) {
         if self.polls > 0 {
             self.site.add(self);
@@ -239,6 +254,7 @@ impl Stats {
 }
 
 impl Drop for Stats {
+    #[inline]
     fn drop(&mut self) {
         self.flush();
     }

@@ -6,14 +6,14 @@ use std::cell::Cell;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use super::detect::Stats;
 use super::shutdown::{LiveGuard, LoopState};
 use super::{blocking_lane, sched};
 use crate::error::Error;
+use crate::sync::UnsafeCell;
 use crate::sync::atomic::{AtomicBool, Ordering};
-use crate::sync::{Mutex, UnsafeCell};
 use crate::task::cell::Hooks;
 use crate::task::promise::{Promise, SharedExtra};
 
@@ -48,11 +48,15 @@ pub(super) fn blocking_allowed<R>(f: impl FnOnce() -> R) -> R {
 
 /// What an async task keeps beside its handle: how a cancel reaches the running future.
 ///
-/// Cancelling sets the flag and wakes the task; its next poll sees the flag and ends it with
-/// [`Error::Cancelled`] without polling the user's future again. A future is only ever left
-/// at an await point, so this is "aborts at the next await". The waker is recorded the first
-/// time the future is pending (a task that finishes in one poll never pays for it): a tokio
-/// task's waker, like `block_on`'s, stays the same for its whole life.
+/// Cancelling sets the flag and aborts tokio's task through the [`JoinHandle`] kept here:
+/// tokio drops the future at its next await (or right after the poll in progress returns
+/// pending), never polling it again, and the [`Driver`]'s promise, dropped unfulfilled with it,
+/// ends the task with [`Hooks::abandoned`], which sees the flag: [`Error::Cancelled`]. A future
+/// is only ever left at an await point, so this is "aborts at the next await". Aborting through
+/// tokio spares each task a waker slot (a lock and a waker clone on its first pending poll):
+/// the handle that tokio already keeps is the way in.
+///
+/// [`JoinHandle`]: tokio::task::JoinHandle
 pub(super) struct Control {
     /// The loop's shutdown state: a task dropped unfinished while the loop cancels its tasks
     /// ends cancelled.
@@ -61,31 +65,33 @@ pub(super) struct Control {
     /// interruption: its handle's `cancel` answers `false`, as for a running thread.
     shielded: bool,
     interrupted: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-    /// tokio's handle on the task, kept so that tokio's allocation is freed where the brigade
-    /// handle is (usually the thread that spawned and awaits it), not on the worker that
-    /// finished it: glibc's allocator pays dearly for memory freed on another thread than the
-    /// one that allocated it (the tiny-async benchmark went from 0.37–0.51× tokio to
-    /// 0.65–1.00× with this). Written once, by the spawner (see [`keep`](Self::keep)); a
-    /// `OnceLock` here cost ~170 instructions per task under callgrind.
+    /// tokio's handle on the task: how a cancel aborts it (see above), and kept so that tokio's
+    /// allocation is freed where the brigade handle is (usually the thread that spawned and
+    /// awaits it), not on the worker that finished it: glibc's allocator pays dearly for memory
+    /// freed on another thread than the one that allocated it (the tiny-async benchmark went
+    /// from 0.37–0.51× tokio to 0.65–1.00× with this). Written once, by the spawner (see
+    /// [`keep`](Self::keep)), before the task's handle leaves the spawning call; a `OnceLock`
+    /// here cost ~170 instructions per task under callgrind.
     join: UnsafeCell<Option<tokio::task::JoinHandle<()>>>,
 }
 
 // SAFETY: `join` is the only field that is not `Sync` by itself. It is written once, by the
-// thread that spawned the task, right after spawning (`keep`), and read by no one: it is only
-// dropped, with the cell, by whoever lets go of the last reference, which is exclusive, and
-// which the spawner's own reference (released after the write, with release ordering, and
-// acquired by the last `Arc` drop) orders after the write. The other fields are atomics and a
-// mutex. So no two threads ever touch `join` at once.
+// thread that spawned the task, right after spawning (`keep`), while that thread holds every
+// handle that can reach `interrupt` (the `Task`, and a group's control): they are handed out
+// only after the write, by moves that order it before any use on another thread. From then on
+// it is only read (`abort` takes `&self`, and `JoinHandle` is `Sync`), and it is dropped with
+// the cell by whoever lets go of the last reference, which is exclusive, and which the
+// reference counting (release on every drop, acquire by the last) orders after every read.
+// The other fields are atomics. So no write ever races a read.
 unsafe impl Sync for Control {}
 
 impl Control {
+    #[inline]
     pub(super) fn new(shielded: bool, state: &'static LoopState) -> Self {
         Self {
             state,
             shielded,
             interrupted: AtomicBool::new(false),
-            waker: Mutex::new(None),
             join: UnsafeCell::new(None),
         }
     }
@@ -93,13 +99,16 @@ impl Control {
     /// Keeps tokio's handle on the task (see the field).
     ///
     /// # Safety
-    /// At most one call per task, by the thread that spawned it, through a reference it holds
-    /// until the call returns (see `impl Sync for Control`).
+    /// At most one call per task, by the thread that spawned it, through a reference that it
+    /// keeps alive until the call returns, and before any handle that can interrupt the task
+    /// leaves that thread (see `impl Sync for Control`).
+    #[inline]
     pub(super) unsafe fn keep(&self, join: tokio::task::JoinHandle<()>) {
-        // SAFETY: the caller's single write; no one reads the slot before the cell is dropped.
+        // SAFETY: the caller's single write, before anyone can read the slot.
         self.join.with_mut(|slot| unsafe { *slot = Some(join) });
     }
 
+    #[inline]
     fn interrupted(&self) -> bool {
         self.interrupted.load(Ordering::Acquire)
     }
@@ -126,13 +135,17 @@ impl Hooks for Control {
         if self.shielded {
             return false;
         }
-        // The flag is set before the waker is looked at, and `Driver` records the waker before
-        // it reads the flag (both under the lock): either we find the waker, or it finds the
-        // flag.
+        // The flag is set before the abort: tokio's abort and its cancelling of the task are
+        // read-modify-writes of the task's state (acquire and release), so the flag is visible
+        // to `abandoned` when the dropped driver's promise asks for its outcome.
         self.interrupted.store(true, Ordering::Release);
-        if let Some(waker) = self.waker.lock().take() {
-            waker.wake();
-        }
+        self.join.with(|slot| {
+            // SAFETY: a shared read of a slot written before this handle could reach us (see
+            // `impl Sync for Control`).
+            if let Some(join) = unsafe { &*slot } {
+                join.abort();
+            }
+        });
         true
     }
 
@@ -158,8 +171,6 @@ pin_project_lite::pin_project! {
         // On a lane thread: blocking there stalls no worker, and there is no worker to hand over.
         on_lane: bool,
         started: bool,
-        // Whether the control knows this task's waker yet.
-        waker_known: bool,
         // Counts the task as live until the driver goes (after the outcome is published).
         live: LiveGuard,
     }
@@ -183,7 +194,6 @@ where
             stats,
             on_lane,
             started: false,
-            waker_known: false,
         }
     }
 }
@@ -218,9 +228,10 @@ impl<F: Future> Future for Driver<F> {
                 return Poll::Ready(());
             }
         }
-        // Interrupted through its handle, or its loop is cancelling every task (a shutdown
-        // with `cancel_pending`): it stops here, at an await (or before it ever ran).
-        let outcome = if promise.extra().interrupted() || promise.extra().state.is_cancelling() {
+        // Its loop is cancelling every task (a shutdown with `cancel_pending`): it stops here,
+        // at an await (or before it ever ran). A cancel through its handle never gets here: it
+        // aborts tokio's task, which drops the driver instead of polling it (see `Control`).
+        let outcome = if promise.extra().state.is_cancelling() {
             Err(Error::Cancelled)
         } else {
             let Some(future) = this.future.as_mut().as_pin_mut() else {
@@ -249,18 +260,7 @@ impl<F: Future> Future for Driver<F> {
             );
             match polled {
                 Ok(Poll::Ready(value)) => Ok(value),
-                Ok(Poll::Pending) => {
-                    if !*this.waker_known {
-                        *this.waker_known = true;
-                        *promise.extra().waker.lock() = Some(cx.waker().clone());
-                        // The waker is recorded under the lock before the flag is read again:
-                        // a cancel either finds the waker or is seen here (see `interrupt`).
-                        if promise.extra().interrupted() {
-                            cx.waker().wake_by_ref();
-                        }
-                    }
-                    return Poll::Pending;
-                }
+                Ok(Poll::Pending) => return Poll::Pending,
                 Err(payload) => Err(Error::from_panic(&*payload)),
             }
         };

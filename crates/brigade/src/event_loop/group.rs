@@ -221,7 +221,7 @@ impl GroupSpawner {
                 reported: false,
             },
         };
-        let (task, control) = self.lp.spawn_at(site, child, false);
+        let (task, control) = self.lp.spawn_at(site, child, false, true);
         let watched = self.shared.settled.watch(index, task.completion());
         let stopping = {
             let mut state = self.shared.state.lock();

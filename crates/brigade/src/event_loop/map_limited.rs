@@ -78,6 +78,7 @@ impl EventLoop {
                             value
                         },
                         false,
+                        false,
                     )
                     .0,
                 );

@@ -93,6 +93,7 @@ mod group;
 mod map_limited;
 mod sched;
 mod shutdown;
+mod spawn;
 mod stripe;
 mod timeout;
 
@@ -115,12 +116,9 @@ use crate::task::Task;
 use crate::task::origin::{LaneName, Origin};
 use crate::task::promise::Promise;
 use blocking_lane::BlockingLane;
-use detect::{Sites, Stats};
-use driver::{Control, ControlRef, Driver};
-use shutdown::{LoopState, Parts, ThreadHooks};
+use detect::Sites;
 
-/// A task just spawned, and a second handle on its control (for a group).
-type Spawned<T> = (Task<T>, ControlRef<T>);
+use shutdown::{LoopState, Parts, ThreadHooks};
 
 /// The blocking threshold unless configured: a poll longer than this flags its spawn site.
 ///
@@ -316,7 +314,7 @@ impl EventLoop {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_at(Location::caller(), future, false).0
+        self.spawn_at(Location::caller(), future, false, false).0
     }
 
     /// Runs `future` like [`spawn`](Self::spawn), but hands the future back inside the error
@@ -340,7 +338,7 @@ impl EventLoop {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.try_spawn_at(Location::caller(), future, false)
+        self.try_spawn_at(Location::caller(), future, false, false)
             .map(|(task, _)| task)
     }
 
@@ -377,82 +375,7 @@ impl EventLoop {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_at(Location::caller(), future, true).0
-    }
-
-    /// Spawns from `site` (a router's caller: the auto lane keeps its user's call site).
-    pub(crate) fn spawn_from<F>(
-        &self,
-        site: &'static Location<'static>,
-        future: F,
-    ) -> Task<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.spawn_at(site, future, false).0
-    }
-
-    /// Spawns from `site`; a refused future becomes a task already failed, and the control
-    /// (for a group) a control of nothing.
-    fn spawn_at<F>(
-        &self,
-        site: &'static Location<'static>,
-        future: F,
-        shielded: bool,
-    ) -> (Task<F::Output>, Option<ControlRef<F::Output>>)
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        match self.try_spawn_at(site, future, shielded) {
-            Ok((task, control)) => (task, Some(control)),
-            Err(refused) => (Task::failed(refused.reason().clone()), None),
-        }
-    }
-
-    fn try_spawn_at<F>(
-        &self,
-        site: &'static Location<'static>,
-        future: F,
-        shielded: bool,
-    ) -> Result<Spawned<F::Output>, SubmitError<F>>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let Some(live) = self.inner.state.admit() else {
-            return Err(SubmitError::new(future, Error::ShutDown));
-        };
-        let origin = Origin {
-            lane: LaneName::EventLoop,
-            site: Some(site),
-        };
-        let site = self.inner.sites.get(site);
-        let flagged = site.is_flagged();
-        let (mut promise, task) = Promise::<F::Output, (), Control>::new_at(
-            (),
-            Control::new(shielded, self.inner.state),
-            origin,
-        );
-        if shielded {
-            // Running from the start, so that no cancel ever claims it.
-            let _ = promise.start();
-        }
-        let control = promise.share_extra();
-        let driver = Driver::new(future, promise, Stats::new(site), flagged, live);
-        let on_worker = if flagged {
-            self.inner.lane.spawn(driver).err().map(Driver::for_worker)
-        } else {
-            Some(driver)
-        };
-        if let Some(driver) = on_worker {
-            let join = self.inner.handle.spawn(driver);
-            // SAFETY: the one call for this task, on the spawning thread, through `control`,
-            // which it holds until the call returns.
-            unsafe { control.keep(join) };
-        }
-        Ok((task, control))
+        self.spawn_at(Location::caller(), future, true, false).0
     }
 
     /// Runs `future` to completion on the calling thread, with this loop's reactor and timers,

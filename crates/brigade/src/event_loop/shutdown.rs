@@ -80,6 +80,7 @@ impl LoopState {
         }))
     }
 
+    #[inline]
     fn add(&self, n: isize) {
         self.live[stripe::index()].0.fetch_add(n, Ordering::SeqCst);
     }
@@ -89,6 +90,7 @@ impl LoopState {
     }
 
     /// Counts a new task in, unless the loop is closed.
+    #[inline]
     pub(super) fn admit(&'static self) -> Option<LiveGuard> {
         self.add(1);
         if self.closed.load(Ordering::SeqCst) {
@@ -99,18 +101,27 @@ impl LoopState {
     }
 
     /// A task is done: counted out, and a waiting closer told.
+    #[inline]
     fn finished(&self) {
         self.add(-1);
         if self.closing.load(Ordering::SeqCst) {
-            let _phase = self.phase.lock();
-            self.changed.notify_all();
+            self.tell_closer();
         }
     }
 
+    #[cold]
+    #[inline(never)]
+    fn tell_closer(&self) {
+        let _phase = self.phase.lock();
+        self.changed.notify_all();
+    }
+
+    #[inline]
     pub(super) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
+    #[inline]
     pub(super) fn is_cancelling(&self) -> bool {
         self.cancelling.load(Ordering::Acquire)
     }
@@ -211,6 +222,7 @@ impl LoopState {
 pub(super) struct LiveGuard(&'static LoopState);
 
 impl Drop for LiveGuard {
+    #[inline]
     fn drop(&mut self) {
         self.0.finished();
     }

@@ -223,10 +223,12 @@ impl<T> Header<T> {
     /// [`complete`](Self::complete), dropping the caller's reference in the same step. True
     /// when it was the last reference: the caller must free the cell. Otherwise the caller
     /// must not touch the cell again: the handle may free it at once.
+    #[inline]
     pub(super) fn complete_and_release(&self, outcome: Outcome<T>) -> bool {
         self.complete_inner(outcome, true)
     }
 
+    #[inline]
     fn complete_inner(&self, outcome: Outcome<T>, release: bool) -> bool {
         // A running task that a lane interrupted (an aborted async task) ends cancelled too.
         let done = match &outcome {
@@ -254,6 +256,14 @@ impl<T> Header<T> {
                 Err(actual) => current = actual,
             }
         }
+        self.complete_watched(done, release)
+    }
+
+    /// The rest of [`complete_inner`](Self::complete_inner) for a task that someone watches:
+    /// out of line, so that the usual unwatched completion stays small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn complete_watched(&self, done: usize, release: bool) -> bool {
         // Done from here on, for everyone, callbacks included.
         self.state.fetch_or(done, Ordering::AcqRel);
         // SAFETY: WATCHED is set only after the list is installed (see `watch_with`), and the

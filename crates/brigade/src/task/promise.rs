@@ -7,6 +7,8 @@
 //! unfulfilled still ends its task, with [`Hooks::abandoned`], so no waiter can hang on a lane
 //! that lost track of its work.
 
+use std::mem::ManuallyDrop;
+
 use super::Task;
 use super::cell::{CANCELLED, Cell, Claim, Hooks, Outcome, Work};
 use super::origin::Origin;
@@ -91,24 +93,43 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
 
     /// Ends the task with `outcome`, claiming it first when it was never started. A task that
     /// was cancelled before that keeps its cancellation, and `outcome` is dropped.
+    #[inline]
     pub(crate) fn complete(mut self, outcome: Outcome<T>) {
-        self.settle(outcome);
+        if !self.claim_to_settle() {
+            return;
+        }
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the reference is moved out exactly once; the
+        // other fields need no drop.
+        let cell = unsafe { std::ptr::read(&this.cell) };
+        // The promise's reference goes in the step that publishes: the handle, usually the
+        // last one left, then frees the cell after a plain load.
+        cell.complete_and_release(outcome);
     }
 
-    fn settle(&mut self, outcome: Outcome<T>) {
+    /// Marks the promise settled and makes it the owner, claiming the task first when it was
+    /// never started. False when there is nothing to publish: already settled, or cancelled
+    /// before it started.
+    fn claim_to_settle(&mut self) -> bool {
         if self.settled {
-            return;
+            return false;
         }
         self.settled = true;
         if !self.owns {
             if self.cell.header.try_start() != Claim::Won {
-                return;
+                return false;
             }
             // SAFETY: we won the claim.
             drop(unsafe { self.cell.work.take() });
         }
         self.owns = false;
-        self.cell.header.complete(outcome);
+        true
+    }
+
+    fn settle(&mut self, outcome: Outcome<T>) {
+        if self.claim_to_settle() {
+            self.cell.header.complete(outcome);
+        }
     }
 }
 
@@ -129,6 +150,59 @@ impl<T, P, X: Hooks> Drop for Promise<T, P, X> {
             let reason = self.extra().abandoned();
             self.settle(Err(reason));
         }
+    }
+}
+
+#[cfg(all(test, brigade_loom))]
+mod loom_tests {
+    //! Model checks of a promise that gives up its reference in the step that publishes.
+    use super::*;
+    use crate::task::cell::SETTLED;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::thread;
+    use std::sync::Arc;
+
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_handle_collects_while_the_promise_completes() {
+        loom::model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let (mut promise, task) = Promise::<Counted, ()>::new((), ());
+            let value = Counted(drops.clone());
+            let lane = thread::spawn(move || {
+                promise.start();
+                promise.complete(Ok(value));
+            });
+            while task.completion().state() & SETTLED == 0 {
+                thread::yield_now();
+            }
+            let value = task.result().ok().expect("it completed");
+            assert_eq!(drops.load(Ordering::SeqCst), 0);
+            drop(value);
+            lane.join().unwrap();
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    #[test]
+    fn a_handle_dropped_while_the_promise_completes_frees_the_value_once() {
+        loom::model(|| {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let (promise, task) = Promise::<Counted, ()>::new((), ());
+            let value = Counted(drops.clone());
+            let lane = thread::spawn(move || promise.complete(Ok(value)));
+            drop(task);
+            lane.join().unwrap();
+            // Whoever went last freed the cell and dropped the value, once.
+            assert_eq!(drops.load(Ordering::SeqCst), 1);
+        });
     }
 }
 

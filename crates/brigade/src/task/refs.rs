@@ -166,6 +166,19 @@ where
             return None;
         };
         before_publish();
+        self.complete_and_release(outcome);
+        panicked
+    }
+}
+
+impl<T, W: ?Sized + Slot> CellRef<T, W> {
+    /// Publishes `outcome` and gives up this reference in the same compare-and-swap (see
+    /// [`Header::complete_and_release`](super::cell::Header::complete_and_release)): one
+    /// read-modify-write of the state word instead of two.
+    ///
+    /// Only the task's owner may call this, once.
+    #[inline]
+    pub(crate) fn complete_and_release(self, outcome: super::cell::Outcome<T>) {
         let ptr = self.into_raw();
         // SAFETY: our reference, given up just above, keeps the cell alive until this call
         // drops it; after that we touch the cell only if it was the last reference.
@@ -174,7 +187,6 @@ where
             // SAFETY: ours was the last reference (the handle is gone), and it is spent.
             drop_guarded(Freeing(ptr));
         }
-        panicked
     }
 }
 
