@@ -35,6 +35,7 @@ use super::call::{self, InitTrampoline, Trampoline};
 use super::ledger::Ledger;
 use super::panics;
 use super::spare::{IDLE_RELEASE, SPARE_MIN};
+use super::spin::Gate;
 use super::wire::{self, FrameReader, FrameWriter, ToWorker, readable_within};
 
 /// Present in a worker's environment (and removed before anything else runs); its value is the
@@ -162,6 +163,10 @@ struct Link {
     frames: FrameReader,
     /// The byte of the stream the last pull asked for.
     pulled: u64,
+    /// Whether to poll for the next call before blocking.
+    gate: Gate,
+    /// Frames handed out since the last wait for the socket.
+    taken: usize,
 }
 
 impl Link {
@@ -173,6 +178,7 @@ impl Link {
                 .next_frame()
                 .map_err(|e| protocol(e.to_string()))?
             {
+                self.taken += 1;
                 return Ok(Some(range));
             }
             if let Some(want) = self.frames.wanted() {
@@ -194,7 +200,20 @@ impl Link {
                 self.frames.release();
                 *answers = Vec::new();
             }
-            match self.frames.read_from(&self.socket) {
+            // Between calls (no part of a frame held), poll a while first when calls come
+            // one per wait and close together: a sequential caller's next call is usually
+            // microseconds away, and waking from sleep costs more (see `spin`). Calls that
+            // came several per read are pipelined: the pool sends more as answers reach it,
+            // and a poller here would take the core its slot thread and the submitter need.
+            let one_by_one = self.frames.wanted().is_none() && self.taken <= 1;
+            self.taken = 0;
+            let socket = &self.socket;
+            match self.gate.wait(
+                &mut self.frames,
+                one_by_one,
+                |frames| frames.read_now(socket),
+                |frames| frames.read_from(socket),
+            ) {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -215,6 +234,8 @@ fn serve(socket: UnixStream, ledger: Ledger) -> io::Result<()> {
         socket,
         frames: FrameReader::new(wire::MAX_FRAME),
         pulled: 0,
+        gate: Gate::default(),
+        taken: 0,
     };
     let mut answers = Vec::new();
 
