@@ -13,8 +13,10 @@
 //! example, an integration test or a doc test.
 //!
 //! The main thread reads the socket, runs calls one at a time, in the order they arrived, and
-//! answers each: a call costs the worker one wake-up, the read that brings it (the pool never
-//! waits for the worker to make room, see [`slot`](super::slot#writing-without-blocking)).
+//! answers each: a call costs the worker at most one wake-up, the read that brings it (the
+//! pool never waits for the worker to make room, see
+//! [`slot`](super::slot#writing-without-blocking)), and none when a sequential caller's
+//! next call comes while the worker still polls for it (see [`spin`](super::spin)).
 //! Every call runs on that same thread, the initializer's, so what an initializer leaves in
 //! thread-local state is there for the tasks, and a library that must stay on one thread can.
 //! A second thread only watches the socket for the pool going away (it is not woken by
