@@ -37,7 +37,7 @@ use super::call::{self, InitTrampoline, Trampoline};
 use super::ledger::Ledger;
 use super::panics;
 use super::spare::{IDLE_RELEASE, SPARE_MIN};
-use super::spin::Gate;
+use super::spin::{Gate, SPIN_FOR};
 use super::wire::{self, FrameReader, FrameWriter, ToWorker, readable_within};
 
 /// Present in a worker's environment (and removed before anything else runs); its value is the
@@ -169,6 +169,8 @@ struct Link {
     gate: Gate,
     /// Frames handed out since the last wait for the socket.
     taken: usize,
+    /// The last call took less time than a poll lasts.
+    quick: bool,
 }
 
 impl Link {
@@ -202,12 +204,15 @@ impl Link {
                 self.frames.release();
                 *answers = Vec::new();
             }
-            // Between calls (no part of a frame held), poll a while first when calls come
-            // one per wait and close together: a sequential caller's next call is usually
+            // Between calls (no part of a frame held), poll a while first when calls are
+            // quick and come one per wait: a sequential caller's next call is usually
             // microseconds away, and waking from sleep costs more (see `spin`). Calls that
             // came several per read are pipelined: the pool sends more as answers reach it,
             // and a poller here would take the core its slot thread and the submitter need.
-            let one_by_one = self.frames.wanted().is_none() && self.taken <= 1;
+            // After a long call (large payloads, `cpu-fanout`) the pool has the next one on
+            // its way already, and polling would only take the core from the slot thread
+            // that writes it.
+            let one_by_one = self.frames.wanted().is_none() && self.taken <= 1 && self.quick;
             self.taken = 0;
             let socket = &self.socket;
             match self.gate.wait(
@@ -238,6 +243,7 @@ fn serve(socket: UnixStream, ledger: Ledger) -> io::Result<()> {
         pulled: 0,
         gate: Gate::default(),
         taken: 0,
+        quick: false,
     };
     let mut answers = Vec::new();
 
@@ -308,6 +314,7 @@ fn serve(socket: UnixStream, ledger: Ledger) -> io::Result<()> {
                     )
                 };
                 let busy = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+                link.quick = busy <= SPIN_FOR.as_nanos() as u64;
                 done.set_done(busy, verdict);
                 // Whatever the task printed goes out before its result: a task's output is
                 // never lost to a crash of a later task.
