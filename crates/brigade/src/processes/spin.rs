@@ -17,8 +17,8 @@
 //! A poll that did not end within [`SHORT_WAIT`] (no message came, or the poller lost the
 //! core to another process while it yielded, which costs up to a scheduler tick: a sleeper
 //! woken by the message would have got the core back at once) is a miss, and the waiter then
-//! blocks without polling for a number of waits that doubles with each miss in a row, up to
-//! [`MAX_SKIP`]; a hit resets it. So an idle pool, calls that come far apart, or a machine
+//! blocks without polling for a number of waits that doubles with each miss, up to
+//! [`MAX_SKIP`], and shrinks by one with each hit. So an idle pool, calls that come far apart, or a machine
 //! whose cores another process keeps busy cost one poll per thousand waits or so, while a
 //! sequential caller's calls are polled for every time.
 
@@ -40,7 +40,7 @@ const MAX_SKIP: u32 = 1024;
 pub(crate) struct Gate {
     /// Waits left to block in without polling.
     skip: u32,
-    /// What `skip` is set to after the next miss (doubled at each miss in a row).
+    /// What `skip` is set to after the next miss (doubled by each miss, less one per hit).
     penalty: u32,
 }
 
@@ -81,7 +81,10 @@ impl Gate {
     /// A poll hit (the message came soon, with the core to ourselves) or missed.
     fn learn(&mut self, hit: bool) {
         if hit {
-            self.penalty = 0;
+            // Down by one per hit, up twofold per miss: a waiter that misses every other
+            // time (a hog takes the core at one yield in two) still ends up skipping most
+            // waits, where a reset on each hit kept it losing a tick every few calls.
+            self.penalty = self.penalty.saturating_sub(1);
         } else {
             self.penalty = (self.penalty * 2).clamp(1, MAX_SKIP);
             self.skip = self.penalty;
@@ -124,14 +127,20 @@ mod tests {
     }
 
     #[test]
-    fn misses_in_a_row_skip_more_waits_and_a_hit_resets() {
+    fn misses_skip_more_waits_and_hits_fewer() {
         let mut gate = Gate::default();
         for expected in [1, 2, 4, 8] {
             gate.learn(false);
             assert_eq!(gate.skip, expected);
         }
-        gate.skip = 0;
+        // Missing every other time still grows the skip.
         gate.learn(true);
+        gate.learn(false);
+        assert_eq!(gate.skip, 14);
+        // Hits bring it back down, one each.
+        for _ in 0..14 {
+            gate.learn(true);
+        }
         gate.learn(false);
         assert_eq!(gate.skip, 1);
         for _ in 0..20 {
