@@ -112,6 +112,7 @@ mod shared;
 mod slot;
 mod spare;
 mod spawn;
+mod spin;
 mod supervisor;
 mod timer;
 mod wire;

@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     outstanding: AtomicUsize,
     /// Notified when the outstanding count reaches zero, and when the pool closes.
     drained: Condvar,
+    /// The machine's cores, as far as this process may use them.
+    cores: usize,
     pub(crate) slots: Vec<Slot>,
     pub(crate) timer: Timer,
     /// Warm buffers for large call frames.
@@ -126,11 +128,20 @@ impl Shared {
             }),
             outstanding: AtomicUsize::new(0),
             drained: Condvar::new(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             slots,
             timer: Timer::default(),
             spares,
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// Whether fewer calls are outstanding than there are cores: then a core is likely idle,
+    /// and a slot thread that polls for an answer (see `spin`) keeps no one from working.
+    /// With more, every core has a worker or a submitter to run, and polling would steal from
+    /// them (`cpu-fanout`, pipelined submits).
+    pub(crate) fn few_in_flight(&self) -> bool {
+        self.outstanding.load(Ordering::Relaxed) < self.cores
     }
 
     /// A fresh call id (never 0, which the ledger reads as "none").

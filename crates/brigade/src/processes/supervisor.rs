@@ -24,6 +24,7 @@ use std::time::Duration;
 use super::shared::{Job, Shared};
 use super::spare::{IDLE_RELEASE, SPARE_MIN};
 use super::spawn::{LiveWorker, StartError, join_forwarders, try_again};
+use super::spin::{Gate, SPIN_FOR};
 use super::wire::{self, FromWorker, readable_within};
 use crate::error::Error;
 use crate::sync::atomic::Ordering;
@@ -219,6 +220,9 @@ impl Shared {
         let slot = &self.slots[slot_index];
         let mut garbled = None;
         let mut retiring = false;
+        let mut gate = Gate::default();
+        // The last call took less time than a poll lasts.
+        let mut quick = false;
         loop {
             // Frames already read first.
             while garbled.is_none() {
@@ -252,6 +256,7 @@ impl Shared {
                                 break;
                             };
                             state.record_busy(busy_nanos);
+                            quick = busy_nanos <= SPIN_FOR.as_nanos() as u64;
                             self.new_head(slot_index, &mut state);
                             if let Some(max) = self.config.max_tasks
                                 && state.sent >= max
@@ -318,7 +323,16 @@ impl Shared {
                 self.spares.release_idle();
                 worker.frames.release();
             }
-            match worker.frames.read_from(&worker.socket) {
+            // Poll a while before blocking when the answer is likely microseconds away: the
+            // worker's calls are quick and few are in flight (a sequential caller, see
+            // `spin`); a long call, or a pool busy on every core, gets no polling.
+            let socket = &worker.socket;
+            match gate.wait(
+                &mut worker.frames,
+                quick && self.few_in_flight(),
+                |frames| frames.read_now(socket),
+                |frames| frames.read_from(socket),
+            ) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) if try_again(&e) => {}

@@ -13,8 +13,10 @@
 //! example, an integration test or a doc test.
 //!
 //! The main thread reads the socket, runs calls one at a time, in the order they arrived, and
-//! answers each: a call costs the worker one wake-up, the read that brings it (the pool never
-//! waits for the worker to make room, see [`slot`](super::slot#writing-without-blocking)).
+//! answers each: a call costs the worker at most one wake-up, the read that brings it (the
+//! pool never waits for the worker to make room, see
+//! [`slot`](super::slot#writing-without-blocking)), and none when a sequential caller's
+//! next call comes while the worker still polls for it (see [`spin`](super::spin)).
 //! Every call runs on that same thread, the initializer's, so what an initializer leaves in
 //! thread-local state is there for the tasks, and a library that must stay on one thread can.
 //! A second thread only watches the socket for the pool going away (it is not woken by
@@ -35,6 +37,7 @@ use super::call::{self, InitTrampoline, Trampoline};
 use super::ledger::Ledger;
 use super::panics;
 use super::spare::{IDLE_RELEASE, SPARE_MIN};
+use super::spin::{Gate, SPIN_FOR};
 use super::wire::{self, FrameReader, FrameWriter, ToWorker, readable_within};
 
 /// Present in a worker's environment (and removed before anything else runs); its value is the
@@ -162,6 +165,12 @@ struct Link {
     frames: FrameReader,
     /// The byte of the stream the last pull asked for.
     pulled: u64,
+    /// Whether to poll for the next call before blocking.
+    gate: Gate,
+    /// Frames handed out since the last wait for the socket.
+    taken: usize,
+    /// The last call took less time than a poll lasts.
+    quick: bool,
 }
 
 impl Link {
@@ -173,6 +182,7 @@ impl Link {
                 .next_frame()
                 .map_err(|e| protocol(e.to_string()))?
             {
+                self.taken += 1;
                 return Ok(Some(range));
             }
             if let Some(want) = self.frames.wanted() {
@@ -194,7 +204,23 @@ impl Link {
                 self.frames.release();
                 *answers = Vec::new();
             }
-            match self.frames.read_from(&self.socket) {
+            // Between calls (no part of a frame held), poll a while first when calls are
+            // quick and come one per wait: a sequential caller's next call is usually
+            // microseconds away, and waking from sleep costs more (see `spin`). Calls that
+            // came several per read are pipelined: the pool sends more as answers reach it,
+            // and a poller here would take the core its slot thread and the submitter need.
+            // After a long call (large payloads, `cpu-fanout`) the pool has the next one on
+            // its way already, and polling would only take the core from the slot thread
+            // that writes it.
+            let one_by_one = self.frames.wanted().is_none() && self.taken <= 1 && self.quick;
+            self.taken = 0;
+            let socket = &self.socket;
+            match self.gate.wait(
+                &mut self.frames,
+                one_by_one,
+                |frames| frames.read_now(socket),
+                |frames| frames.read_from(socket),
+            ) {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -215,6 +241,9 @@ fn serve(socket: UnixStream, ledger: Ledger) -> io::Result<()> {
         socket,
         frames: FrameReader::new(wire::MAX_FRAME),
         pulled: 0,
+        gate: Gate::default(),
+        taken: 0,
+        quick: false,
     };
     let mut answers = Vec::new();
 
@@ -285,6 +314,7 @@ fn serve(socket: UnixStream, ledger: Ledger) -> io::Result<()> {
                     )
                 };
                 let busy = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+                link.quick = busy <= SPIN_FOR.as_nanos() as u64;
                 done.set_done(busy, verdict);
                 // Whatever the task printed goes out before its result: a task's output is
                 // never lost to a crash of a later task.
