@@ -447,11 +447,7 @@ impl Auto {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let origin = Origin {
-            lane: LaneName::Blocking,
-            site: Some(location),
-        };
-        let (promise, task) = Promise::<T, F>::new_at(work, (), origin);
+        let (promise, task) = blocking_promise(location, work);
         let job = Job::new(site, waits, move |go| match go {
             Go::Run | Go::Forward => run_promise(promise, site, Lane::Blocking),
             Go::Fail(error) => promise.complete(Err(error)),
@@ -474,11 +470,7 @@ impl Auto {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let origin = Origin {
-            lane: LaneName::Blocking,
-            site: Some(location),
-        };
-        let (promise, task) = Promise::<T, F>::new_at(work, (), origin);
+        let (promise, task) = blocking_promise(location, work);
         let compute = self.inner.lanes.compute.clone();
         let job = Job::new(Some(site), waits, move |go| match go {
             Go::Forward => forward(&compute, promise, site),
@@ -705,6 +697,19 @@ where
     T: Send + 'static,
 {
     drop(compute.try_submit(move || run_promise(promise, Some(site), Lane::Compute)));
+}
+
+/// A promise for a call bound for the blocking lane, its task named after the caller's line.
+fn blocking_promise<F, T>(location: &'static Location<'static>, work: F) -> (Promise<T, F>, Task<T>)
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let origin = Origin {
+        lane: LaneName::Blocking,
+        site: Some(location),
+    };
+    Promise::<T, F>::new_at(work, (), origin)
 }
 
 /// Claims and runs a promised call, measured when it has a site, and completes its task.
