@@ -5,8 +5,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::sync::Arc;
 
-use super::site::Route;
-use super::{Auto, Lane, Work};
+use super::{Auto, Lane};
 use crate::error::{Error, SubmitError};
 use crate::map::Map;
 use crate::sync::atomic::Ordering;
@@ -120,20 +119,7 @@ impl Auto {
                 _ => inner.lanes.compute.submit(work),
             });
         }
-        let site = inner.sites.get(location, Work::Calls);
-        site.count_call();
-        if let Some(hint) = hint {
-            site.note_hint(hint);
-        }
-        let lane = hint.or(match site.route() {
-            Route::To(lane) => Some(lane),
-            Route::New => None,
-        });
-        Ok(match lane {
-            Some(Lane::Compute | Lane::Loop) => self.to_compute(site, work),
-            Some(Lane::Blocking) => self.to_blocking(Some(site), location, true, work),
-            None => self.to_blocking_unplaced(site, location, site.waits(), work),
-        })
+        Ok(self.route_call(hint, location, work))
     }
 }
 

@@ -402,23 +402,43 @@ impl Auto {
                 _ => inner.lanes.compute.try_submit(work),
             };
         }
-        let site = inner.sites.get(location, Work::Calls);
+        Ok(self.route_call(hint, location, work))
+    }
+
+    /// Counts a call (or a future) of the site at `location`, with its hint if any.
+    fn arrive(
+        &self,
+        location: &'static Location<'static>,
+        kind: Work,
+        hint: Option<Lane>,
+    ) -> &'static Site {
+        let site = self.inner.sites.get(location, kind);
         site.count_call();
         if let Some(hint) = hint {
             site.note_hint(hint);
         }
-        let lane = hint.or(match site.route() {
-            Route::To(lane) => Some(lane),
-            Route::New => None,
-        });
-        match lane {
-            Some(Lane::Compute | Lane::Loop) => Ok(self.to_compute(site, work)),
-            Some(Lane::Blocking) => Ok(self.to_blocking(Some(site), location, true, work)),
+        site
+    }
+
+    /// A measured closure (a call, or a `map` chunk) to the lane its hint or its site says.
+    /// `#[track_caller]`: a compute-lane task is named after the line that submitted it.
+    #[track_caller]
+    fn route_call<F, T>(
+        &self,
+        hint: Option<Lane>,
+        location: &'static Location<'static>,
+        work: F,
+    ) -> Task<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let site = self.arrive(location, Work::Calls, hint);
+        match hint.or(site.route().lane()) {
+            Some(Lane::Compute | Lane::Loop) => self.to_compute(site, work),
+            Some(Lane::Blocking) => self.to_blocking(Some(site), location, true, work),
             // Not placed yet: the blocking lane, whose growth is gated on CPU use.
-            None => {
-                let waits = site.waits();
-                Ok(self.to_blocking_unplaced(site, location, waits, work))
-            }
+            None => self.to_blocking_unplaced(site, location, site.waits(), work),
         }
     }
 
@@ -542,11 +562,7 @@ impl Auto {
         if !inner.measuring && matches!(hint, None | Some(Lane::Loop)) {
             return Ok(inner.event_loop.spawn_from(location, future));
         }
-        let site = inner.sites.get(location, Work::Futures);
-        site.count_call();
-        if let Some(hint) = hint {
-            site.note_hint(hint);
-        }
+        let site = self.arrive(location, Work::Futures, hint);
         let routed = Routed::new(future, site, hint, inner.lanes.clone());
         // Counted out by a done callback, which runs once the task counts as done: a shutdown
         // that waits for the count to reach zero returns with every task done.

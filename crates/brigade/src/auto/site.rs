@@ -51,6 +51,14 @@ pub(crate) enum Route {
 }
 
 impl Route {
+    /// The lane, once placed.
+    pub(crate) fn lane(self) -> Option<Lane> {
+        match self {
+            Route::New => None,
+            Route::To(lane) => Some(lane),
+        }
+    }
+
     fn encode(self) -> u8 {
         match self {
             Route::New => 0,
@@ -399,14 +407,8 @@ impl Site {
             .histogram
             .quantiles([0.5, 0.99])
             .unwrap_or([Duration::ZERO; 2]);
-        let lane = match self.route() {
-            Route::New => None,
-            Route::To(lane) => Some(lane),
-        };
-        let hint = match Route::decode(self.hint.load(Ordering::Relaxed)) {
-            Route::To(lane) => Some(lane),
-            Route::New => None,
-        };
+        let lane = self.route().lane();
+        let hint = Route::decode(self.hint.load(Ordering::Relaxed)).lane();
         let panics = self.panics.load(Ordering::Relaxed);
         let mut suggestion = None;
         if panics > 0 {
