@@ -28,7 +28,7 @@ const WORKLOADS: [&str; 4] = [
     "blocking-in-async",
     "tiny-async",
 ];
-const PYTHON_CLIENT: &str = include_str!("event_loop/asyncio_client.py");
+const PYTHON_CLIENT: &str = include_str!("asyncio_client.py");
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
