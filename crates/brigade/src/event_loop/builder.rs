@@ -101,6 +101,7 @@ impl Builder {
     /// ```
     pub fn build(self) -> Result<EventLoop, BuildError> {
         let workers = crate::pool::worker_count(self.workers)?;
+        super::sched::calibrate();
         let state = LoopState::leak();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)

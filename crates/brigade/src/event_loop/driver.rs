@@ -242,7 +242,7 @@ impl<F: Future> Future for Driver<F> {
             // thread for each poll (`block_in_place`): if the poll blocks, only its own
             // thread waits, and the loop keeps turning.
             let hand_off = !*this.on_lane && this.stats.site().is_flagged();
-            let start = sched::now_ns();
+            let start = sched::stamp();
             sched::poll_starts(start);
             let polled = {
                 let _mark = this.on_lane.then(blocking_lane::PollMark::enter);
@@ -255,7 +255,7 @@ impl<F: Future> Future for Driver<F> {
                 }
             };
             this.stats.record(
-                sched::now_ns().saturating_sub(start),
+                sched::elapsed_ns(start, sched::stamp()),
                 *this.on_lane || hand_off,
             );
             match polled {
