@@ -86,7 +86,39 @@ type Callback<T> = Box<dyn FnOnce(&Outcome<T>) + Send>;
 
 struct Watchers<T> {
     callbacks: Vec<Callback<T>>,
-    wakers: Vec<Waker>,
+    wakers: Wakers,
+}
+
+/// The wakers to wake once the task is settled. Nearly always one (the task awaiting the
+/// handle), kept in place: a list that allocates on its first push cost an `.await` that
+/// found the task unfinished a second allocation (~150 instructions under callgrind, on a
+/// path of ~5,000 for a spawn and await of a no-op).
+#[derive(Default)]
+struct Wakers {
+    first: Option<Waker>,
+    more: Vec<Waker>,
+}
+
+impl Wakers {
+    /// Adds `waker` unless one that wakes the same task is there already.
+    fn add(&mut self, waker: &Waker) {
+        match &self.first {
+            None => self.first = Some(waker.clone()),
+            Some(first) if first.will_wake(waker) => {}
+            Some(_) => {
+                if !self.more.iter().any(|known| known.will_wake(waker)) {
+                    self.more.push(waker.clone());
+                }
+            }
+        }
+    }
+
+    fn wake_all(self) {
+        self.first
+            .into_iter()
+            .chain(self.more)
+            .for_each(wake_guarded);
+    }
 }
 
 /// Everything about a task except its work.
@@ -277,7 +309,7 @@ impl<T> Header<T> {
                 // its waker is in `wakers`) or follows it (and sees SETTLED). See the module docs.
                 self.state.fetch_or(SETTLED, Ordering::AcqRel);
                 drop(watchers);
-                wakers.into_iter().for_each(wake_guarded);
+                wakers.wake_all();
                 return release && self.release();
             }
             let callbacks = std::mem::take(&mut watchers.callbacks);
@@ -300,7 +332,7 @@ impl<T> Header<T> {
         if list.is_null() {
             let new = Box::into_raw(Box::new(Mutex::new(Watchers {
                 callbacks: Vec::new(),
-                wakers: Vec::new(),
+                wakers: Wakers::default(),
             })));
             list = match self.watchers.compare_exchange(
                 ptr::null_mut(),
@@ -336,11 +368,7 @@ impl<T> Header<T> {
     /// Asks for `waker` to be woken once the task is settled. Returns `false`, registering
     /// nothing, when it already is.
     pub(crate) fn watch(&self, waker: &Waker) -> bool {
-        self.watch_with(|w| {
-            if !w.wakers.iter().any(|known| known.will_wake(waker)) {
-                w.wakers.push(waker.clone());
-            }
-        })
+        self.watch_with(|w| w.wakers.add(waker))
     }
 
     /// Adds a done callback; runs it right here when the task is already settled.
@@ -561,3 +589,41 @@ where
 
 #[cfg(all(test, brigade_loom))]
 mod loom_tests;
+
+#[cfg(all(test, not(brigade_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn every_distinct_waker_is_woken_once_and_a_repeated_one_is_kept_once() {
+        let header = Header::<u32>::new(Origin::UNKNOWN);
+        let counts: Vec<_> = (0..3)
+            .map(|_| Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        let wakers: Vec<Waker> = counts.iter().map(|c| Waker::from(c.clone())).collect();
+        // The first waker sits in place, the others in the overflow list; re-registering
+        // either kind must not add it twice.
+        for waker in wakers.iter().chain(&wakers) {
+            assert!(header.watch(waker));
+        }
+        assert_eq!(header.try_start(), Claim::Won);
+        header.complete(Ok(7));
+        for count in &counts {
+            assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        }
+        // Settled: a late registration is refused and wakes nothing.
+        assert!(!header.watch(&wakers[0]));
+        assert_eq!(counts[0].0.load(Ordering::SeqCst), 1);
+    }
+}
