@@ -101,6 +101,7 @@ impl Builder {
     /// ```
     pub fn build(self) -> Result<EventLoop, BuildError> {
         let workers = crate::pool::worker_count(self.workers)?;
+        // Calibrated now, so that no poll pays for it.
         super::sched::calibrate();
         let state = LoopState::leak();
         let runtime = tokio::runtime::Builder::new_multi_thread()

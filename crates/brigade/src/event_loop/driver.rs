@@ -242,8 +242,9 @@ impl<F: Future> Future for Driver<F> {
             // thread for each poll (`block_in_place`): if the poll blocks, only its own
             // thread waits, and the loop keeps turning.
             let hand_off = !*this.on_lane && this.stats.site().is_flagged();
-            let start = sched::stamp();
-            sched::poll_starts(start);
+            let watch = sched::stopwatch();
+            let start = watch.stamp();
+            watch.poll_starts(start);
             let polled = {
                 let _mark = this.on_lane.then(blocking_lane::PollMark::enter);
                 if hand_off {
@@ -255,7 +256,7 @@ impl<F: Future> Future for Driver<F> {
                 }
             };
             this.stats.record(
-                sched::elapsed_ns(start, sched::stamp()),
+                watch.elapsed_ns(start, watch.stamp()),
                 *this.on_lane || hand_off,
             );
             match polled {

@@ -15,12 +15,12 @@
 //! cannot be read, nothing is subtracted.
 //!
 //! Every poll reads the clock twice, so the stopwatch is the cheapest monotonic counter there is
-//! ([`stamp`]): the CPU's time-stamp counter where it is invariant, read and scaled by
+//! ([`Stopwatch`]): the CPU's time-stamp counter where it is invariant, read and scaled by
 //! `quanta` (its calibration against the monotonic clock runs once per process, when the first
 //! loop is built: 40–600 µs). On the 2-core VM the benchmarks run on, `clock_gettime` cost
 //! 46–53 ns a call and a raw counter read 20–23 ns: the two reads were a third of what a
 //! spawned no-op task costs tokio in all. Elsewhere quanta falls back to the monotonic clock,
-//! in nanoseconds. Stamps are compared only through [`elapsed_ns`], which scales their
+//! in nanoseconds. Stamps are compared only through [`Stopwatch::elapsed_ns`], which scales their
 //! difference; a stamp is never a point in time the user sees.
 
 use std::sync::OnceLock;
@@ -29,15 +29,26 @@ use std::sync::OnceLock;
 const SAMPLE_EVERY_NS: u64 = 1_000_000;
 
 /// The stopwatch, and how many of its ticks make [`SAMPLE_EVERY_NS`].
-struct Stopwatch {
+pub(super) struct Stopwatch {
     clock: quanta::Clock,
     sample_every: u64,
 }
 
 static STOPWATCH: OnceLock<Stopwatch> = OnceLock::new();
 
+/// The process's stopwatch. A poll fetches it once and reads it twice.
 #[inline]
-fn stopwatch() -> &'static Stopwatch {
+pub(super) fn stopwatch() -> &'static Stopwatch {
+    match STOPWATCH.get() {
+        Some(stopwatch) => stopwatch,
+        None => calibrate(),
+    }
+}
+
+/// Calibrates the stopwatch (building a loop does, so that no poll pays for it).
+#[cold]
+#[inline(never)]
+pub(super) fn calibrate() -> &'static Stopwatch {
     STOPWATCH.get_or_init(|| {
         let clock = quanta::Clock::new();
         // Ticks per `SAMPLE_EVERY_NS`, from the scale of a span long enough (2^24 ticks) for
@@ -54,22 +65,25 @@ fn stopwatch() -> &'static Stopwatch {
     })
 }
 
-/// Calibrates the stopwatch now (building a loop does), so that no poll pays for it.
-pub(super) fn calibrate() {
-    stopwatch();
-}
+impl Stopwatch {
+    /// A reading, for [`elapsed_ns`](Self::elapsed_ns) (ticks, not nanoseconds).
+    #[inline]
+    pub(super) fn stamp(&self) -> u64 {
+        self.clock.raw()
+    }
 
-/// A reading of the stopwatch, for [`elapsed_ns`] (ticks, not nanoseconds).
-#[inline]
-pub(super) fn stamp() -> u64 {
-    stopwatch().clock.raw()
-}
+    /// Nanoseconds from `start` to `end` (two [`stamp`](Self::stamp)s); 0 if `end` is not
+    /// later (a counter read on two CPUs whose counters disagree).
+    #[inline]
+    pub(super) fn elapsed_ns(&self, start: u64, end: u64) -> u64 {
+        self.clock.delta_as_nanos(start, end)
+    }
 
-/// Nanoseconds from `start` to `end` (two [`stamp`]s); 0 if `end` is not later (a counter read
-/// on two CPUs whose counters disagree).
-#[inline]
-pub(super) fn elapsed_ns(start: u64, end: u64) -> u64 {
-    stopwatch().clock.delta_as_nanos(start, end)
+    /// Called at the start of each poll, with the [`stamp`](Self::stamp) already read for it.
+    #[inline]
+    pub(super) fn poll_starts(&self, now: u64) {
+        imp::sample_if_stale(now, self.sample_every);
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -81,7 +95,8 @@ mod imp {
     struct Probe {
         /// `None` once the file proved unreadable: then nothing is sampled again.
         file: Option<File>,
-        /// When the last sample was taken ([`stamp`](super::stamp)); `None` before the first.
+        /// When the last sample was taken (a [`Stopwatch::stamp`](super::Stopwatch::stamp));
+        /// `None` before the first.
         sampled_at: Option<u64>,
         waited_ns: u64,
     }
@@ -103,9 +118,9 @@ mod imp {
     }
 
     thread_local! {
-        /// When this thread's sample goes stale ([`stamp`](super::stamp)); `u64::MAX` once
-        /// the file proved unreadable. Kept apart from the probe, in a const-initialized
-        /// `Cell`, so that the per-poll check is one load and one comparison.
+        /// When this thread's sample goes stale (a [`Stopwatch::stamp`](super::Stopwatch::stamp));
+        /// `u64::MAX` once the file proved unreadable. Kept apart from the probe, in a
+        /// const-initialized `Cell`, so that the per-poll check is one load and one comparison.
         static DUE: Cell<u64> = const { Cell::new(0) };
     }
 
@@ -154,12 +169,6 @@ mod imp {
     }
 }
 
-/// Called at the start of each poll, with the [`stamp`] already read for it.
-#[inline]
-pub(super) fn poll_starts(now: u64) {
-    imp::sample_if_stale(now, stopwatch().sample_every);
-}
-
 /// For a poll that took `elapsed_ns` (wall time): how much of it the task itself spent, with
 /// the time the thread waited for a CPU taken out, where the system says.
 pub(super) fn own_time(elapsed_ns: u64) -> u64 {
@@ -176,15 +185,16 @@ mod tests {
 
     #[test]
     fn a_sleeping_poll_keeps_its_time_and_the_probe_reads_the_file() {
-        let start = stamp();
+        let watch = stopwatch();
+        let start = watch.stamp();
         let wall = std::time::Instant::now();
-        poll_starts(start);
+        watch.poll_starts(start);
         std::thread::sleep(Duration::from_millis(30));
         // Sleeping is not waiting for a CPU: all of it is the poll's own.
-        let own = own_time(elapsed_ns(start, stamp()));
+        let own = own_time(watch.elapsed_ns(start, watch.stamp()));
         assert!(own >= 20_000_000, "{own}");
         // The stopwatch agrees with `Instant` to within a few percent.
-        let measured = elapsed_ns(start, stamp());
+        let measured = watch.elapsed_ns(start, watch.stamp());
         let reference = wall.elapsed().as_nanos() as u64;
         assert!(measured >= 30_000_000, "{measured}");
         assert!(
