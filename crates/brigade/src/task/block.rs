@@ -14,12 +14,16 @@ use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::{Wake, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::sync::{Parker, Unparker};
 
 /// Spin rounds (each twice as long as the last) before a plain thread parks.
 const SPIN_PAUSES: u32 = 7;
+
+/// How long a plain thread polls for a process task before it parks: as long as the process
+/// lane's own pollers poll (`processes/spin.rs`), a few round trips on a loaded VM.
+pub(crate) const PROCESS_POLL: Duration = Duration::from_micros(50);
 
 /// What a lane's worker does while its task waits: run other work until `done()` holds.
 pub(crate) trait Helper {
@@ -111,9 +115,29 @@ pub(crate) fn current_waker() -> Waker {
 /// arranges for it to be woken whenever `done()` may have become true. A thread with a
 /// [`Helper`] does not block: it helps meanwhile.
 pub(crate) fn block_until(
+    done: impl FnMut() -> bool,
+    register: impl FnOnce(&Waker),
+    deadline: Option<Instant>,
+) -> bool {
+    block_until_polling(done, register, deadline, Duration::ZERO)
+}
+
+/// [`block_until`], where a plain thread first polls `done()` for up to `poll_for`, yielding
+/// its core between looks, instead of the short pause spin.
+///
+/// For a task settled by a thread that is itself polling for it (a process task: the slot
+/// thread polls its worker's socket, see `processes/spin.rs`), the caller is then never
+/// asleep when the task is settled, and nobody pays for a wake-up. On a VM a wake-up that
+/// crosses cores is an interrupt through the host (measured: 15–20 µs from the wake to the
+/// woken thread running, where the whole round trip takes 10 µs). Yielding rather than
+/// pausing: with as many polling threads as cores, the thread that settles the task (or the
+/// worker process it waits for) may share this thread's core, and a pause loop would keep it
+/// off until the park.
+pub(crate) fn block_until_polling(
     mut done: impl FnMut() -> bool,
     register: impl FnOnce(&Waker),
     deadline: Option<Instant>,
+    poll_for: Duration,
 ) -> bool {
     if done() {
         return true;
@@ -129,10 +153,24 @@ pub(crate) fn block_until(
     {
         return outcome;
     }
-    for round in 0..SPIN_PAUSES {
-        (0..1u32 << round).for_each(|_| std::hint::spin_loop());
-        if done() {
-            return true;
+    if poll_for.is_zero() {
+        for round in 0..SPIN_PAUSES {
+            (0..1u32 << round).for_each(|_| std::hint::spin_loop());
+            if done() {
+                return true;
+            }
+        }
+    } else {
+        let began = Instant::now();
+        let until = deadline.map_or(began + poll_for, |d| d.min(began + poll_for));
+        loop {
+            std::thread::yield_now();
+            if done() {
+                return true;
+            }
+            if Instant::now() >= until {
+                break;
+            }
         }
     }
     THREAD_PARKER.with(|(parker, waker)| {
@@ -148,4 +186,36 @@ pub(crate) fn block_until(
             }
         }
     })
+}
+
+#[cfg(all(test, not(brigade_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_ends_at_the_deadline_and_then_parks_until_done() {
+        // A deadline before the poll's end cuts the poll short, and the wait fails.
+        let past = Instant::now();
+        let done = block_until_polling(|| false, |_| {}, Some(past), Duration::from_secs(3600));
+        assert!(!done);
+        // Done from another thread after the poll gave up: the waker it registered wakes it.
+        let (tx, rx) = std::sync::mpsc::channel::<Waker>();
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let setter = {
+            let flag = flag.clone();
+            std::thread::spawn(move || {
+                let waker = rx.recv().expect("the waiter registers");
+                flag.store(true, std::sync::atomic::Ordering::Release);
+                waker.wake();
+            })
+        };
+        let done = block_until_polling(
+            || flag.load(std::sync::atomic::Ordering::Acquire),
+            |waker| tx.send(waker.clone()).expect("the setter waits"),
+            None,
+            Duration::from_micros(1),
+        );
+        assert!(done);
+        setter.join().unwrap();
+    }
 }
