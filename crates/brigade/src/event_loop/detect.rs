@@ -13,7 +13,6 @@ use std::fmt;
 use std::panic::Location;
 use std::time::Duration;
 
-use super::stripe;
 use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -22,7 +21,7 @@ const FLUSH_EVERY: u32 = 64;
 
 /// How many stripes a site's counters are spread over, so that workers flushing their tasks'
 /// statistics do not fight over one cache line.
-const SHARDS: usize = stripe::STRIPES;
+const SHARDS: usize = super::stripe::STRIPES;
 
 /// A site's counters, as one thread adds to them.
 #[derive(Default)]
@@ -35,7 +34,7 @@ struct Shard {
 
 /// One spawn site's record.
 ///
-/// Records live as long as the process (see [`Sites::get`]): 4 KiB per spawn site
+/// Records live as long as the process (see [`Sites::get`]): a few hundred bytes per spawn site
 /// per loop, in exchange for tasks that reach theirs with no reference count to bounce
 /// between the spawning thread and the workers.
 pub(super) struct Site {
@@ -68,13 +67,15 @@ impl Site {
 
     #[inline]
     fn add(&self, stats: &Stats) {
-        // A thread that holds its stripe's lease adds with plain loads and stores (see
-        // `stripe`): two read-modify-writes fewer on every task.
-        let stripe = stripe::mine();
-        let shard = &self.shards[stripe.index()];
-        stripe::add(stripe, &shard.polls, u64::from(stats.polls));
-        stripe::add(stripe, &shard.total_ns, stats.total_ns);
-        stripe::raise(stripe, &shard.worst_ns, stats.worst_ns);
+        let shard = &self.shards[super::stripe::index()];
+        shard
+            .polls
+            .fetch_add(u64::from(stats.polls), Ordering::Relaxed);
+        shard.total_ns.fetch_add(stats.total_ns, Ordering::Relaxed);
+        // Usually not a new worst: a plain load then spares the read-modify-write.
+        if stats.worst_ns > shard.worst_ns.load(Ordering::Relaxed) {
+            shard.worst_ns.fetch_max(stats.worst_ns, Ordering::Relaxed);
+        }
     }
 
     fn sum(&self, field: impl Fn(&Shard) -> &AtomicU64) -> u64 {
@@ -97,8 +98,9 @@ impl Site {
     fn slow(&self, ns: u64, handed_off: bool) {
         self.slow_polls.fetch_add(1, Ordering::Relaxed);
         // Now, not at the next flush: a report taken while the task still blocks shows it.
-        let stripe = stripe::mine();
-        stripe::raise(stripe, &self.shards[stripe.index()].worst_ns, ns);
+        self.shards[super::stripe::index()]
+            .worst_ns
+            .fetch_max(ns, Ordering::Relaxed);
         if !handed_off && !self.flagged.swap(true, Ordering::Relaxed) {
             // Once per site, at the moment it is flagged; silent unless the program installed
             // a `tracing` subscriber. The fields let a subscriber route or count it without
