@@ -316,3 +316,103 @@ fn block_on_is_refused_in_a_flagged_sites_tasks_on_the_lane_and_handed_off() {
             .contains("inside an event loop")
     );
 }
+
+#[test]
+fn a_few_slow_first_polls_among_many_quick_ones_do_not_flag_the_site() {
+    let _w = Watchdog::new("a_few_slow_first_polls_among_many_quick_ones_do_not_flag_the_site");
+    // The shape of many connections opening at once: every task's first poll is quick and
+    // leaves it pending, except that two of them stall (in the benchmark: asleep in the kernel
+    // on a lock another thread held). The site's tasks are asynchronous: flagging it would
+    // move them all off the loop for nothing.
+    const QUICK: usize = 30;
+    // Well above a quick poll on a loaded machine (the counts below are exact), well below
+    // the stalls.
+    let lp = EventLoop::builder()
+        .workers(1)
+        .blocking_threshold(BLOCK / 2)
+        .build()
+        .unwrap();
+    let (go_tx, go) = tokio::sync::watch::channel(false);
+    let (polled_tx, polled) = mpsc::channel();
+    let spawn = |stall: bool| {
+        let (mut go, polled) = (go.clone(), polled_tx.clone());
+        // One line, so one site for every task of the test.
+        spawn_tracked(&lp, async move {
+            if stall {
+                std::thread::sleep(BLOCK);
+            }
+            polled.send(()).unwrap();
+            go.wait_for(|go| *go).await.unwrap();
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            thread_name()
+        })
+    };
+    // Every quick task has had its first poll (and is pending) before the slow ones run.
+    let (mut tasks, mut at) = (Vec::new(), None);
+    for stall in [false; QUICK].into_iter().chain([true; 2]) {
+        let (task, here) = spawn(stall);
+        tasks.push(task);
+        at = Some(here);
+        if !stall {
+            recv(&polled);
+        }
+    }
+    (0..2).for_each(|_| recv(&polled));
+    // The only worker runs this after it has finished (and recorded) the polls above.
+    lp.spawn(async {}).result().unwrap();
+    let report = site(&lp, at.unwrap());
+    assert!(!report.flagged, "{report:?}");
+    assert_eq!(report.slow_polls, 2, "{report:?}");
+
+    go_tx.send(true).unwrap();
+    for task in tasks {
+        let thread = task.result().unwrap();
+        assert!(!thread.contains("lane"), "{thread}");
+    }
+    // Later tasks from the site still run on the loop's workers, not on the blocking lane.
+    assert!(!spawn(false).0.result().unwrap().contains("lane"));
+    let report = site(&lp, at.unwrap());
+    assert!(!report.flagged, "{report:?}");
+    // Five polls each (pending at `go`, then thrice at `yield_now`), the last task four.
+    assert_eq!(report.polls, (QUICK as u64 + 2) * 5 + 4, "{report:?}");
+}
+
+#[test]
+fn a_quick_site_that_starts_blocking_is_flagged_within_a_few_polls() {
+    let _w = Watchdog::new("a_quick_site_that_starts_blocking_is_flagged_within_a_few_polls");
+    let lp = EventLoop::builder()
+        .workers(1)
+        .blocking_threshold(THRESHOLD)
+        .build()
+        .unwrap();
+    // A long quick history first: it must not buy the site many blocking polls later.
+    let quick: Vec<_> = (0..500)
+        .map(|_| spawn_from_one_site(&lp, async { thread_name() }))
+        .collect();
+    quick.into_iter().for_each(|t| {
+        t.result().unwrap();
+    });
+    let mut blocked = 0;
+    while !lp.blocking_report()[0].flagged {
+        spawn_from_one_site(&lp, async {
+            std::thread::sleep(BLOCK);
+            thread_name()
+        })
+        .result()
+        .unwrap();
+        blocked += 1;
+        assert!(
+            blocked <= 5,
+            "still not flagged after {blocked} blocking polls"
+        );
+    }
+    // And from then on its tasks block no worker.
+    assert!(
+        spawn_from_one_site(&lp, async { thread_name() })
+            .result()
+            .unwrap()
+            .starts_with("brigade-loop-lane")
+    );
+}

@@ -187,10 +187,25 @@ impl Suite<'_> {
         let python = python_impl(addr, path.clone(), requests, connections);
         let impls = vec![
             imp("brigade", || {
-                brigade_http(&lp, addr, &path, requests, connections)
+                brigade_http(&lp, addr, &path, requests, connections, Wait::Gather)
             }),
             imp("brigade-detection-off", || {
-                brigade_http(&undetected, addr, &path, requests, connections)
+                brigade_http(
+                    &undetected,
+                    addr,
+                    &path,
+                    requests,
+                    connections,
+                    Wait::Gather,
+                )
+            }),
+            // The tokio client's own shape (await each handle in turn) on the same loop: what
+            // `gather` costs here. It watches every task, so each of the thousand completions
+            // wakes the thread in `block_on` (a context switch on a 2-core machine), where
+            // awaiting in order sleeps until the oldest connection is done, by which time most
+            // of the others are too.
+            imp("brigade-await-in-order", || {
+                brigade_http(&lp, addr, &path, requests, connections, Wait::InOrder)
             }),
             imp("tokio-hyper", || {
                 tokio_http(&tokio, addr, &path, requests, connections)
@@ -235,7 +250,7 @@ impl Suite<'_> {
         let extra = json!({ "requests": requests, "connections": connections, "delay_ms": 0 });
         let impls = vec![
             imp("brigade", || {
-                brigade_http(&lp, addr, &path, requests, connections)
+                brigade_http(&lp, addr, &path, requests, connections, Wait::Gather)
             }),
             imp("tokio-hyper", || {
                 tokio_http(&tokio, addr, &path, requests, connections)
@@ -343,12 +358,22 @@ fn secs(runs: &[Sample]) -> Vec<f64> {
     runs.iter().map(|r| r.secs).collect()
 }
 
+/// How the brigade HTTP client waits for its connections' tasks.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// `gather`, the event loop's own way to await many tasks.
+    Gather,
+    /// Each task in turn, as the tokio client awaits its handles.
+    InOrder,
+}
+
 fn brigade_http(
     lp: &EventLoop,
     addr: std::net::SocketAddr,
     path: &str,
     requests: usize,
     connections: usize,
+    wait: Wait,
 ) -> anyhow::Result<Sample> {
     let start = Instant::now();
     let tasks: Vec<_> = (0..connections)
@@ -361,15 +386,22 @@ fn brigade_http(
             ))
         })
         .collect();
-    let bytes = lp.block_on(gather(tasks))??;
-    Ok(Sample::timed(
-        start,
-        bytes
+    let bytes = match wait {
+        Wait::Gather => lp
+            .block_on(gather(tasks))??
             .into_iter()
             .collect::<std::io::Result<Vec<u64>>>()?
             .iter()
             .sum(),
-    ))
+        Wait::InOrder => lp.block_on(async {
+            let mut bytes = 0;
+            for task in tasks {
+                bytes += task.await??;
+            }
+            anyhow::Ok(bytes)
+        })??,
+    };
+    Ok(Sample::timed(start, bytes))
 }
 
 fn tokio_http(

@@ -3,10 +3,26 @@
 //!
 //! A spawn site is the `#[track_caller]` location of the `spawn` call. Sites are the unit of
 //! decision because they are what the user wrote: the same line of code spawns tasks that
-//! behave alike, so one slow poll from a site predicts the next task from it. A task keeps its
-//! statistics locally and adds them to its site every [`FLUSH_EVERY`] polls and when it ends,
-//! so the hot path (one poll of a short task) touches no shared cache line; a slow poll is
-//! reported at once, because that is the moment the site must be flagged.
+//! behave alike, so slow polls from a site predict the next task from it. A task keeps its
+//! statistics locally and adds them to its site after its first poll, every [`FLUSH_EVERY`]
+//! polls after that, and when it ends, so the hot path (one poll of a task) rarely touches a
+//! shared cache line; a slow poll is reported at once, because that is the moment the site
+//! may have to be flagged.
+//!
+//! # When a site is flagged
+//!
+//! Not on any slow poll: when slow polls are at least a [quarter](SLOW_SHARE) of the site's
+//! recent polls (the rule the auto pool's classifier applies to futures). A site whose polls
+//! all block is flagged at its first slow poll (one of one), and one that had been quick for
+//! a long time within a few (the share is over a window of about [`WINDOW`] polls, not over
+//! its whole life). What the rule keeps out is the outlier: many connections opening at once
+//! (the `io-slow-many` benchmark: a thousand tasks, each first poll a `connect`), where a
+//! couple of first polls stall for just over the threshold, asleep in the kernel on a lock
+//! that another of the process's threads held while preempted, and both workers at the same
+//! moment. That site is asynchronous; flagging it handed every poll of its thousand running
+//! tasks to `block_in_place` (each then slower than the threshold itself) and sent every
+//! later task to the blocking lane. A task's first poll is flushed at once so that such a
+//! burst's quick first polls are counted by the time one of them stalls.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,8 +32,46 @@ use std::time::Duration;
 use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// A task adds its local counts to its site after this many polls (and when it ends).
+/// A site's recent polls, decayed, as of its last slow poll: touched only by slow polls.
+#[derive(Default)]
+struct Recent {
+    /// The site's poll count (all shards) when this was last brought up to date.
+    seen: u64,
+    polls: f64,
+    slow: f64,
+}
+
+impl Recent {
+    /// Brings the window up to `polls_now` (the site's count, this slow poll included) and adds
+    /// the slow poll; returns the share of slow polls in the window.
+    fn slow_poll(&mut self, polls_now: u64) -> f64 {
+        let keep = 1.0 - 1.0 / WINDOW;
+        // Polls since the last slow poll, this one included. Zero when a concurrent slow poll
+        // already counted this one among its quick polls: then it is only added as slow.
+        let new = polls_now.saturating_sub(self.seen);
+        self.seen = self.seen.max(polls_now);
+        let faded = keep.powi(i32::try_from(new).unwrap_or(i32::MAX));
+        // The `new` polls weigh 1, keep, keep², ... (a geometric sum); this slow one, the
+        // latest of them, weighs 1.
+        self.polls = self.polls * faded + (1.0 - faded) * WINDOW;
+        self.slow = self.slow * faded + 1.0;
+        self.slow / self.polls.max(1.0)
+    }
+}
+
+/// A task adds its local counts to its site after its first poll, then after this many polls
+/// (and when it ends).
 const FLUSH_EVERY: u32 = 64;
+
+/// A site is flagged when slow polls are at least this share of its recent polls. (The auto
+/// pool's classifier uses the same quarter; see the module docs for the burst it keeps out.)
+const SLOW_SHARE: f64 = 0.25;
+
+/// How many recent polls the share is taken over, roughly: each poll weighs `1 - 1/WINDOW` of
+/// the one after it. Short enough that a site with a long quick history that starts blocking
+/// on every poll is flagged at its fifth slow poll (1 - (15/16)^5 > 1/4); long enough that two
+/// stalls at once (one per worker on the benchmark's machine) among quick polls are not.
+const WINDOW: f64 = 16.0;
 
 /// How many stripes a site's counters are spread over, so that workers flushing their tasks'
 /// statistics do not fight over one cache line.
@@ -43,6 +97,7 @@ pub(super) struct Site {
     threshold_ns: u64,
     flagged: AtomicBool,
     slow_polls: AtomicU64,
+    recent: Mutex<Recent>,
     shards: [Shard; SHARDS],
 }
 
@@ -53,6 +108,7 @@ impl Site {
             threshold_ns,
             flagged: AtomicBool::new(false),
             slow_polls: AtomicU64::new(0),
+            recent: Mutex::new(Recent::default()),
             shards: Default::default(),
         }
     }
@@ -93,7 +149,9 @@ impl Site {
             .unwrap_or(0)
     }
 
-    /// A poll took `ns`, more than the loop's threshold: flag the site, and warn the first time.
+    /// A poll took `ns`, more than the loop's threshold (and its task's counts, this poll
+    /// included, are flushed): flag the site if slow polls are now a quarter of its recent
+    /// polls, and warn the first time.
     #[cold]
     fn slow(&self, ns: u64, handed_off: bool) {
         self.slow_polls.fetch_add(1, Ordering::Relaxed);
@@ -101,7 +159,18 @@ impl Site {
         self.shards[super::stripe::index()]
             .worst_ns
             .fetch_max(ns, Ordering::Relaxed);
-        if !handed_off && !self.flagged.swap(true, Ordering::Relaxed) {
+        // A handed-off poll ran off the workers: its site is flagged already (or it is on the
+        // lane), and it stalled nothing.
+        if handed_off || self.is_flagged() {
+            return;
+        }
+        // Other tasks' polls since their last flush are not in the sum yet: the share errs
+        // towards flagging, by at most `FLUSH_EVERY - 1` polls per running task.
+        let share = self.recent.lock().slow_poll(self.sum(|s| &s.polls));
+        if share < SLOW_SHARE {
+            return;
+        }
+        if !self.flagged.swap(true, Ordering::Relaxed) {
             // Once per site, at the moment it is flagged; silent unless the program installed
             // a `tracing` subscriber. The fields let a subscriber route or count it without
             // parsing the message.
@@ -202,6 +271,9 @@ impl Sites {
 pub(super) struct Stats {
     site: &'static Site,
     polls: u32,
+    /// Flush when `polls` reaches this: 1 until the first flush (a task's first poll counts
+    /// at once, see the module docs), then [`FLUSH_EVERY`].
+    flush_at: u32,
     total_ns: u64,
     worst_ns: u64,
 }
@@ -212,6 +284,7 @@ impl Stats {
         Self {
             site,
             polls: 0,
+            flush_at: 1,
             total_ns: 0,
             worst_ns: 0,
         }
@@ -224,20 +297,31 @@ impl Stats {
 
     /// Records one poll that took `ns` nanoseconds; `handed_off` when it ran off the worker
     /// already.
-    #[inline]
+    ///
+    /// Inlined into the driver's poll, with the long-poll case out of line: a call here cost a
+    /// task ~20 instructions of saved and restored registers under callgrind.
+    #[inline(always)]
     pub(super) fn record(&mut self, ns: u64, handed_off: bool) {
         self.polls += 1;
         self.total_ns = self.total_ns.saturating_add(ns);
         self.worst_ns = self.worst_ns.max(ns);
         if ns > self.site.threshold_ns {
-            // Rare, so the extra system call is affordable: was it the task, or a busy CPU?
-            let own = super::sched::own_time(ns);
-            if own > self.site.threshold_ns {
-                self.site.slow(ns, handed_off);
-            }
+            self.long_poll(ns, handed_off);
         }
-        if self.polls >= FLUSH_EVERY {
+        if self.polls >= self.flush_at {
             self.flush();
+        }
+    }
+
+    /// A poll longer than the threshold, wall time: was it the task, or a busy CPU? Rare, so
+    /// the extra system call is affordable.
+    #[cold]
+    #[inline(never)]
+    fn long_poll(&mut self, ns: u64, handed_off: bool) {
+        if super::sched::own_time(ns) > self.site.threshold_ns {
+            // The site's share must count this poll and the task's earlier ones.
+            self.flush();
+            self.site.slow(ns, handed_off);
         }
     }
 
@@ -247,6 +331,7 @@ impl Stats {
         if self.polls > 0 {
             self.site.add(self);
             self.polls = 0;
+            self.flush_at = FLUSH_EVERY;
             self.total_ns = 0;
             self.worst_ns = 0;
         }
@@ -263,7 +348,7 @@ impl Drop for Stats {
 /// What the event loop knows about one spawn site (see
 /// [`EventLoop::blocking_report`](super::EventLoop::blocking_report)).
 ///
-/// The counts of a task that is still running lag by up to 64 polls; a finished task's are
+/// The counts of a task that is still running lag by up to 63 polls; a finished task's are
 /// complete.
 ///
 /// ```
@@ -305,5 +390,48 @@ impl fmt::Debug for SiteReport {
             .field("slow_polls", &self.slow_polls)
             .field("flagged", &self.flagged)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The share after `quick` quick polls and then `slow` slow ones in a row.
+    fn share_after(quick: u64, slow: u64) -> f64 {
+        let mut recent = Recent::default();
+        let mut share = 0.0;
+        for i in 1..=slow {
+            share = recent.slow_poll(quick + i);
+        }
+        share
+    }
+
+    #[test]
+    fn the_share_is_over_recent_polls() {
+        // A site whose first poll is slow is all slow.
+        assert_eq!(share_after(0, 1), 1.0);
+        // Two stalls after a burst's thirty quick first polls: an outlier.
+        assert!(share_after(30, 2) < SLOW_SHARE);
+        // However long the quick history, the fifth blocking poll in a row flags the site at
+        // the latest (after a long one, not the fourth).
+        for quick in [16, 1_000, 1_000_000_000] {
+            assert!(share_after(quick, 5) >= SLOW_SHARE, "{quick}");
+        }
+        assert!(share_after(1_000, 4) < SLOW_SHARE);
+        // One slow poll in two is a blocking site.
+        let mut recent = Recent::default();
+        let share = (1..=20).map(|i| recent.slow_poll(2 * i)).last().unwrap();
+        assert!(share >= 0.45, "{share}");
+    }
+
+    #[test]
+    fn a_slow_poll_already_counted_by_a_concurrent_one_still_counts_as_slow() {
+        let mut recent = Recent::default();
+        recent.slow_poll(10);
+        // The other slow poll's flush came first, and the first evaluation saw both polls.
+        let before = recent.slow;
+        recent.slow_poll(10);
+        assert_eq!(recent.slow, before + 1.0);
     }
 }

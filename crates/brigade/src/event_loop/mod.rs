@@ -29,9 +29,12 @@
 //!
 //! One blocking call (`std::thread::sleep`, a synchronous read, a long computation) inside
 //! async code freezes every task that shares its worker. brigade times every poll of every
-//! task. A poll longer than the loop's threshold (10 ms unless
-//! [configured](Builder::blocking_threshold)) flags the task's *spawn site*, the line of code
-//! that called `spawn`, and logs one `tracing` warning naming it (target
+//! task. Polls longer than the loop's threshold (10 ms unless
+//! [configured](Builder::blocking_threshold)) flag the task's *spawn site*, the line of code
+//! that called `spawn`, once they are a quarter or more of the site's recent polls (about the
+//! last 16): a site whose first poll blocks is flagged at once, one that had been quick within
+//! a few blocking polls, while a few stalls among many quick polls (a thousand connections
+//! opening at once) flag nothing. Flagging logs one `tracing` warning naming the site (target
 //! `brigade::event_loop`, with the fields `site`, `file`, `line`, `column`, `poll_ms` and
 //! `threshold_ms`; silent unless the program installs a subscriber). From then on:
 //!
