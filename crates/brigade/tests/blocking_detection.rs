@@ -416,3 +416,38 @@ fn a_quick_site_that_starts_blocking_is_flagged_within_a_few_polls() {
             .starts_with("brigade-loop-lane")
     );
 }
+
+#[test]
+fn one_poll_that_blocks_for_many_thresholds_flags_a_site_of_quick_polls() {
+    let _w = Watchdog::new("one_poll_that_blocks_for_many_thresholds_flags_a_site_of_quick_polls");
+    // The share rule forgives a stall of about one threshold among quick polls; a poll that
+    // holds the worker for many thresholds flags its site whatever the share.
+    const QUICK: usize = 30;
+    let lp = EventLoop::builder()
+        .workers(1)
+        .blocking_threshold(BLOCK / 8)
+        .build()
+        .unwrap();
+    let (polled_tx, polled) = mpsc::channel();
+    let spawn = |stall: bool| {
+        let polled = polled_tx.clone();
+        // One line, so one site for every task of the test.
+        spawn_tracked(&lp, async move {
+            if stall {
+                // Eight thresholds: more than the five that make a poll severe.
+                std::thread::sleep(BLOCK);
+            }
+            polled.send(()).unwrap();
+        })
+    };
+    let mut at = None;
+    for stall in [false; QUICK].into_iter().chain([true]) {
+        let (task, here) = spawn(stall);
+        at = Some(here);
+        recv(&polled);
+        task.result().unwrap();
+    }
+    let report = site(&lp, at.unwrap());
+    assert_eq!(report.slow_polls, 1, "{report:?}");
+    assert!(report.flagged, "{report:?}");
+}

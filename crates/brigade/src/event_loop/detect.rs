@@ -23,6 +23,10 @@
 //! tasks to `block_in_place` (each then slower than the threshold itself) and sent every
 //! later task to the blocking lane. A task's first poll is flushed at once so that such a
 //! burst's quick first polls are counted by the time one of them stalls.
+//!
+//! A poll that holds its worker for [`SEVERE`] thresholds or more flags its site at once,
+//! whatever the share: the share rule is there to forgive a stall of about one threshold, not
+//! a site that blocks the loop for half a second now and then.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -66,6 +70,12 @@ const FLUSH_EVERY: u32 = 64;
 /// A site is flagged when slow polls are at least this share of its recent polls. (The auto
 /// pool's classifier uses the same quarter; see the module docs for the burst it keeps out.)
 const SLOW_SHARE: f64 = 0.25;
+
+/// A poll that holds its worker for this many thresholds flags its site whatever the share: a
+/// site that blocks the loop for half a second now and then, among many quick polls, is as
+/// harmful as one that blocks on every poll. (The burst the share keeps out stalls for just
+/// over one threshold.)
+const SEVERE: u64 = 5;
 
 /// How many recent polls the share is taken over, roughly: each poll weighs `1 - 1/WINDOW` of
 /// the one after it. Short enough that a site with a long quick history that starts blocking
@@ -151,7 +161,7 @@ impl Site {
 
     /// A poll took `ns`, more than the loop's threshold (and its task's counts, this poll
     /// included, are flushed): flag the site if slow polls are now a quarter of its recent
-    /// polls, and warn the first time.
+    /// polls, or if this one took [`SEVERE`] thresholds, and warn the first time.
     #[cold]
     fn slow(&self, ns: u64, handed_off: bool) {
         self.slow_polls.fetch_add(1, Ordering::Relaxed);
@@ -167,7 +177,7 @@ impl Site {
         // Other tasks' polls since their last flush are not in the sum yet: the share errs
         // towards flagging, by at most `FLUSH_EVERY - 1` polls per running task.
         let share = self.recent.lock().slow_poll(self.sum(|s| &s.polls));
-        if share < SLOW_SHARE {
+        if share < SLOW_SHARE && ns < self.threshold_ns.saturating_mul(SEVERE) {
             return;
         }
         if !self.flagged.swap(true, Ordering::Relaxed) {
