@@ -219,6 +219,101 @@ fn gather_keeps_input_order_whatever_the_finishing_order() {
     );
 }
 
+/// Counts the polls of the future it wraps, and says when the first one is over.
+struct Polls<F> {
+    inner: F,
+    polls: Arc<AtomicUsize>,
+    first: Option<mpsc::Sender<()>>,
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for Polls<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.polls.fetch_add(1, SeqCst);
+        let polled = std::pin::Pin::new(&mut self.inner).poll(cx);
+        if let Some(first) = self.first.take() {
+            first.send(()).unwrap();
+        }
+        polled
+    }
+}
+
+#[test]
+fn a_gather_is_woken_when_its_last_task_finishes_not_at_each() {
+    let _w = Watchdog::new("a_gather_is_woken_when_its_last_task_finishes_not_at_each");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    const TASKS: usize = 10;
+    let (done_tx, done) = mpsc::channel();
+    let (gos, tasks): (Vec<_>, Vec<_>) = (0..TASKS)
+        .map(|i| {
+            let (go, wait) = oneshot::channel::<()>();
+            let task = lp.spawn(async move {
+                wait.await.unwrap();
+                i
+            });
+            let done_tx = done_tx.clone();
+            task.add_done_callback(move |_| done_tx.send(()).unwrap());
+            (go, task)
+        })
+        .unzip();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let (first_tx, first) = mpsc::channel();
+    let gathered = lp.spawn(Polls {
+        inner: gather(tasks),
+        polls: Arc::clone(&polls),
+        first: Some(first_tx),
+    });
+    recv(&first);
+    // The tasks finish one at a time, each after the one before has finished.
+    for go in gos {
+        go.send(()).unwrap();
+        recv(&done);
+    }
+    assert_eq!(
+        gathered.result().unwrap(),
+        Ok((0..TASKS).collect::<Vec<_>>())
+    );
+    // The first poll, and the one its last task's completion woke: not one per task.
+    assert_eq!(polls.load(SeqCst), 2);
+}
+
+#[test]
+fn a_gather_returns_a_failure_while_other_tasks_still_run() {
+    let _w = Watchdog::new("a_gather_returns_a_failure_while_other_tasks_still_run");
+    let lp = EventLoop::builder().workers(2).build().unwrap();
+    let (go, wait) = oneshot::channel::<()>();
+    let slow = lp.spawn(async move {
+        wait.await.unwrap();
+        1
+    });
+    let (fail, failing) = oneshot::channel::<()>();
+    let failed = lp.spawn(async move {
+        failing.await.unwrap();
+        panic!("early")
+    });
+    let (first_tx, first) = mpsc::channel();
+    let gathered = lp.spawn(Polls {
+        inner: gather([slow, failed]),
+        polls: Arc::new(AtomicUsize::new(0)),
+        first: Some(first_tx),
+    });
+    // Watched and waiting before the failure, so the failure's completion must wake it.
+    recv(&first);
+    fail.send(()).unwrap();
+    assert_eq!(
+        gathered.result(),
+        Ok(Err(Error::Panicked {
+            message: "early".into()
+        }))
+    );
+    // The other task was still waiting all along.
+    go.send(()).unwrap();
+}
+
 #[test]
 fn gather_reports_the_first_error_and_gather_results_every_outcome() {
     let _w = Watchdog::new("gather_reports_the_first_error_and_gather_results_every_outcome");

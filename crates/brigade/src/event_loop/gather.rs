@@ -3,7 +3,9 @@
 //!
 //! Completions are watched through the floor's [`Watcher`]: each task's waker records its
 //! index, so a completion costs a look at that one task, not a poll of every task still
-//! pending.
+//! pending. A gather needs them all, so a completion wakes it only when it is the last one
+//! outstanding, or (for [`gather`], which returns the first error) when its task failed: the
+//! awaiting task sleeps through the others instead of waking once per task.
 //!
 //! As in asyncio, whoever stops waiting on a gather (its future is dropped: the task awaiting
 //! it was cancelled, a timeout around it fired) cancels the tasks that have not finished.
@@ -25,6 +27,8 @@ struct Joiner<T> {
     ready: VecDeque<usize>,
     remaining: usize,
     watching: bool,
+    /// Whether a failure ends the wait early ([`gather`]): then a failed task wakes it.
+    fail_fast: bool,
 }
 
 impl<T> Joiner<T> {
@@ -36,8 +40,8 @@ impl<T> Joiner<T> {
     }
 }
 
-impl<T: Send> Joiner<T> {
-    fn new(tasks: impl IntoIterator<Item = Task<T>>) -> Self {
+impl<T: Send + 'static> Joiner<T> {
+    fn new(tasks: impl IntoIterator<Item = Task<T>>, fail_fast: bool) -> Self {
         let tasks: Vec<Option<Task<T>>> = tasks.into_iter().map(Some).collect();
         Self {
             remaining: tasks.len(),
@@ -45,6 +49,7 @@ impl<T: Send> Joiner<T> {
             watcher: Watcher::new(),
             ready: VecDeque::new(),
             watching: false,
+            fail_fast,
         }
     }
 
@@ -63,14 +68,22 @@ impl<T: Send> Joiner<T> {
             self.watching = true;
             for (index, task) in self.tasks.iter().enumerate() {
                 let task = task.as_ref().expect("nothing is yielded before watching");
-                if !self.watcher.watch(index, task.completion()) {
+                let watched = if self.fail_fast {
+                    self.watcher
+                        .watch_quietly(index, task.completion(), task.failure_probe())
+                } else {
+                    self.watcher
+                        .watch_quietly(index, task.completion(), || false)
+                };
+                if !watched {
                     self.ready.push_back(index);
                 }
             }
         }
         loop {
             if self.ready.is_empty() {
-                ready!(self.watcher.poll_ready(cx));
+                // Every task not yielded yet is outstanding: nothing is drained but unyielded.
+                ready!(self.watcher.poll_all(cx, self.remaining));
                 self.watcher.drain_into(&mut self.ready);
             }
             // Like awaiting a `JoinHandle`, each finished task spends tokio's budget, so a
@@ -193,7 +206,7 @@ pub fn gather<T>(tasks: impl IntoIterator<Item = Task<T>>) -> Gather<T>
 where
     T: Send + 'static,
 {
-    let joiner = Joiner::new(tasks);
+    let joiner = Joiner::new(tasks, true);
     Gather {
         values: (0..joiner.len()).map(|_| None).collect(),
         joiner,
@@ -283,7 +296,7 @@ pub fn gather_results<T>(tasks: impl IntoIterator<Item = Task<T>>) -> GatherResu
 where
     T: Send + 'static,
 {
-    let joiner = Joiner::new(tasks);
+    let joiner = Joiner::new(tasks, false);
     GatherResults {
         outcomes: (0..joiner.len()).map(|_| None).collect(),
         joiner,

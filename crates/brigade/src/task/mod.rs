@@ -358,6 +358,17 @@ impl<T: Send> Task<T> {
     pub(crate) fn completion(&self) -> &dyn Completion {
         self.header()
     }
+
+    /// Tells, from anywhere and for as long as it is kept, whether the task ended with an error
+    /// (a cancellation included). It holds a reference to the task's cell: keep it only where
+    /// it goes when the task completes (a waker registered on the task).
+    pub(crate) fn failure_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static
+    where
+        T: 'static,
+    {
+        let cell = self.cell.clone();
+        move || cell.header.state() & (COMPLETE | FAILED) == COMPLETE | FAILED
+    }
 }
 
 /// Whether a [`Completion::state`] is done for waiting's sake: done, with its done callbacks run

@@ -92,28 +92,49 @@ fn identity(w: &impl Waitable) -> usize {
 }
 
 /// Collects the indices of tasks as they complete and wakes the one thread waiting on them.
+///
+/// A waiter that needs every task (a gather) can ask to be woken only once all of them are in,
+/// or when one fails ([`watch_quietly`](Self::watch_quietly), [`poll_all`](Self::poll_all)):
+/// awaiting a thousand slow requests with `gather` woke the awaiting thread once per request
+/// (a thousand extra context switches per run of the `io-slow-many` benchmark, which put it
+/// 3.5 % behind awaiting the same tasks one by one).
 pub(crate) struct Watcher {
     shared: Arc<WatcherShared>,
 }
 
 struct WatcherShared {
-    ready: Mutex<Vec<usize>>,
+    ready: Mutex<Ready>,
     owner: Mutex<Option<Waker>>,
 }
 
-struct Notify {
-    shared: Arc<WatcherShared>,
-    index: usize,
+#[derive(Default)]
+struct Ready {
+    indices: Vec<usize>,
+    /// A completion wakes the owner only when this many indices are in (or its task failed);
+    /// 0 wakes it at every completion. Set by the owner under the same lock as it looks at
+    /// `indices`, so the completion that brings the count there always sees it.
+    wake_at: usize,
 }
 
-impl Wake for Notify {
+struct Notify<F> {
+    shared: Arc<WatcherShared>,
+    index: usize,
+    /// Whether the task failed: a failure wakes the owner whatever `wake_at` says.
+    failed: F,
+}
+
+impl<F: Fn() -> bool + Send + Sync + 'static> Wake for Notify<F> {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.shared.ready.lock().push(self.index);
-        if let Some(owner) = self.shared.owner.lock().as_ref() {
+        let wake = {
+            let mut ready = self.shared.ready.lock();
+            ready.indices.push(self.index);
+            ready.wake_at == 0 || ready.indices.len() >= ready.wake_at || (self.failed)()
+        };
+        if wake && let Some(owner) = self.shared.owner.lock().as_ref() {
             owner.wake_by_ref();
         }
     }
@@ -123,7 +144,7 @@ impl Watcher {
     pub(crate) fn new() -> Self {
         Self {
             shared: Arc::new(WatcherShared {
-                ready: Mutex::new(Vec::new()),
+                ready: Mutex::new(Ready::default()),
                 owner: Mutex::new(None),
             }),
         }
@@ -132,21 +153,39 @@ impl Watcher {
     /// Watches `completion` under `index`. Returns `false` when it is already done (nothing is
     /// registered and the caller should treat it as ready at once).
     pub(crate) fn watch(&self, index: usize, completion: &dyn Completion) -> bool {
+        self.watch_quietly(index, completion, || false)
+    }
+
+    /// [`watch`](Self::watch), where the completion wakes the owner only as
+    /// [`poll_all`](Self::poll_all) asks, or when `failed()` says the task failed.
+    pub(crate) fn watch_quietly(
+        &self,
+        index: usize,
+        completion: &dyn Completion,
+        failed: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> bool {
         let waker = Waker::from(Arc::new(Notify {
             shared: Arc::clone(&self.shared),
             index,
+            failed,
         }));
         completion.watch(&waker)
     }
 
     /// Moves the indices of tasks completed since the last call into `into`.
     pub(crate) fn drain_into(&self, into: &mut VecDeque<usize>) {
-        into.extend(self.shared.ready.lock().drain(..));
+        into.extend(self.shared.ready.lock().indices.drain(..));
     }
 
     /// Ready when some watched task completed since the last drain; otherwise arranges for
     /// `cx`'s waker to be woken when one does: [`wait`](Self::wait) for async code.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_all(cx, 0)
+    }
+
+    /// [`poll_ready`](Self::poll_ready), but woken only once `outstanding` tasks (every one
+    /// still awaited) have completed since the last drain, or one watched quietly failed.
+    pub(crate) fn poll_all(&self, cx: &mut Context<'_>, outstanding: usize) -> Poll<()> {
         {
             let mut owner = self.shared.owner.lock();
             if !owner.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -156,7 +195,9 @@ impl Watcher {
         // The waker is in place before `ready` is looked at, and a completion pushes its index
         // before it looks for the waker (each under its lock): either we see the index, or the
         // completion sees our waker.
-        if self.shared.ready.lock().is_empty() {
+        let mut ready = self.shared.ready.lock();
+        ready.wake_at = outstanding;
+        if ready.indices.is_empty() {
             Poll::Pending
         } else {
             Poll::Ready(())
@@ -167,7 +208,7 @@ impl Watcher {
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
         let shared = &self.shared;
         block_until(
-            || !shared.ready.lock().is_empty(),
+            || !shared.ready.lock().indices.is_empty(),
             |waker| *shared.owner.lock() = Some(waker.clone()),
             deadline,
         )
