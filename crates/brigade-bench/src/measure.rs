@@ -150,8 +150,13 @@ pub(crate) fn measure(
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(reps); impls.len()];
     let mut checksums: Vec<Option<u64>> = vec![None; impls.len()];
-    for _ in 0..reps {
-        for (i, imp) in impls.iter_mut().enumerate() {
+    let count = impls.len();
+    for rep in 0..reps {
+        // Each repetition starts one impl further on, so that no impl always follows the same
+        // neighbour, whatever that neighbour leaves behind (threads still spinning down, a
+        // shared server still closing a thousand connections).
+        for i in (0..count).map(|k| (k + rep) % count) {
+            let imp = &mut impls[i];
             // Let the previous impl's threads finish spinning and fall asleep, so that each
             // impl runs on a quiet machine rather than against its predecessor's idle loop.
             std::thread::sleep(SETTLE);
