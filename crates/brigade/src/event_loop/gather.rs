@@ -68,12 +68,13 @@ impl<T: Send + 'static> Joiner<T> {
             self.watching = true;
             for (index, task) in self.tasks.iter().enumerate() {
                 let task = task.as_ref().expect("nothing is yielded before watching");
+                // How quietly is up to `poll_all` below; a gather that returns the first error
+                // also asks a failure to wake it.
                 let watched = if self.fail_fast {
                     self.watcher
                         .watch_quietly(index, task.completion(), task.failure_probe())
                 } else {
-                    self.watcher
-                        .watch_quietly(index, task.completion(), || false)
+                    self.watcher.watch(index, task.completion())
                 };
                 if !watched {
                     self.ready.push_back(index);
