@@ -10,15 +10,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use brigade::ProcessPool;
-use brigade_cluster::{Admin, Client, LocalRedis, Options};
+use brigade_cluster::{Admin, Client, LocalRedis};
 use serde_json::{Value, json};
 
 use crate::measure::{emit, median, round3};
 
+mod latency;
 mod python;
+mod redelivery;
 mod workers;
 use python::Python;
-use workers::{GATE, NOOP, STARTED, Workers, mono_ns, started};
+use workers::{NOOP, STARTED, Workers, mono_ns, started};
 pub(crate) use workers::{WorkerArgs, worker};
 
 const SUITE: &str = "cluster";
@@ -343,198 +345,6 @@ impl Bench<'_> {
         })
     }
 
-    /// One task at a time on an idle queue: submit→start and submit→result.
-    fn latency(&mut self, tasks: u64) -> anyhow::Result<()> {
-        let mut impls: Vec<(&str, Run<'_>)> = vec![
-            (
-                "brigade",
-                Box::new(move |b: &mut Bench<'_>| b.brigade_latency(tasks, "threads")),
-            ),
-            (
-                "brigade-process-lane",
-                Box::new(move |b: &mut Bench<'_>| b.brigade_latency(tasks, "processes")),
-            ),
-            (
-                "local-process-pool",
-                Box::new(move |_: &mut Bench<'_>| pool_latency(tasks)),
-            ),
-        ];
-        if self.python.is_some() {
-            for (name, kind) in [
-                ("celery-prefork", "celery-prefork"),
-                ("celery-solo", "celery-solo"),
-                ("rq-simple", "rq"),
-            ] {
-                impls.push((
-                    name,
-                    Box::new(move |b: &mut Bench<'_>| b.python_latency(kind, tasks)),
-                ));
-            }
-        }
-        let samples = self.interleave(&mut impls)?;
-        let p = |s: &[Sample], q: f64, f: fn(&Sample) -> &Vec<f64>| {
-            let mut all: Vec<f64> = s.iter().flat_map(|x| f(x).iter().copied()).collect();
-            percentile(&mut all, q)
-        };
-        let anchor = samples
-            .iter()
-            .find(|(n, _)| *n == "celery-solo")
-            .map(|(_, s)| p(s, 0.5, |x| &x.start_ms));
-        let pool_p50 = samples
-            .iter()
-            .find(|(n, _)| *n == "local-process-pool")
-            .map(|(_, s)| p(s, 0.5, |x| &x.result_ms));
-        for (name, s) in &samples {
-            let tasks = s[0].tasks;
-            let ms = median_of(s, |x| x.ms);
-            let start50 = p(s, 0.5, |x| &x.start_ms);
-            let result50 = p(s, 0.5, |x| &x.result_ms);
-            let mut line = self.base("latency", tasks);
-            crate::measure::merge(
-                &mut line,
-                &json!({
-                    "impl": name,
-                    "wall_ms": round3(ms),
-                    "min_ms": round3(s.iter().map(|x| x.ms).fold(f64::INFINITY, f64::min)),
-                    "per_task_ns": round3(ms * 1e6 / tasks as f64),
-                    "start_p50_ms": round3(start50),
-                    "start_p99_ms": round3(p(s, 0.99, |x| &x.start_ms)),
-                    "result_p50_ms": (!s[0].result_ms.is_empty()).then(|| round3(result50)),
-                    "result_p99_ms": (!s[0].result_ms.is_empty())
-                        .then(|| round3(p(s, 0.99, |x| &x.result_ms))),
-                    "result_p50_over_local_pool_us": (name.starts_with("brigade") && !s[0].result_ms.is_empty())
-                        .then(|| pool_p50.map(|pp| ((result50 - pp) * 1e3).round()))
-                        .flatten(),
-                    "anchor": "celery-solo",
-                    "vs_anchor": anchor.map(|a| round3(a / start50)),
-                }),
-            );
-            emit(&line);
-        }
-        Ok(())
-    }
-
-    fn brigade_latency(&mut self, tasks: u64, lane: &str) -> anyhow::Result<Sample> {
-        let queue = self.queue("lat");
-        let url = self.redis.url();
-        let _procs = Workers::spawn(&url, &queue, 1, &["--concurrency", "1", "--lane", lane])?;
-        let client = Client::builder(&url).queue(&queue).connect()?;
-        // Warm up: the worker is up and its connections are open.
-        for _ in 0..20 {
-            client.submit(&STARTED, ()).result()?;
-        }
-        let mut sample = Sample {
-            tasks,
-            ..Sample::default()
-        };
-        let begin = Instant::now();
-        for _ in 0..tasks {
-            let t0 = mono_ns();
-            let at = client.submit(&STARTED, ()).result()?;
-            let t1 = mono_ns();
-            sample.start_ms.push(at.saturating_sub(t0) as f64 / 1e6);
-            sample.result_ms.push(t1.saturating_sub(t0) as f64 / 1e6);
-        }
-        sample.ms = begin.elapsed().as_secs_f64() * 1e3;
-        Ok(sample)
-    }
-
-    fn python_latency(&mut self, kind: &str, tasks: u64) -> anyhow::Result<Sample> {
-        // RQ takes milliseconds per task: a quarter of the count.
-        let tasks = if kind == "rq" {
-            (tasks / 4).max(50)
-        } else {
-            tasks
-        };
-        let db = self.python_db();
-        let url = format!("redis://127.0.0.1:{}/{db}", self.redis.port());
-        let python = self.python.as_ref().expect("python is set up");
-        let out = python.run(
-            kind,
-            &["latency", "--url", &url, "--tasks", &tasks.to_string()],
-        )?;
-        let list = |k: &str| -> Vec<f64> {
-            out[k]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_f64).collect())
-                .unwrap_or_default()
-        };
-        Ok(Sample {
-            tasks,
-            ms: out["ms"].as_f64().context("ms")?,
-            steady_ms: None,
-            start_ms: list("start_ms"),
-            result_ms: list("result_ms"),
-        })
-    }
-
-    /// From a worker's SIGKILL to its task running on another worker.
-    fn redelivery(&mut self) -> anyhow::Result<()> {
-        let lease = if self.args.run.quick {
-            Duration::from_millis(300)
-        } else {
-            Duration::from_secs(1)
-        };
-        let mut times = Vec::new();
-        for _ in 0..self.args.run.reps {
-            times.push(self.one_redelivery(lease)?);
-        }
-        let ms = median(&mut times.clone());
-        let target = lease.as_secs_f64() * 1e3 + 1000.0;
-        let mut line = self.base("redelivery", 1);
-        crate::measure::merge(
-            &mut line,
-            &json!({
-                "impl": "brigade",
-                "wall_ms": round3(ms),
-                "min_ms": round3(times.iter().copied().fold(f64::INFINITY, f64::min)),
-                "max_ms": round3(times.iter().copied().fold(0.0, f64::max)),
-                "per_task_ns": round3(ms * 1e6),
-                "lease_ms": lease.as_millis(),
-                "over_lease_ms": round3(ms - lease.as_secs_f64() * 1e3),
-                "anchor": "target: lease + 1 s",
-                "vs_anchor": round3(target / ms),
-            }),
-        );
-        emit(&line);
-        Ok(())
-    }
-
-    fn one_redelivery(&mut self, lease: Duration) -> anyhow::Result<f64> {
-        use std::io::BufRead;
-        let queue = self.queue("kill");
-        let url = self.redis.url();
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("gate.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&path)?;
-        let mut procs = Workers::spawn(&url, &queue, 2, &["--concurrency", "1"])?;
-        let client = Client::builder(&url)
-            .queue(&queue)
-            .options(Options::default().lease(lease))
-            .connect()?;
-        let task = client.submit(&GATE, path.to_string_lossy().into_owned());
-        let accept = || -> anyhow::Result<(u32, std::os::unix::net::UnixStream)> {
-            let (s, _) = listener.accept()?;
-            let mut line = String::new();
-            std::io::BufReader::new(&s).read_line(&mut line)?;
-            Ok((line.trim().parse()?, s))
-        };
-        let (first, _held) = accept()?;
-        let victim = procs
-            .0
-            .iter_mut()
-            .find(|c| c.id() == first)
-            .context("the gate's pid is one of the workers")?;
-        victim.kill()?;
-        let killed = Instant::now();
-        let (second, release) = accept()?;
-        let ms = killed.elapsed().as_secs_f64() * 1e3;
-        anyhow::ensure!(second != first, "ran again on the killed worker?");
-        drop(release);
-        anyhow::ensure!(task.result()? == second, "the second run's outcome");
-        Ok(ms)
-    }
-
     /// `redis-benchmark` XADD: 50 connections, and 50 connections pipelining 16.
     fn ceiling(&mut self, requests: u64) -> anyhow::Result<()> {
         let Some(bin) = LocalRedis::binary().map(|p| p.with_file_name("redis-benchmark")) else {
@@ -622,38 +432,7 @@ fn pool_pipelined(tasks: u64) -> anyhow::Result<Sample> {
     })
 }
 
-/// brigade's local process pool, one task at a time: the floor a cluster round trip adds to.
-fn pool_latency(tasks: u64) -> anyhow::Result<Sample> {
-    let pool = ProcessPool::builder().workers(1).build()?;
-    for _ in 0..20 {
-        pool.submit(started, ()).result()?;
-    }
-    let mut sample = Sample {
-        tasks,
-        ..Sample::default()
-    };
-    let begin = Instant::now();
-    for _ in 0..tasks {
-        let t0 = mono_ns();
-        let at = pool.submit(started, ()).result()?;
-        let t1 = mono_ns();
-        sample.start_ms.push(at.saturating_sub(t0) as f64 / 1e6);
-        sample.result_ms.push(t1.saturating_sub(t0) as f64 / 1e6);
-    }
-    sample.ms = begin.elapsed().as_secs_f64() * 1e3;
-    Ok(sample)
-}
-
 fn median_of(s: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
     let mut v: Vec<f64> = s.iter().map(f).collect();
     median(&mut v)
-}
-
-fn percentile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
-    v[i.min(v.len() - 1)]
 }

@@ -21,10 +21,6 @@ use crate::sync::{Parker, Unparker};
 /// Spin rounds (each twice as long as the last) before a plain thread parks.
 const SPIN_PAUSES: u32 = 7;
 
-/// How long a plain thread polls for a process task before it parks: as long as the process
-/// lane's own pollers poll (`processes/spin.rs`), a few round trips on a loaded VM.
-pub(crate) const PROCESS_POLL: Duration = Duration::from_micros(50);
-
 /// What a lane's worker does while its task waits: run other work until `done()` holds.
 pub(crate) trait Helper {
     /// Runs queued work until `done()` holds or `deadline` passes, and returns `done()`.

@@ -102,20 +102,13 @@ impl<T> Task<T> {
         if self.is_settled() {
             return true;
         }
-        // A process task's answer is read by a slot thread that polls for it: poll too, so
-        // that no one has to be woken (see `block_until_polling`).
-        let poll_for = if self.header().origin().lane == origin::LaneName::Processes {
-            block::PROCESS_POLL
-        } else {
-            Duration::ZERO
-        };
         block::block_until_polling(
             || self.is_settled(),
             |waker| {
                 self.header().watch(waker);
             },
             deadline,
-            poll_for,
+            self.header().origin().lane.waiter_poll(),
         )
     }
 

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::panic::Location;
+use std::time::Duration;
 
 /// Which kind of pool runs a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,10 @@ pub(crate) enum LaneName {
     Completer,
 }
 
+/// How long a waiter polls for a process task: as long as the process lane's own pollers poll
+/// (`processes/spin.rs`), a few round trips on a loaded VM.
+const PROCESS_WAITER_POLL: Duration = Duration::from_micros(50);
+
 impl LaneName {
     const ALL: [LaneName; 6] = [
         LaneName::Unknown,
@@ -34,6 +39,18 @@ impl LaneName {
     /// The lane whose `as usize` is `index` (tasks keep it in three bits of their state).
     pub(crate) fn from_index(index: usize) -> Self {
         Self::ALL.get(index).copied().unwrap_or(LaneName::Unknown)
+    }
+
+    /// How long a plain thread waiting for this lane's task polls it, yielding, before it
+    /// parks. Zero for every lane but the process pool: a process task's answer is read by a
+    /// slot thread that itself polls for it, so a waiter that polls too is never woken through
+    /// the scheduler, which costs 15–20 µs on a VM when the two threads sit on different vCPUs
+    /// (see `block::block_until_polling`).
+    pub(crate) fn waiter_poll(self) -> Duration {
+        match self {
+            LaneName::Processes => PROCESS_WAITER_POLL,
+            _ => Duration::ZERO,
+        }
     }
 
     fn as_str(self) -> &'static str {
