@@ -74,6 +74,37 @@ pub(crate) fn selected(only: &[String], workload: &str) -> bool {
     only.is_empty() || only.iter().any(|o| o == workload)
 }
 
+/// The order in which the impls run in repetition `rep`: as listed in the first, then a
+/// different shuffle in each (fixed, so that a run can be repeated).
+///
+/// Whatever an impl leaves behind lands on the one that runs next: an external client's process
+/// exiting and its thousand sockets closing, another pool's threads spinning down. In a fixed
+/// order (or a rotation of it, which keeps every impl's predecessor) that cost fell on the same
+/// impl in every repetition, and the median could not shed it: in `io-slow-many`, the impl
+/// listed after the Python client measured ~3 % slower whichever impl it was. Shuffled, each
+/// impl follows a different neighbour from one repetition to the next, and the median of its
+/// repetitions drops the one that followed a costly neighbour.
+pub(crate) fn rep_order(count: usize, rep: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..count).collect();
+    if rep == 0 {
+        return order;
+    }
+    // Fisher–Yates with a SplitMix64 stream seeded by the repetition.
+    let mut state = (rep as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for i in (1..count).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
 /// The pause before each measured run.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -152,10 +183,7 @@ pub(crate) fn measure(
     let mut checksums: Vec<Option<u64>> = vec![None; impls.len()];
     let count = impls.len();
     for rep in 0..reps {
-        // Each repetition starts one impl further on, so that no impl always follows the same
-        // neighbour, whatever that neighbour leaves behind (threads still spinning down, a
-        // shared server still closing a thousand connections).
-        for i in (0..count).map(|k| (k + rep) % count) {
+        for i in rep_order(count, rep) {
             let imp = &mut impls[i];
             // Let the previous impl's threads finish spinning and fall asleep, so that each
             // impl runs on a quiet machine rather than against its predecessor's idle loop.
@@ -259,4 +287,39 @@ pub(crate) fn median(samples: &mut [f64]) -> f64 {
 
 pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rep_order;
+
+    #[test]
+    fn each_repetition_is_a_permutation_and_the_first_is_as_listed() {
+        assert_eq!(rep_order(6, 0), vec![0, 1, 2, 3, 4, 5]);
+        for rep in 0..20 {
+            let mut order = rep_order(6, rep);
+            order.sort_unstable();
+            assert_eq!(order, vec![0, 1, 2, 3, 4, 5], "rep {rep}");
+        }
+        assert!(rep_order(0, 3).is_empty());
+        assert_eq!(rep_order(1, 3), vec![0]);
+    }
+
+    #[test]
+    fn no_impl_keeps_the_same_predecessor_across_repetitions() {
+        // The point of the shuffle: over five repetitions (the usual `--reps 5`), the impl
+        // that follows any given one is not always the same. A rotation fails this.
+        let count = 6;
+        for imp in 0..count {
+            let mut followers = std::collections::BTreeSet::new();
+            for rep in 0..5 {
+                let order = rep_order(count, rep);
+                let at = order.iter().position(|&i| i == imp).unwrap();
+                if let Some(&next) = order.get(at + 1) {
+                    followers.insert(next);
+                }
+            }
+            assert!(followers.len() >= 2, "impl {imp} is always followed by {followers:?}");
+        }
+    }
 }

@@ -382,8 +382,9 @@ fn run_mix(mix: &Mix, kit: &Kit, workers: usize, reps: usize, base: &Value) -> a
         impls.retain(|i| keep.split(',').any(|k| k == *i));
     }
     let mut runs: Vec<Vec<Sample>> = impls.iter().map(|_| Vec::new()).collect();
-    for _ in 0..reps {
-        for (i, name) in impls.iter().enumerate() {
+    for rep in 0..reps {
+        for i in crate::measure::rep_order(impls.len(), rep) {
+            let name = &impls[i];
             std::thread::sleep(Duration::from_millis(50));
             let sample = match *name {
                 "auto" => run_auto(mix, kit, workers),

@@ -188,15 +188,17 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// Runs every impl `reps` times, interleaved (rep 1 of each, then rep 2…).
+    /// Runs every impl `reps` times, interleaved (rep 1 of each, then rep 2…, each in its own
+    /// order: see [`rep_order`](crate::measure::rep_order)).
     fn interleave<'b>(
         &mut self,
         impls: &mut [(&'b str, Run<'_>)],
     ) -> anyhow::Result<Vec<(&'b str, Vec<Sample>)>> {
         let mut out: Vec<(&str, Vec<Sample>)> =
             impls.iter().map(|(n, _)| (*n, Vec::new())).collect();
-        for _ in 0..self.args.run.reps {
-            for (i, (name, run)) in impls.iter_mut().enumerate() {
+        for rep in 0..self.args.run.reps {
+            for i in crate::measure::rep_order(impls.len(), rep) {
+                let (name, run) = &mut impls[i];
                 std::thread::sleep(Duration::from_millis(50));
                 let sample = run(self).with_context(|| name.to_string())?;
                 out[i].1.push(sample);

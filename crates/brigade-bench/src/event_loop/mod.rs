@@ -315,15 +315,31 @@ impl Suite<'_> {
         line
     }
 
-    /// Runs every impl `reps` times, interleaved; checks the checksums agree. Gives each impl's
+    /// Runs every impl `reps` times, interleaved (each repetition in its own order, see
+    /// [`rep_order`](crate::measure::rep_order)); checks the checksums agree. Gives each impl's
     /// samples (none for a skipped impl, with the reason).
+    ///
+    /// A warm-up round runs every impl once, untimed, first. The suite's first run pays for
+    /// things that belong to no impl (the shared server's first thousand connections, its
+    /// threads' first allocations), and that first run was always the same impl: the gather
+    /// client in `io-slow-many`, which then measured ~2 % behind the same loop awaiting in order.
     fn interleave(&self, workload: &str, mut impls: Vec<Impl<'_>>) -> anyhow::Result<Vec<Outcome>> {
         if let Ok(keep) = std::env::var("BRIGADE_BENCH_IMPL") {
             impls.retain(|i| keep.split(',').any(|k| k == i.name));
         }
         let mut samples: Vec<Vec<Sample>> = impls.iter().map(|_| Vec::new()).collect();
-        for _ in 0..self.reps {
-            for (i, imp) in impls.iter_mut().enumerate() {
+        for imp in impls.iter_mut() {
+            std::thread::sleep(Duration::from_millis(50));
+            if (imp.run)()
+                .with_context(|| format!("{workload}/{} (warm-up)", imp.name))?
+                .is_none()
+            {
+                imp.skipped = Some("skipped".into());
+            }
+        }
+        for rep in 0..self.reps {
+            for i in crate::measure::rep_order(impls.len(), rep) {
+                let imp = &mut impls[i];
                 if imp.skipped.is_some() {
                     continue;
                 }
