@@ -319,7 +319,10 @@ mod tests {
                     followers.insert(next);
                 }
             }
-            assert!(followers.len() >= 2, "impl {imp} is always followed by {followers:?}");
+            assert!(
+                followers.len() >= 2,
+                "impl {imp} is always followed by {followers:?}"
+            );
         }
     }
 }
