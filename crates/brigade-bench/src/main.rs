@@ -11,7 +11,9 @@
 //!
 //! Every workload measures brigade and its anchors in the same run, interleaving the
 //! repetitions (rep 1 of every impl, then rep 2, …) so that drift on a shared machine hits all
-//! of them alike, and reports the median. Each line carries `vs_anchor`: the anchor's median
+//! of them alike, and reports the median. The first repetition runs the impls as listed, each
+//! later one in its own fixed shuffle, so that what one impl leaves behind does not land on the
+//! same successor every time. Each line carries `vs_anchor`: the anchor's median
 //! wall time divided by this impl's (above 1 means faster than the anchor).
 
 mod auto;

@@ -168,7 +168,8 @@ impl Measured {
     }
 }
 
-/// Runs every impl `reps` times, interleaved (rep 1 of each, then rep 2, ...), and checks
+/// Runs every impl `reps` times, interleaved (rep 1 of each, then rep 2, ..., each in the
+/// order [`rep_order`] gives), and checks
 /// that their checksums agree. `BRIGADE_BENCH_IMPL=a,b` keeps only the impls named (for
 /// profiling one at a time).
 pub(crate) fn measure(
