@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::sync::UnsafeCell;
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::task::cell::Hooks;
+use crate::task::cell::Outcome;
 use crate::task::promise::{Promise, SharedExtra};
 
 thread_local! {
@@ -73,6 +74,21 @@ pub(super) struct Control {
     /// [`keep`](Self::keep)), before the task's handle leaves the spawning call; a `OnceLock`
     /// here cost ~170 instructions per task under callgrind.
     join: UnsafeCell<Option<tokio::task::JoinHandle<()>>>,
+    /// What the [`Driver`] keeps from one poll to the next. It lives here, in brigade's cell,
+    /// rather than in the driver, because tokio stores the driver in its own task, which it
+    /// allocates in 128-byte steps: with these fields (and the loop's live count) in the driver,
+    /// a no-op's tokio task took 256 bytes where tokio's own takes 128, and every task paid
+    /// for the second half (dhat: 360 bytes a task in all, against tokio's 128; tokio itself
+    /// runs `tiny-async` ~15 % slower with a future big enough to cross the step).
+    run: UnsafeCell<Run>,
+}
+
+/// See [`Control::run`].
+struct Run {
+    stats: Stats,
+    /// On a lane thread: blocking there stalls no worker, and there is no worker to hand over.
+    on_lane: bool,
+    started: bool,
 }
 
 // SAFETY: `join` is the only field that is not `Sync` by itself. It is written once, by the
@@ -82,18 +98,41 @@ pub(super) struct Control {
 // it is only read (`abort` takes `&self`, and `JoinHandle` is `Sync`), and it is dropped with
 // the cell by whoever lets go of the last reference, which is exclusive, and which the
 // reference counting (release on every drop, acquire by the last) orders after every read.
-// The other fields are atomics. So no write ever races a read.
+// `run` is touched only by the task's driver: before it is spawned, and then in its polls,
+// which tokio runs one at a time, each ordered after the last. The other fields are atomics.
+// So no write ever races a read.
 unsafe impl Sync for Control {}
 
 impl Control {
     #[inline]
-    pub(super) fn new(shielded: bool, state: &'static LoopState) -> Self {
+    pub(super) fn new(
+        shielded: bool,
+        state: &'static LoopState,
+        stats: Stats,
+        on_lane: bool,
+    ) -> Self {
         Self {
             state,
             shielded,
             interrupted: AtomicBool::new(false),
             join: UnsafeCell::new(None),
+            run: UnsafeCell::new(Run {
+                stats,
+                on_lane,
+                started: false,
+            }),
         }
+    }
+
+    /// The driver's state between polls.
+    ///
+    /// # Safety
+    /// Only the task's driver may call this: before it is spawned, or from its poll (see
+    /// `impl Sync for Control`), and not reentrantly.
+    #[inline]
+    unsafe fn with_run<R>(&self, f: impl FnOnce(&mut Run) -> R) -> R {
+        // SAFETY: the caller is the driver, the one user of `run` (see above).
+        self.run.with_mut(|run| f(unsafe { &mut *run }))
     }
 
     /// Keeps tokio's handle on the task (see the field).
@@ -160,48 +199,85 @@ impl Hooks for Control {
 
 pin_project_lite::pin_project! {
     /// What a loop task runs: the user's future, polled with a stopwatch, and the promise
-    /// that publishes its outcome.
+    /// that publishes its outcome. Nothing else, so that tokio's task for a small future stays
+    /// as small as tokio's own (see [`Control::run`], where the rest is kept): for a no-op,
+    /// its 16-byte future and an 8-byte promise.
+    ///
+    /// The driver also counts its task out of the loop's live count (see
+    /// [`LoopState::admit`]), once, right after the outcome is published, or when it is
+    /// dropped unfinished (a cancel, a shutdown).
     pub(super) struct Driver<F: Future> {
-        // `Some` until the outcome is known; dropped before the outcome is published, so that
-        // once a waiter sees it, the loop holds nothing of the task.
         #[pin]
-        future: Option<F>,
-        promise: Option<Promise<F::Output, (), Control>>,
-        stats: Stats,
-        // On a lane thread: blocking there stalls no worker, and there is no worker to hand over.
-        on_lane: bool,
-        started: bool,
-        // Counts the task as live until the driver goes (after the outcome is published).
-        live: LiveGuard,
+        task: Running<F>,
     }
+
+    impl<F: Future> PinnedDrop for Driver<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // The future goes first (dropped in place), as before a published outcome; then
+            // the promise, whose drop ends the task with `Hooks::abandoned`.
+            if let RunningReplace::Yes { promise, .. } =
+                this.project().task.project_replace(Running::No)
+            {
+                release(promise, None);
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future and its promise until the outcome is known, then nothing: the future is
+    /// dropped before the outcome is published, so that once a waiter sees it, the loop holds
+    /// nothing of the task. One enum rather than two options: the promise's pointer is the
+    /// tag, where an `Option` around the future cost a word.
+    #[project = RunningProj]
+    #[project_replace = RunningReplace]
+    enum Running<F: Future> {
+        Yes {
+            #[pin]
+            future: F,
+            promise: Promise<F::Output, (), Control>,
+        },
+        No,
+    }
+}
+
+/// Ends the driver's part: publishes `outcome` (with none, the promise's drop ends the task,
+/// see [`Hooks::abandoned`]), then counts the task out of its loop. In that order, so that a
+/// shutdown that waits for the count finds every outcome published.
+fn release<T>(promise: Promise<T, (), Control>, outcome: Option<Outcome<T>>) {
+    let state = promise.extra().state;
+    match outcome {
+        Some(outcome) => promise.complete(outcome),
+        None => drop(promise),
+    }
+    state.finished();
 }
 
 impl<F: Future> Driver<F>
 where
     F::Output: Send + 'static,
 {
+    /// The driver of a task admitted with `live`, which it keeps counted until it releases
+    /// the task (see [`release`]).
     pub(super) fn new(
         future: F,
         promise: Promise<F::Output, (), Control>,
-        stats: Stats,
-        on_lane: bool,
         live: LiveGuard,
     ) -> Self {
+        live.into_driver();
         Self {
-            live,
-            future: Some(future),
-            promise: Some(promise),
-            stats,
-            on_lane,
-            started: false,
+            task: Running::Yes { future, promise },
         }
     }
 }
 
 impl<F: Future> Driver<F> {
     /// The same task, to run on a worker after all (the lane could not take it).
-    pub(super) fn for_worker(mut self) -> Self {
-        self.on_lane = false;
+    pub(super) fn for_worker(self) -> Self {
+        if let Running::Yes { promise, .. } = &self.task {
+            // SAFETY: the driver, before it is spawned.
+            unsafe { promise.extra().with_run(|run| run.on_lane = false) };
+        }
         self
     }
 }
@@ -210,21 +286,27 @@ impl<F: Future> Future for Driver<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        let Some(promise) = this.promise.as_mut() else {
+        let mut task = self.project().task;
+        let RunningProj::Yes { future, promise } = task.as_mut().project() else {
             return Poll::Ready(());
         };
-        if !*this.started {
-            *this.started = true;
-            if *this.on_lane {
+        // SAFETY: the driver's poll (so for every `with_run` below).
+        let (first, on_lane) = unsafe {
+            promise
+                .extra()
+                .with_run(|run| (!std::mem::replace(&mut run.started, true), run.on_lane))
+        };
+        if first {
+            if on_lane {
                 blocking_lane::first_poll();
             }
             // A shielded task was claimed at spawn; any other is claimed here, unless its
             // handle cancelled it first.
             if !promise.is_started() && promise.start().is_none() {
                 // Cancelled before it ran: the handle already has its outcome.
-                this.future.set(None);
-                *this.promise = None;
+                if let RunningReplace::Yes { promise, .. } = task.project_replace(Running::No) {
+                    release(promise, None);
+                }
                 return Poll::Ready(());
             }
         }
@@ -234,19 +316,22 @@ impl<F: Future> Future for Driver<F> {
         let outcome = if promise.extra().state.is_cancelling() {
             Err(Error::Cancelled)
         } else {
-            let Some(future) = this.future.as_mut().as_pin_mut() else {
-                return Poll::Ready(());
-            };
             // A task of a flagged site that is on a worker anyway (it was running when its
             // site was caught, or the lane could not take it) hands its worker to another
             // thread for each poll (`block_in_place`): if the poll blocks, only its own
             // thread waits, and the loop keeps turning.
-            let hand_off = !*this.on_lane && this.stats.site().is_flagged();
+            let hand_off = !on_lane
+                // SAFETY: the driver's poll.
+                && unsafe {
+                    promise
+                        .extra()
+                        .with_run(|run| run.stats.site().is_flagged())
+                };
             let watch = sched::stopwatch();
             let start = watch.stamp();
             watch.poll_starts(start);
             let polled = {
-                let _mark = this.on_lane.then(blocking_lane::PollMark::enter);
+                let _mark = on_lane.then(blocking_lane::PollMark::enter);
                 if hand_off {
                     tokio::task::block_in_place(|| {
                         catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
@@ -255,20 +340,23 @@ impl<F: Future> Future for Driver<F> {
                     catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
                 }
             };
-            this.stats.record(
-                watch.elapsed_ns(start, watch.stamp()),
-                *this.on_lane || hand_off,
-            );
+            let elapsed = watch.elapsed_ns(start, watch.stamp());
+            // SAFETY: the driver's poll.
+            unsafe {
+                promise
+                    .extra()
+                    .with_run(|run| run.stats.record(elapsed, on_lane || hand_off));
+            }
             match polled {
                 Ok(Poll::Ready(value)) => Ok(value),
                 Ok(Poll::Pending) => return Poll::Pending,
                 Err(payload) => Err(Error::from_panic(&*payload)),
             }
         };
-        this.future.set(None);
-        this.stats.flush();
-        if let Some(promise) = this.promise.take() {
-            promise.complete(outcome);
+        if let RunningReplace::Yes { promise, .. } = task.project_replace(Running::No) {
+            // SAFETY: the driver's poll.
+            unsafe { promise.extra().with_run(|run| run.stats.flush()) };
+            release(promise, Some(outcome));
         }
         Poll::Ready(())
     }

@@ -102,7 +102,7 @@ impl LoopState {
 
     /// A task is done: counted out, and a waiting closer told.
     #[inline]
-    fn finished(&self) {
+    pub(super) fn finished(&self) {
         self.add(-1);
         if self.closing.load(Ordering::SeqCst) {
             self.tell_closer();
@@ -220,6 +220,16 @@ impl LoopState {
 
 /// One live task: counted out when dropped.
 pub(super) struct LiveGuard(&'static LoopState);
+
+impl LiveGuard {
+    /// Hands the count to a loop task's driver, which counts the task out itself (through
+    /// its control's loop state) when it releases the task: a guard kept in the driver made
+    /// tokio's task a word bigger, past its 128-byte step (see `driver::Control::run`).
+    #[inline]
+    pub(super) fn into_driver(self) {
+        std::mem::forget(self);
+    }
+}
 
 impl Drop for LiveGuard {
     #[inline]

@@ -71,7 +71,7 @@ impl EventLoop {
         let flagged = site.is_flagged();
         let (mut promise, task) = Promise::<F::Output, (), Control>::new_at(
             (),
-            Control::new(shielded, self.inner.state),
+            Control::new(shielded, self.inner.state, Stats::new(site), flagged),
             origin,
         );
         if shielded {
@@ -83,7 +83,7 @@ impl EventLoop {
         // the state word that the worker is busy with.
         let shared = share_control.then(|| promise.share_extra());
         let control = NonNull::from(promise.extra());
-        let driver = Driver::new(future, promise, Stats::new(site), flagged, live);
+        let driver = Driver::new(future, promise, live);
         let join = if flagged {
             match self.inner.lane.spawn(driver) {
                 Ok(join) => join,

@@ -10,19 +10,21 @@
 use std::mem::ManuallyDrop;
 
 use super::Task;
-use super::cell::{CANCELLED, Cell, Claim, Hooks, Outcome, Work};
+use super::cell::{CANCELLED, Cell, Claim, Hooks, Outcome, RUNNING, Work};
 use super::origin::Origin;
 use super::refs::CellRef;
 
 /// The producing side of a task. `P` is the payload the lane needs to start the work (handed
 /// out by [`start`](Self::start), dropped if the task is cancelled first); `X` is what the lane
 /// keeps beside it for the handle's sake (see [`Hooks`]).
+///
+/// One pointer and nothing else: whether it owns the task is read from the cell's state (only a
+/// promise ever claims its task to run it, so `RUNNING` there means this promise won that
+/// claim), and completing consumes it. A loop task's driver holds one inside tokio's task, which
+/// tokio allocates in 128-byte steps: a promise of two words pushed a no-op's task from 128
+/// bytes to 256.
 pub(crate) struct Promise<T, P, X: Hooks = ()> {
     cell: CellRef<T, Work<P, X>>,
-    /// Whether this promise owns the task: it won the start claim and has not completed it.
-    owns: bool,
-    /// Completed (or found cancelled): nothing is left to do, `Drop` included.
-    settled: bool,
 }
 
 impl<T, P, X> Promise<T, P, X>
@@ -41,11 +43,7 @@ where
     pub(crate) fn new_at(payload: P, extra: X, origin: Origin) -> (Self, Task<T>) {
         let (cell, handle) = CellRef::pair(Cell::with(payload, extra, origin));
         let task = Task::from_cell(handle.erase());
-        let promise = Self {
-            cell,
-            owns: false,
-            settled: false,
-        };
+        let promise = Self { cell };
         (promise, task)
     }
 }
@@ -65,25 +63,17 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
     /// Claims the task to run it and hands out its payload; `None` when it was cancelled
     /// first (or was already started): the promise then has nothing more to do.
     pub(crate) fn start(&mut self) -> Option<P> {
-        if self.owns || self.settled {
-            return None;
-        }
         match self.cell.header.try_start() {
-            Claim::Won => {
-                self.owns = true;
-                // SAFETY: we won the claim.
-                Some(unsafe { self.cell.work.take() })
-            }
-            Claim::Cancelled | Claim::Started => {
-                self.settled = true;
-                None
-            }
+            // SAFETY: we won the claim.
+            Claim::Won => Some(unsafe { self.cell.work.take() }),
+            Claim::Cancelled | Claim::Started => None,
         }
     }
 
-    /// Whether this promise won the start claim and still owns the task.
+    /// Whether this promise won the start claim (and so owns the task until it completes it).
     pub(crate) fn is_started(&self) -> bool {
-        self.owns
+        // Only the promise claims its task to run it, and the claim is its own earlier write.
+        self.cell.header.state() & RUNNING != 0
     }
 
     /// Whether the handle cancelled the task before it started (then it is done already).
@@ -99,31 +89,29 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
             return;
         }
         let this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped, so the reference is moved out exactly once; the
-        // other fields need no drop.
+        // SAFETY: `this` is never dropped, so the reference (its only field) is moved out
+        // exactly once.
         let cell = unsafe { std::ptr::read(&this.cell) };
         // The promise's reference goes in the step that publishes: the handle, usually the
         // last one left, then frees the cell after a plain load.
         cell.complete_and_release(outcome);
     }
 
-    /// Marks the promise settled and makes it the owner, claiming the task first when it was
-    /// never started. False when there is nothing to publish: already settled, or cancelled
-    /// before it started.
+    /// Makes sure the promise owns the task, claiming it first when it was never started.
+    /// False when there is nothing to publish: the task was cancelled before it started. Called
+    /// once per promise, by `complete` (which consumes it) or by its drop.
     fn claim_to_settle(&mut self) -> bool {
-        if self.settled {
-            return false;
+        if self.is_started() {
+            return true;
         }
-        self.settled = true;
-        if !self.owns {
-            if self.cell.header.try_start() != Claim::Won {
-                return false;
+        match self.cell.header.try_start() {
+            Claim::Won => {
+                // SAFETY: we won the claim.
+                drop(unsafe { self.cell.work.take() });
+                true
             }
-            // SAFETY: we won the claim.
-            drop(unsafe { self.cell.work.take() });
+            Claim::Cancelled | Claim::Started => false,
         }
-        self.owns = false;
-        true
     }
 
     fn settle(&mut self, outcome: Outcome<T>) {
@@ -146,10 +134,10 @@ impl<T, P, X: Hooks> std::ops::Deref for SharedExtra<T, P, X> {
 
 impl<T, P, X: Hooks> Drop for Promise<T, P, X> {
     fn drop(&mut self) {
-        if !self.settled {
-            let reason = self.extra().abandoned();
-            self.settle(Err(reason));
-        }
+        // Not completed (`complete` consumes the promise without dropping it): the task ends
+        // with the lane's reason, unless it was cancelled before it started.
+        let reason = self.extra().abandoned();
+        self.settle(Err(reason));
     }
 }
 
