@@ -8,7 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::detect::Stats;
+use super::detect::{Site, Stats};
 use super::shutdown::{LiveGuard, LoopState};
 use super::{blocking_lane, sched};
 use crate::error::Error;
@@ -74,21 +74,19 @@ pub(super) struct Control {
     /// [`keep`](Self::keep)), before the task's handle leaves the spawning call; a `OnceLock`
     /// here cost ~170 instructions per task under callgrind.
     join: UnsafeCell<Option<tokio::task::JoinHandle<()>>>,
-    /// What the [`Driver`] keeps from one poll to the next. It lives here, in brigade's cell,
-    /// rather than in the driver, because tokio stores the driver in its own task, which it
-    /// allocates in 128-byte steps: with these fields (and the loop's live count) in the driver,
-    /// a no-op's tokio task took 256 bytes where tokio's own takes 128, and every task paid
-    /// for the second half (dhat: 360 bytes a task in all, against tokio's 128; tokio itself
-    /// runs `tiny-async` ~15 % slower with a future big enough to cross the step).
-    run: UnsafeCell<Run>,
-}
-
-/// See [`Control::run`].
-struct Run {
-    stats: Stats,
+    /// The task's spawn site, and the poll statistics that the [`Driver`] keeps for it from
+    /// one poll to the next. They live here, in brigade's cell, rather than in the driver,
+    /// because tokio stores the driver in its own task, which it allocates in 128-byte steps:
+    /// with them (and the loop's live count) in the driver, a no-op's tokio task took 256
+    /// bytes where tokio's own takes 128, and every task paid for the second half (tokio
+    /// itself runs `tiny-async` ~15 % slower with a future big enough to cross the step). The
+    /// cell must stay within 120 bytes in turn (see [`Stats`]): every field here is packed
+    /// for that (40 bytes).
+    site: &'static Site,
+    stats: UnsafeCell<Stats>,
     /// On a lane thread: blocking there stalls no worker, and there is no worker to hand over.
-    on_lane: bool,
-    started: bool,
+    /// Written only before the driver is spawned ([`Driver::for_worker`]).
+    on_lane: AtomicBool,
 }
 
 // SAFETY: `join` is the only field that is not `Sync` by itself. It is written once, by the
@@ -98,8 +96,8 @@ struct Run {
 // it is only read (`abort` takes `&self`, and `JoinHandle` is `Sync`), and it is dropped with
 // the cell by whoever lets go of the last reference, which is exclusive, and which the
 // reference counting (release on every drop, acquire by the last) orders after every read.
-// `run` is touched only by the task's driver: before it is spawned, and then in its polls,
-// which tokio runs one at a time, each ordered after the last. The other fields are atomics.
+// `stats` is touched only by the task's driver: in its polls, which tokio runs one at a time,
+// each ordered after the last, and when it is dropped, which excludes a poll. The other fields are atomics.
 // So no write ever races a read.
 unsafe impl Sync for Control {}
 
@@ -108,7 +106,7 @@ impl Control {
     pub(super) fn new(
         shielded: bool,
         state: &'static LoopState,
-        stats: Stats,
+        site: &'static Site,
         on_lane: bool,
     ) -> Self {
         Self {
@@ -116,23 +114,27 @@ impl Control {
             shielded,
             interrupted: AtomicBool::new(false),
             join: UnsafeCell::new(None),
-            run: UnsafeCell::new(Run {
-                stats,
-                on_lane,
-                started: false,
-            }),
+            site,
+            stats: UnsafeCell::new(Stats::new()),
+            on_lane: AtomicBool::new(on_lane),
         }
     }
 
-    /// The driver's state between polls.
+    /// The task's poll statistics, with its site.
     ///
     /// # Safety
-    /// Only the task's driver may call this: before it is spawned, or from its poll (see
+    /// Only the task's driver may call this, from its poll or its drop (see
     /// `impl Sync for Control`), and not reentrantly.
     #[inline]
-    unsafe fn with_run<R>(&self, f: impl FnOnce(&mut Run) -> R) -> R {
-        // SAFETY: the caller is the driver, the one user of `run` (see above).
-        self.run.with_mut(|run| f(unsafe { &mut *run }))
+    unsafe fn with_stats<R>(&self, f: impl FnOnce(&mut Stats, &'static Site) -> R) -> R {
+        // SAFETY: the caller is the driver, the one user of `stats` (see above).
+        self.stats
+            .with_mut(|stats| f(unsafe { &mut *stats }, self.site))
+    }
+
+    #[inline]
+    fn on_lane(&self) -> bool {
+        self.on_lane.load(Ordering::Relaxed)
     }
 
     /// Keeps tokio's handle on the task (see the field).
@@ -218,6 +220,8 @@ pin_project_lite::pin_project! {
             if let RunningReplace::Yes { promise, .. } =
                 this.project().task.project_replace(Running::No)
             {
+                // SAFETY: the driver's drop. The polls since the last flush still count.
+                unsafe { promise.extra().with_stats(|stats, site| stats.flush(site)) };
                 release(promise, None);
             }
         }
@@ -275,8 +279,7 @@ impl<F: Future> Driver<F> {
     /// The same task, to run on a worker after all (the lane could not take it).
     pub(super) fn for_worker(self) -> Self {
         if let Running::Yes { promise, .. } = &self.task {
-            // SAFETY: the driver, before it is spawned.
-            unsafe { promise.extra().with_run(|run| run.on_lane = false) };
+            promise.extra().on_lane.store(false, Ordering::Relaxed);
         }
         self
     }
@@ -290,13 +293,9 @@ impl<F: Future> Future for Driver<F> {
         let RunningProj::Yes { future, promise } = task.as_mut().project() else {
             return Poll::Ready(());
         };
-        // SAFETY: the driver's poll (so for every `with_run` below).
-        let (first, on_lane) = unsafe {
-            promise
-                .extra()
-                .with_run(|run| (!std::mem::replace(&mut run.started, true), run.on_lane))
-        };
-        if first {
+        let on_lane = promise.extra().on_lane();
+        // SAFETY: the driver's poll.
+        if unsafe { promise.extra().with_stats(|stats, _| stats.is_fresh()) } {
             if on_lane {
                 blocking_lane::first_poll();
             }
@@ -320,13 +319,7 @@ impl<F: Future> Future for Driver<F> {
             // site was caught, or the lane could not take it) hands its worker to another
             // thread for each poll (`block_in_place`): if the poll blocks, only its own
             // thread waits, and the loop keeps turning.
-            let hand_off = !on_lane
-                // SAFETY: the driver's poll.
-                && unsafe {
-                    promise
-                        .extra()
-                        .with_run(|run| run.stats.site().is_flagged())
-                };
+            let hand_off = !on_lane && promise.extra().site.is_flagged();
             let watch = sched::stopwatch();
             let start = watch.stamp();
             watch.poll_starts(start);
@@ -343,9 +336,9 @@ impl<F: Future> Future for Driver<F> {
             let elapsed = watch.elapsed_ns(start, watch.stamp());
             // SAFETY: the driver's poll.
             unsafe {
-                promise
-                    .extra()
-                    .with_run(|run| run.stats.record(elapsed, on_lane || hand_off));
+                promise.extra().with_stats(|stats, site| {
+                    stats.record(site, elapsed, on_lane || hand_off);
+                });
             }
             match polled {
                 Ok(Poll::Ready(value)) => Ok(value),
@@ -355,7 +348,7 @@ impl<F: Future> Future for Driver<F> {
         };
         if let RunningReplace::Yes { promise, .. } = task.project_replace(Running::No) {
             // SAFETY: the driver's poll.
-            unsafe { promise.extra().with_run(|run| run.stats.flush()) };
+            unsafe { promise.extra().with_stats(|stats, site| stats.flush(site)) };
             release(promise, Some(outcome));
         }
         Poll::Ready(())

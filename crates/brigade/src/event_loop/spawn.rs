@@ -6,7 +6,6 @@ use std::panic::Location;
 use std::ptr::NonNull;
 
 use super::EventLoop;
-use super::detect::Stats;
 use super::driver::{Control, ControlRef, Driver};
 use crate::error::{Error, SubmitError};
 use crate::task::Task;
@@ -71,7 +70,7 @@ impl EventLoop {
         let flagged = site.is_flagged();
         let (mut promise, task) = Promise::<F::Output, (), Control>::new_at(
             (),
-            Control::new(shielded, self.inner.state, Stats::new(site), flagged),
+            Control::new(shielded, self.inner.state, site, flagged),
             origin,
         );
         if shielded {
