@@ -434,6 +434,53 @@ mod tests {
         share
     }
 
+    /// A site with a threshold no poll here reaches (so nothing is flagged or slow).
+    fn quiet_site() -> Site {
+        Site::new(Location::caller(), u64::MAX)
+    }
+
+    fn totals(site: &Site) -> (u64, u64, u64) {
+        (
+            site.sum(|s| &s.polls),
+            site.sum(|s| &s.total_ns),
+            site.worst(),
+        )
+    }
+
+    #[test]
+    fn the_first_poll_counts_at_once_then_every_window() {
+        let site = quiet_site();
+        let mut stats = Stats::new();
+        assert!(stats.is_fresh());
+        stats.record(&site, 1_000, false);
+        assert!(!stats.is_fresh());
+        assert_eq!(totals(&site), (1, 1_000, 1_000));
+        for _ in 0..u64::from(FLUSH_EVERY) - 1 {
+            stats.record(&site, 10, false);
+        }
+        assert_eq!(totals(&site).0, 1, "a window is not flushed before it is full");
+        stats.record(&site, 10, false);
+        assert_eq!(totals(&site), (65, 1_640, 1_000));
+        stats.record(&site, 7, false);
+        stats.flush(&site);
+        assert_eq!(totals(&site), (66, 1_647, 1_000));
+    }
+
+    #[test]
+    fn polls_past_a_u32_window_keep_every_nanosecond() {
+        let site = quiet_site();
+        let mut stats = Stats::new();
+        stats.record(&site, 1, false);
+        // Three polls of 2 s: the window's u32 total would overflow at the third.
+        for _ in 0..3 {
+            stats.record(&site, 2_000_000_000, false);
+        }
+        // One poll longer than a u32 holds goes to the site by itself.
+        stats.record(&site, 5_000_000_000, false);
+        stats.flush(&site);
+        assert_eq!(totals(&site), (5, 11_000_000_001, 5_000_000_000));
+    }
+
     #[test]
     fn the_share_is_over_recent_polls() {
         // A site whose first poll is slow is all slow.
