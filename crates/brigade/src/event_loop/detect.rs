@@ -458,7 +458,11 @@ mod tests {
         for _ in 0..u64::from(FLUSH_EVERY) - 1 {
             stats.record(&site, 10, false);
         }
-        assert_eq!(totals(&site).0, 1, "a window is not flushed before it is full");
+        assert_eq!(
+            totals(&site).0,
+            1,
+            "a window is not flushed before it is full"
+        );
         stats.record(&site, 10, false);
         assert_eq!(totals(&site), (65, 1_640, 1_000));
         stats.record(&site, 7, false);

@@ -202,7 +202,7 @@ impl Hooks for Control {
 pin_project_lite::pin_project! {
     /// What a loop task runs: the user's future, polled with a stopwatch, and the promise
     /// that publishes its outcome. Nothing else, so that tokio's task for a small future stays
-    /// as small as tokio's own (see [`Control::run`], where the rest is kept): for a no-op,
+    /// as small as tokio's own (see [`Control::site`], where the rest is kept): for a no-op,
     /// its 16-byte future and an 8-byte promise.
     ///
     /// The driver also counts its task out of the loop's live count (see

@@ -224,7 +224,7 @@ pub(super) struct LiveGuard(&'static LoopState);
 impl LiveGuard {
     /// Hands the count to a loop task's driver, which counts the task out itself (through
     /// its control's loop state) when it releases the task: a guard kept in the driver made
-    /// tokio's task a word bigger, past its 128-byte step (see `driver::Control::run`).
+    /// tokio's task a word bigger, past its 128-byte step (see `driver::Control::site`).
     #[inline]
     pub(super) fn into_driver(self) {
         std::mem::forget(self);
