@@ -98,8 +98,9 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
     }
 
     /// Makes sure the promise owns the task, claiming it first when it was never started.
-    /// False when there is nothing to publish: the task was cancelled before it started. Called
-    /// once per promise, by `complete` (which consumes it) or by its drop.
+    /// False when there is nothing to publish: the task was cancelled before it started (then
+    /// asking again, as the drop of a promise that `complete` found cancelled does, is false
+    /// again).
     fn claim_to_settle(&mut self) -> bool {
         if self.is_started() {
             return true;
@@ -111,12 +112,6 @@ impl<T, P, X: Hooks> Promise<T, P, X> {
                 true
             }
             Claim::Cancelled | Claim::Started => false,
-        }
-    }
-
-    fn settle(&mut self, outcome: Outcome<T>) {
-        if self.claim_to_settle() {
-            self.cell.header.complete(outcome);
         }
     }
 }
@@ -136,8 +131,10 @@ impl<T, P, X: Hooks> Drop for Promise<T, P, X> {
     fn drop(&mut self) {
         // Not completed (`complete` consumes the promise without dropping it): the task ends
         // with the lane's reason, unless it was cancelled before it started.
-        let reason = self.extra().abandoned();
-        self.settle(Err(reason));
+        if self.claim_to_settle() {
+            let reason = self.extra().abandoned();
+            self.cell.header.complete(Err(reason));
+        }
     }
 }
 
