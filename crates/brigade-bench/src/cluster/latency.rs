@@ -89,24 +89,7 @@ impl Bench<'_> {
         let url = self.redis.url();
         let _procs = Workers::spawn(&url, &queue, 1, &["--concurrency", "1", "--lane", lane])?;
         let client = Client::builder(&url).queue(&queue).connect()?;
-        // Warm up: the worker is up and its connections are open.
-        for _ in 0..20 {
-            client.submit(&STARTED, ()).result()?;
-        }
-        let mut sample = Sample {
-            tasks,
-            ..Sample::default()
-        };
-        let begin = Instant::now();
-        for _ in 0..tasks {
-            let t0 = mono_ns();
-            let at = client.submit(&STARTED, ()).result()?;
-            let t1 = mono_ns();
-            sample.start_ms.push(at.saturating_sub(t0) as f64 / 1e6);
-            sample.result_ms.push(t1.saturating_sub(t0) as f64 / 1e6);
-        }
-        sample.ms = begin.elapsed().as_secs_f64() * 1e3;
-        Ok(sample)
+        one_at_a_time(tasks, || Ok(client.submit(&STARTED, ()).result()?))
     }
 
     fn python_latency(&mut self, kind: &str, tasks: u64) -> anyhow::Result<Sample> {
@@ -116,13 +99,7 @@ impl Bench<'_> {
         } else {
             tasks
         };
-        let db = self.python_db();
-        let url = format!("redis://127.0.0.1:{}/{db}", self.redis.port());
-        let python = self.python.as_ref().expect("python is set up");
-        let out = python.run(
-            kind,
-            &["latency", "--url", &url, "--tasks", &tasks.to_string()],
-        )?;
+        let out = self.run_python(kind, "latency", &["--tasks", &tasks.to_string()])?;
         let list = |k: &str| -> Vec<f64> {
             out[k]
                 .as_array()
@@ -142,8 +119,18 @@ impl Bench<'_> {
 /// brigade's local process pool, one task at a time: the floor a cluster round trip adds to.
 fn pool_latency(tasks: u64) -> anyhow::Result<Sample> {
     let pool = ProcessPool::builder().workers(1).build()?;
+    one_at_a_time(tasks, || Ok(pool.submit(started, ()).result()?))
+}
+
+/// Warms up with 20 calls (the worker is up, its connections open), then times `tasks` calls
+/// of `call`, one at a time: each returns when its task started (the worker's clock), and
+/// gives the submit→start and submit→result latencies.
+fn one_at_a_time(
+    tasks: u64,
+    mut call: impl FnMut() -> anyhow::Result<u64>,
+) -> anyhow::Result<Sample> {
     for _ in 0..20 {
-        pool.submit(started, ()).result()?;
+        call()?;
     }
     let mut sample = Sample {
         tasks,
@@ -152,7 +139,7 @@ fn pool_latency(tasks: u64) -> anyhow::Result<Sample> {
     let begin = Instant::now();
     for _ in 0..tasks {
         let t0 = mono_ns();
-        let at = pool.submit(started, ()).result()?;
+        let at = call()?;
         let t1 = mono_ns();
         sample.start_ms.push(at.saturating_sub(t0) as f64 / 1e6);
         sample.result_ms.push(t1.saturating_sub(t0) as f64 / 1e6);

@@ -255,15 +255,10 @@ impl Bench<'_> {
         } else {
             tasks
         };
-        let db = self.python_db();
-        let url = format!("redis://127.0.0.1:{}/{db}", self.redis.port());
-        let python = self.python.as_ref().expect("python is set up");
-        let out = python.run(
+        let out = self.run_python(
             kind,
+            "throughput",
             &[
-                "throughput",
-                "--url",
-                &url,
                 "--tasks",
                 &tasks.to_string(),
                 "--workers",
@@ -278,10 +273,19 @@ impl Bench<'_> {
         })
     }
 
-    /// A Redis database of its own for each Python run (Celery and RQ keep state in theirs).
-    fn python_db(&mut self) -> usize {
+    /// Runs the Python anchor `kind` on `workload` with `args`, against a Redis database of
+    /// its own for each run (Celery and RQ keep state in theirs).
+    fn run_python(&mut self, kind: &str, workload: &str, args: &[&str]) -> anyhow::Result<Value> {
         self.rep += 1;
-        1 + self.rep % 15
+        let url = format!(
+            "redis://127.0.0.1:{}/{}",
+            self.redis.port(),
+            1 + self.rep % 15
+        );
+        let python = self.python.as_ref().expect("python is set up");
+        let mut all = vec![workload, "--url", &url];
+        all.extend_from_slice(args);
+        python.run(kind, &all)
     }
 
     /// `tasks` no-ops submitted at once and awaited, on one warm worker process: what the
