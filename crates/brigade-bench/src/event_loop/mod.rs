@@ -315,59 +315,69 @@ impl Suite<'_> {
         line
     }
 
-    /// Runs every impl `reps` times, interleaved (each repetition in its own order, see
-    /// [`rep_order`](crate::measure::rep_order)); checks the checksums agree. Gives each impl's
-    /// samples (none for a skipped impl, with the reason).
-    ///
-    /// A warm-up round runs every impl once, untimed, first. The suite's first run pays for
-    /// things that belong to no impl (the shared server's first thousand connections, its
-    /// threads' first allocations), and that first run was always the same impl: the gather
-    /// client in `io-slow-many`, which then measured ~2 % behind the same loop awaiting in order.
-    fn interleave(&self, workload: &str, mut impls: Vec<Impl<'_>>) -> anyhow::Result<Vec<Outcome>> {
-        if let Ok(keep) = std::env::var("BRIGADE_BENCH_IMPL") {
-            impls.retain(|i| keep.split(',').any(|k| k == i.name));
-        }
-        let mut samples: Vec<Vec<Sample>> = impls.iter().map(|_| Vec::new()).collect();
-        for imp in impls.iter_mut() {
-            std::thread::sleep(Duration::from_millis(50));
-            if (imp.run)()
-                .with_context(|| format!("{workload}/{} (warm-up)", imp.name))?
-                .is_none()
-            {
-                imp.skipped = Some("skipped".into());
-            }
-        }
-        for rep in 0..self.reps {
-            for i in crate::measure::rep_order(impls.len(), rep) {
-                let imp = &mut impls[i];
-                if imp.skipped.is_some() {
-                    continue;
-                }
-                // Let the previous impl's threads and sockets settle.
-                std::thread::sleep(Duration::from_millis(50));
-                match (imp.run)().with_context(|| format!("{workload}/{}", imp.name))? {
-                    Some(sample) => samples[i].push(sample),
-                    None => imp.skipped = Some("skipped".into()),
-                }
-            }
-        }
-        let reference = samples.iter().find_map(|s| s.first()).map(|s| s.checksum);
-        for (imp, runs) in impls.iter().zip(&samples) {
-            for run in runs {
-                anyhow::ensure!(
-                    Some(run.checksum) == reference,
-                    "{workload}: {} computed {}, expected {reference:?}",
-                    imp.name,
-                    run.checksum
-                );
-            }
-        }
-        Ok(impls
-            .into_iter()
-            .zip(samples)
-            .map(|(imp, runs)| (imp.name, imp.skipped, runs))
-            .collect())
+    /// See [`interleave`].
+    fn interleave(&self, workload: &str, impls: Vec<Impl<'_>>) -> anyhow::Result<Vec<Outcome>> {
+        interleave(workload, self.reps, impls)
     }
+}
+
+/// Runs every impl `reps` times, interleaved (each repetition in its own order, see
+/// [`rep_order`](crate::measure::rep_order)); checks the checksums agree. Gives each impl's
+/// samples (none for a skipped impl, with the reason).
+///
+/// A warm-up round runs every impl once, untimed, first. The suite's first run pays for things
+/// that belong to no impl (the shared server's first thousand connections, its threads' first
+/// allocations), and that first run was always the same impl: the gather client in
+/// `io-slow-many`, which then measured ~2 % behind the same loop awaiting in order.
+fn interleave(
+    workload: &str,
+    reps: usize,
+    mut impls: Vec<Impl<'_>>,
+) -> anyhow::Result<Vec<Outcome>> {
+    if let Ok(keep) = std::env::var("BRIGADE_BENCH_IMPL") {
+        impls.retain(|i| keep.split(',').any(|k| k == i.name));
+    }
+    let mut samples: Vec<Vec<Sample>> = impls.iter().map(|_| Vec::new()).collect();
+    for imp in impls.iter_mut() {
+        run_once(workload, imp)?;
+    }
+    for rep in 0..reps {
+        for i in crate::measure::rep_order(impls.len(), rep) {
+            if let Some(sample) = run_once(workload, &mut impls[i])? {
+                samples[i].push(sample);
+            }
+        }
+    }
+    let reference = samples.iter().find_map(|s| s.first()).map(|s| s.checksum);
+    for (imp, runs) in impls.iter().zip(&samples) {
+        for run in runs {
+            anyhow::ensure!(
+                Some(run.checksum) == reference,
+                "{workload}: {} computed {}, expected {reference:?}",
+                imp.name,
+                run.checksum
+            );
+        }
+    }
+    Ok(impls
+        .into_iter()
+        .zip(samples)
+        .map(|(imp, runs)| (imp.name, imp.skipped, runs))
+        .collect())
+}
+
+/// One run of `imp`, after a pause that lets the previous impl's threads and sockets settle;
+/// `None`, without running it, once it is skipped (a missing `python3`, say).
+fn run_once(workload: &str, imp: &mut Impl<'_>) -> anyhow::Result<Option<Sample>> {
+    if imp.skipped.is_some() {
+        return Ok(None);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let sample = (imp.run)().with_context(|| format!("{workload}/{}", imp.name))?;
+    if sample.is_none() {
+        imp.skipped = Some("skipped".into());
+    }
+    Ok(sample)
 }
 
 fn secs(runs: &[Sample]) -> Vec<f64> {
@@ -513,4 +523,47 @@ fn python_impl<'a>(
         python.skipped = Some("python3 not found".into());
     }
     python
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skipped_impl_is_never_run_not_even_to_warm_up() {
+        let mut ran = 0;
+        let counted = imp("counted", || {
+            ran += 1;
+            Ok(Sample::timed(Instant::now(), 7))
+        });
+        // Skipped up front, as the Python client is without `python3`: running it would fail.
+        let missing = Impl {
+            name: "missing",
+            run: Box::new(|| anyhow::bail!("ran a skipped impl")),
+            skipped: Some("python3 not found".into()),
+        };
+        let outcomes = interleave("test", 2, vec![counted, missing]).unwrap();
+        assert_eq!(outcomes[0].2.len(), 2);
+        assert_eq!(outcomes[1].1.as_deref(), Some("python3 not found"));
+        assert!(outcomes[1].2.is_empty());
+        drop(outcomes);
+        assert_eq!(ran, 3, "a warm-up run and two timed ones");
+    }
+
+    #[test]
+    fn an_impl_that_skips_itself_runs_no_more() {
+        let mut calls = 0;
+        let skipping = Impl {
+            name: "skipping",
+            run: Box::new(|| {
+                calls += 1;
+                Ok(None)
+            }),
+            skipped: None,
+        };
+        let outcomes = interleave("test", 3, vec![skipping]).unwrap();
+        assert_eq!(outcomes[0].1.as_deref(), Some("skipped"));
+        drop(outcomes);
+        assert_eq!(calls, 1);
+    }
 }
